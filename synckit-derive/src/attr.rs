@@ -1,0 +1,250 @@
+//! Parsing of `#[event(...)]`, and of the `#[serde(...)]` keys that decide
+//! how serde names and tags enum variants.
+
+use proc_macro2::TokenStream;
+use quote::ToTokens;
+use syn::meta::ParseNestedMeta;
+use syn::{Attribute, Expr, Lit, LitStr};
+
+use crate::ctxt::Ctxt;
+
+/// `#[event(type = "...")]`: the event type name.
+pub(crate) const TYPE: &str = "type";
+/// `#[event(aggregate_id)]` on a field, `#[event(aggregate_id = "field")]`
+/// on a type or variant.
+pub(crate) const AGGREGATE_ID: &str = "aggregate_id";
+/// `#[event(version = N)]`: the schema version.
+pub(crate) const VERSION: &str = "version";
+/// `#[event(crate = "path")]`: where synckit lives.
+pub(crate) const CRATE: &str = "crate";
+
+/// Where an attribute sits; decides which keys it accepts.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Position {
+    Struct,
+    Enum,
+    Variant,
+    Field,
+}
+
+impl Position {
+    fn keys(self) -> &'static [&'static str] {
+        match self {
+            Position::Struct => &[TYPE, AGGREGATE_ID, VERSION, CRATE],
+            Position::Enum => &[AGGREGATE_ID, VERSION, CRATE],
+            Position::Variant => &[TYPE, AGGREGATE_ID, VERSION],
+            Position::Field => &[AGGREGATE_ID],
+        }
+    }
+
+    fn describe(self) -> &'static str {
+        match self {
+            Position::Struct => "a struct",
+            Position::Enum => "an enum",
+            Position::Variant => "a variant",
+            Position::Field => "a field",
+        }
+    }
+}
+
+/// A parsed attribute value with the tokens of its key, for error spans.
+pub(crate) struct Keyed<T> {
+    pub(crate) key: TokenStream,
+    pub(crate) value: T,
+}
+
+/// Every `#[event(...)]` key found on one item.
+#[derive(Default)]
+pub(crate) struct EventAttrs {
+    pub(crate) event_type: Option<Keyed<LitStr>>,
+    /// On a field the value is `None` (a marker); elsewhere it names a field.
+    pub(crate) aggregate_id: Option<Keyed<Option<LitStr>>>,
+    pub(crate) version: Option<Keyed<u32>>,
+    pub(crate) krate: Option<Keyed<syn::Path>>,
+}
+
+fn set_once<T>(cx: &mut Ctxt, slot: &mut Option<Keyed<T>>, meta: &ParseNestedMeta<'_>, name: &str, value: T) {
+    let key = meta.path.to_token_stream();
+    if let Some(first) = slot {
+        let mut error = syn::Error::new_spanned(&key, format!("duplicate `{name}` attribute"));
+        error.combine(syn::Error::new_spanned(
+            &first.key,
+            format!("`{name}` was first given here"),
+        ));
+        cx.syn_error(error);
+        return;
+    }
+    *slot = Some(Keyed { key, value });
+}
+
+fn string_value(meta: &ParseNestedMeta<'_>, example: &str) -> syn::Result<LitStr> {
+    let expr: Expr = meta.value()?.parse()?;
+    match expr {
+        Expr::Lit(syn::ExprLit {
+            lit: Lit::Str(s), ..
+        }) => Ok(s),
+        other => Err(syn::Error::new_spanned(
+            other,
+            format!("expected a string literal, like `{example}`"),
+        )),
+    }
+}
+
+/// Parses the `#[event(...)]` attributes of one item, reporting unknown,
+/// misplaced, duplicate and malformed keys.
+pub(crate) fn parse_event_attrs(cx: &mut Ctxt, attrs: &[Attribute], position: Position) -> EventAttrs {
+    let mut out = EventAttrs::default();
+    for attr in attrs.iter().filter(|a| a.path().is_ident("event")) {
+        let result = attr.parse_nested_meta(|meta| {
+            let known = |k: &str| meta.path.is_ident(k);
+            let name = meta.path.get_ident().map(ToString::to_string).unwrap_or_default();
+            if !position.keys().contains(&name.as_str()) {
+                let message = if [TYPE, AGGREGATE_ID, VERSION, CRATE].contains(&name.as_str()) {
+                    let hint = match (position, name.as_str()) {
+                        (Position::Enum, TYPE) => "; on an enum, put `type` on each variant",
+                        (Position::Variant, CRATE) => "; put `crate` on the enum",
+                        (Position::Field, _) => "; on a field only `aggregate_id` is allowed",
+                        _ => "",
+                    };
+                    format!("`{name}` is not allowed on {}{hint}", position.describe())
+                } else {
+                    format!(
+                        "unknown event attribute `{}`; expected one of {}",
+                        meta.path.to_token_stream(),
+                        position
+                            .keys()
+                            .iter()
+                            .map(|k| format!("`{k}`"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )
+                };
+                cx.error_spanned_by(&meta.path, message);
+                skip_value(&meta)?;
+                return Ok(());
+            }
+            if known(TYPE) {
+                let lit = string_value(&meta, "type = \"user.created\"")?;
+                set_once(cx, &mut out.event_type, &meta, TYPE, lit);
+            } else if known(AGGREGATE_ID) {
+                if position == Position::Field {
+                    if meta.input.peek(syn::Token![=]) {
+                        return Err(meta.error(
+                            "on a field, write `#[event(aggregate_id)]` without a value",
+                        ));
+                    }
+                    set_once(cx, &mut out.aggregate_id, &meta, AGGREGATE_ID, None);
+                } else {
+                    let lit = string_value(&meta, "aggregate_id = \"user_id\"")?;
+                    set_once(cx, &mut out.aggregate_id, &meta, AGGREGATE_ID, Some(lit));
+                }
+            } else if known(VERSION) {
+                let expr: Expr = meta.value()?.parse()?;
+                let version = match &expr {
+                    Expr::Lit(syn::ExprLit {
+                        lit: Lit::Int(int), ..
+                    }) => int.base10_parse::<u32>().ok().filter(|v| *v >= 1),
+                    _ => None,
+                };
+                let Some(version) = version else {
+                    return Err(syn::Error::new_spanned(
+                        expr,
+                        "expected a schema version from 1 to 4294967295, like `version = 2`",
+                    ));
+                };
+                set_once(cx, &mut out.version, &meta, VERSION, version);
+            } else if known(CRATE) {
+                let lit = string_value(&meta, "crate = \"my_crate::synckit\"")?;
+                let path = lit.parse::<syn::Path>().map_err(|_| {
+                    syn::Error::new_spanned(&lit, "expected a path, like `crate = \"my_crate::synckit\"`")
+                })?;
+                set_once(cx, &mut out.krate, &meta, CRATE, path);
+            }
+            Ok(())
+        });
+        if let Err(error) = result {
+            cx.syn_error(error);
+        }
+    }
+    out
+}
+
+/// Consumes the value of a key that is being rejected or ignored:
+/// `key = expr`, `key(...)`, or nothing.
+fn skip_value(meta: &ParseNestedMeta<'_>) -> syn::Result<()> {
+    if meta.input.peek(syn::Token![=]) {
+        meta.value()?.parse::<Expr>()?;
+    } else if meta.input.peek(syn::token::Paren) {
+        meta.input.parse::<proc_macro2::Group>()?;
+    }
+    Ok(())
+}
+
+/// The container-level serde keys that shape an enum's representation.
+#[derive(Default)]
+pub(crate) struct SerdeContainer {
+    /// The `rename_all` rule serde applies when deserializing.
+    pub(crate) rename_all: Option<String>,
+    pub(crate) tag: Option<String>,
+    pub(crate) content: Option<String>,
+    pub(crate) untagged: bool,
+}
+
+/// A key's string value, or the `deserialize` half of
+/// `key(serialize = "...", deserialize = "...")`.
+fn deserialize_name(meta: &ParseNestedMeta<'_>) -> syn::Result<Option<String>> {
+    if meta.input.peek(syn::Token![=]) {
+        return Ok(Some(meta.value()?.parse::<LitStr>()?.value()));
+    }
+    let mut found = None;
+    if meta.input.peek(syn::token::Paren) {
+        meta.parse_nested_meta(|inner| {
+            if inner.path.is_ident("deserialize") {
+                found = Some(inner.value()?.parse::<LitStr>()?.value());
+            } else {
+                skip_value(&inner)?;
+            }
+            Ok(())
+        })?;
+    }
+    Ok(found)
+}
+
+/// Reads the serde keys that matter to synckit. Malformed serde attributes
+/// are left for serde's own derive to report.
+pub(crate) fn serde_container(attrs: &[Attribute]) -> SerdeContainer {
+    let mut out = SerdeContainer::default();
+    for attr in attrs.iter().filter(|a| a.path().is_ident("serde")) {
+        let _ = attr.parse_nested_meta(|meta| {
+            if meta.path.is_ident("rename_all") {
+                out.rename_all = deserialize_name(&meta)?;
+            } else if meta.path.is_ident("tag") {
+                out.tag = Some(meta.value()?.parse::<LitStr>()?.value());
+            } else if meta.path.is_ident("content") {
+                out.content = Some(meta.value()?.parse::<LitStr>()?.value());
+            } else if meta.path.is_ident("untagged") {
+                out.untagged = true;
+            } else {
+                skip_value(&meta)?;
+            }
+            Ok(())
+        });
+    }
+    out
+}
+
+/// The variant's `#[serde(rename)]` (deserialize side), if any.
+pub(crate) fn serde_variant_rename(attrs: &[Attribute]) -> Option<String> {
+    let mut out = None;
+    for attr in attrs.iter().filter(|a| a.path().is_ident("serde")) {
+        let _ = attr.parse_nested_meta(|meta| {
+            if meta.path.is_ident("rename") {
+                out = deserialize_name(&meta)?;
+            } else {
+                skip_value(&meta)?;
+            }
+            Ok(())
+        });
+    }
+    out
+}

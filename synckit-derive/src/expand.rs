@@ -1,0 +1,166 @@
+//! Code generation of the `Event` impl.
+
+use proc_macro2::TokenStream;
+use quote::{format_ident, quote};
+use syn::DeriveInput;
+
+use crate::ast::{Container, Style};
+use crate::ctxt::Ctxt;
+use crate::valid::{self, Kind, Model, Repr, VariantAggregate};
+
+/// Expands the derive: the impl, or every error plus a stub impl so that the
+/// user sees the real mistakes rather than a cascade of "`Event` is not
+/// implemented".
+pub(crate) fn derive(input: &DeriveInput) -> TokenStream {
+    let mut cx = Ctxt::default();
+    let container = Container::from_ast(&mut cx, input);
+    let model = valid::check(&mut cx, &container);
+    match (cx.finish(), model) {
+        (None, Some(model)) => impl_event(input, &model),
+        (Some(errors), _) => {
+            let krate = container
+                .attrs
+                .krate
+                .as_ref()
+                .map(|k| k.value.clone())
+                .unwrap_or_else(|| syn::parse_quote!(::synckit));
+            let mut out = errors.to_compile_error();
+            out.extend(stub(input, &krate));
+            out
+        }
+        // `check` returns `None` only after recording an error.
+        (None, None) => syn::Error::new_spanned(&input.ident, "cannot derive `Event`").to_compile_error(),
+    }
+}
+
+/// `impl ... where Self: serde + Send + Sync + 'static` — the impl applies
+/// exactly where `Event`'s supertraits hold, for generic types too.
+fn impl_header(input: &DeriveInput, krate: &syn::Path) -> TokenStream {
+    let ident = &input.ident;
+    let (impl_generics, ty_generics, where_clause) = input.generics.split_for_impl();
+    let mut where_clause = where_clause.cloned().unwrap_or_else(|| syn::parse_quote!(where));
+    where_clause.predicates.push(syn::parse_quote!(
+        Self: #krate::__private::Serialize
+            + #krate::__private::DeserializeOwned
+            + ::core::marker::Send
+            + ::core::marker::Sync
+            + 'static
+    ));
+    quote! {
+        #[automatically_derived]
+        impl #impl_generics #krate::Event for #ident #ty_generics #where_clause
+    }
+}
+
+fn stub(input: &DeriveInput, krate: &syn::Path) -> TokenStream {
+    let header = impl_header(input, krate);
+    quote! {
+        #header {
+            fn event_types() -> &'static [&'static str] { ::core::unreachable!() }
+            fn event_type(&self) -> &'static str { ::core::unreachable!() }
+            fn aggregate_id(&self) -> #krate::__private::String { ::core::unreachable!() }
+            fn layout() -> &'static #krate::__private::Layout { ::core::unreachable!() }
+        }
+    }
+}
+
+fn impl_event(input: &DeriveInput, model: &Model) -> TokenStream {
+    let krate = &model.krate;
+    let header = impl_header(input, krate);
+    let private = quote!(#krate::__private);
+    let body = match &model.kind {
+        Kind::Struct {
+            event_type,
+            aggregate,
+            version,
+        } => quote! {
+            fn event_types() -> &'static [&'static str] {
+                &[#event_type]
+            }
+            fn event_type(&self) -> &'static str {
+                #event_type
+            }
+            fn aggregate_id(&self) -> #private::String {
+                #private::to_string(&self.#aggregate)
+            }
+            fn schema_version(&self) -> u32 {
+                #version
+            }
+            fn layout() -> &'static #private::Layout {
+                static LAYOUT: #private::Layout = #private::Layout::Struct { event_type: #event_type };
+                &LAYOUT
+            }
+        },
+        Kind::Enum { repr, variants } => {
+            let types = variants.iter().map(|v| &v.event_type);
+            let mut type_arms = Vec::new();
+            let mut aggregate_arms = Vec::new();
+            let mut version_arms = Vec::new();
+            let mut layouts = Vec::new();
+            for v in variants {
+                let ident = &v.ident;
+                let any = match v.style {
+                    Style::Named => quote!(Self::#ident { .. }),
+                    Style::Tuple => quote!(Self::#ident(..)),
+                    Style::Unit => quote!(Self::#ident),
+                };
+                let (event_type, version, serde_name) = (&v.event_type, v.version, &v.serde_name);
+                type_arms.push(quote!(#any => #event_type));
+                version_arms.push(quote!(#any => #version));
+                layouts.push(quote!(#private::VariantLayout { event_type: #event_type, serde_name: #serde_name }));
+                let binding = format_ident!("__synckit_aggregate");
+                aggregate_arms.push(match (&v.aggregate, v.style) {
+                    (VariantAggregate::Field(syn::Member::Named(field)), _) => quote! {
+                        Self::#ident { #field: #binding, .. } => #private::to_string(#binding)
+                    },
+                    (VariantAggregate::Field(syn::Member::Unnamed(index)), _) => {
+                        let skipped = (0..index.index).map(|_| quote!(_));
+                        quote! {
+                            Self::#ident(#(#skipped,)* #binding, ..) => #private::to_string(#binding)
+                        }
+                    }
+                    (VariantAggregate::InnerField(field), _) => quote! {
+                        Self::#ident(#binding) => #private::to_string(&#binding.#field)
+                    },
+                    (VariantAggregate::Delegate(ty), _) => quote! {
+                        Self::#ident(#binding) => <#ty as #krate::Event>::aggregate_id(#binding)
+                    },
+                });
+            }
+            let repr = match repr {
+                Repr::External => quote!(#private::EnumRepr::External),
+                Repr::Internal(tag) => quote!(#private::EnumRepr::Internal { tag: #tag }),
+                Repr::Adjacent(tag, content) => {
+                    quote!(#private::EnumRepr::Adjacent { tag: #tag, content: #content })
+                }
+                Repr::Untagged => quote!(#private::EnumRepr::Untagged),
+            };
+            quote! {
+                fn event_types() -> &'static [&'static str] {
+                    &[#(#types),*]
+                }
+                fn event_type(&self) -> &'static str {
+                    match self { #(#type_arms,)* }
+                }
+                fn aggregate_id(&self) -> #private::String {
+                    match self { #(#aggregate_arms,)* }
+                }
+                fn schema_version(&self) -> u32 {
+                    match self { #(#version_arms,)* }
+                }
+                fn layout() -> &'static #private::Layout {
+                    static LAYOUT: #private::Layout = #private::Layout::Enum {
+                        repr: #repr,
+                        variants: &[#(#layouts),*],
+                    };
+                    &LAYOUT
+                }
+            }
+        }
+    };
+    quote! {
+        #header {
+            #body
+        }
+    }
+}

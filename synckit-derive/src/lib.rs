@@ -1,0 +1,21 @@
+//! `#[derive(Event)]` for [synckit](https://docs.rs/synckit).
+//!
+//! Use it through `synckit::Event` (feature `derive`, on by default); the
+//! attributes are documented there and in the synckit README.
+
+mod ast;
+mod attr;
+mod case;
+mod ctxt;
+mod expand;
+mod valid;
+
+use proc_macro::TokenStream;
+use syn::{DeriveInput, parse_macro_input};
+
+/// Derives `synckit::Event`.
+#[proc_macro_derive(Event, attributes(event))]
+pub fn derive_event(input: TokenStream) -> TokenStream {
+    let input = parse_macro_input!(input as DeriveInput);
+    expand::derive(&input).into()
+}

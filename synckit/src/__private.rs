@@ -1,0 +1,12 @@
+//! Paths the derive's generated code uses. Not public API.
+
+pub use crate::event::{EnumRepr, Layout, VariantLayout};
+pub use std::string::{String, ToString};
+pub use std::{format, stringify};
+
+/// `ToString` on a field reference, callable without importing the trait.
+pub fn to_string<T: std::fmt::Display + ?Sized>(value: &T) -> String {
+    ToString::to_string(value)
+}
+pub use serde::Serialize;
+pub use serde::de::DeserializeOwned;

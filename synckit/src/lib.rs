@@ -1,0 +1,95 @@
+//! # synckit
+//!
+//! A typed event store: derive [`Event`] on your domain types, append them
+//! with ACID guarantees, read them back in a gap-free global order, and
+//! subscribe to them in real time.
+//!
+//! ```
+//! use futures::StreamExt;
+//! use serde::{Deserialize, Serialize};
+//! use synckit::{Cursor, Event, EventStore, ExpectedVersion, MemoryStore, Start};
+//!
+//! #[derive(Debug, Serialize, Deserialize, Event)]
+//! enum Account {
+//!     Opened { #[event(aggregate_id)] id: String, owner: String },
+//!     Deposited { #[event(aggregate_id)] id: String, amount: u64 },
+//! }
+//!
+//! # futures::executor::block_on(async {
+//! let store = MemoryStore::new();
+//! let mut deposits = Account::subscribe_from(&store, Start::Beginning).await?;
+//!
+//! store.append_events(ExpectedVersion::NoStream, &[
+//!     Account::Opened { id: "acc-1".into(), owner: "Ada".into() },
+//!     Account::Deposited { id: "acc-1".into(), amount: 10 },
+//! ]).await?;
+//!
+//! let first = deposits.next().await.unwrap()?;
+//! assert_eq!(first.event_type, "Opened");
+//! assert_eq!(first.stream_version, 1);
+//! assert_eq!(store.load(Cursor::START).await?.len(), 2);
+//! # Ok::<(), synckit::Error>(())
+//! # }).unwrap();
+//! ```
+//!
+//! ## Backends
+//!
+//! Every backend implements [`EventStore`] and [`SubscriptionSource`] with
+//! the same guarantees (see [`EventStore`]). [`MemoryStore`] runs anywhere,
+//! including `wasm32-unknown-unknown`.
+//!
+//! ## Features
+//!
+//! | feature    | gives | default |
+//! |------------|-------|---------|
+//! | `derive`   | `#[derive(Event)]` | yes |
+//! | `sqlite`   | embedded SQLite store | yes |
+//! | `postgres` | PostgreSQL store and listener | yes |
+//! | `schema`   | JSON Schema of every event type ([`Event::event_schemas`]) | yes |
+//! | `tls`      | TLS for PostgreSQL connections (rustls) | no |
+//!
+//! With `default-features = false, features = ["derive"]` the crate builds
+//! for `wasm32-unknown-unknown`: events, envelopes, cursors, filters,
+//! notification payloads, the error type and [`MemoryStore`].
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+// Lets the crate's own tests and doctests use `#[derive(Event)]`, whose
+// output names `::synckit`.
+#[allow(unused_extern_crates)]
+extern crate self as synckit;
+
+mod cursor;
+mod error;
+mod event;
+mod filter;
+pub mod hub;
+mod memory;
+pub mod notification;
+mod recorded;
+#[cfg(feature = "schema")]
+mod schema;
+mod store;
+mod subscription;
+pub mod validate;
+
+#[doc(hidden)]
+pub mod __private;
+
+pub use cursor::{Cursor, ExpectedVersion};
+pub use error::{BoxError, Error, Result};
+#[cfg(feature = "schema")]
+pub use event::EventSchema;
+pub use event::Event;
+pub use filter::{Filter, Start};
+pub use memory::MemoryStore;
+pub use notification::NotificationPayload;
+pub use recorded::{CAUSATION_ID_KEY, CORRELATION_ID_KEY, NewEvent, Recorded, SCHEMA_VERSION_KEY};
+pub use store::{DEFAULT_BATCH_SIZE, EventStore, SubscriptionSource};
+pub use subscription::{Message, Payload, Subscription};
+
+/// Derives [`Event`](trait@Event) for a struct or an enum.
+///
+/// See the crate README for every attribute.
+#[cfg(feature = "derive")]
+#[cfg_attr(docsrs, doc(cfg(feature = "derive")))]
+pub use synckit_derive::Event;

@@ -1,0 +1,242 @@
+//! An in-memory store with the guarantees of the database backends.
+//!
+//! Runtime-agnostic (no tokio, no threads of its own), so it runs on
+//! `wasm32-unknown-unknown` as well as in tests. Appends take one lock, so a
+//! batch is visible whole or not at all, and versions are assigned in commit
+//! order: readers can never see a gap that fills later.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use chrono::Utc;
+
+use crate::cursor::{Cursor, ExpectedVersion};
+use crate::error::{Error, Result};
+use crate::filter::Filter;
+use crate::hub::Hub;
+use crate::recorded::{NewEvent, Recorded};
+use crate::store::{DEFAULT_BATCH_SIZE, EventStore, SubscriptionSource};
+use crate::validate;
+
+#[derive(Default)]
+struct State {
+    closed: bool,
+    events: Vec<Recorded>,
+    /// Index into `events` by event id.
+    by_id: HashMap<String, usize>,
+    /// `stream_version` of each aggregate's last event.
+    streams: HashMap<String, u64>,
+    checkpoints: HashMap<String, Cursor>,
+}
+
+/// An event store held in memory; clones share it.
+///
+/// ```
+/// use serde_json::json;
+/// use synckit::{Cursor, EventStore, ExpectedVersion, MemoryStore, NewEvent};
+///
+/// # futures::executor::block_on(async {
+/// let store = MemoryStore::new();
+/// let e = NewEvent::new("order-1", "order.placed", json!({"total": 12}));
+/// store.append(ExpectedVersion::NoStream, vec![e]).await?;
+/// let events = store.load(Cursor::START).await?;
+/// assert_eq!(events[0].stream_version, 1);
+/// # Ok::<(), synckit::Error>(())
+/// # }).unwrap();
+/// ```
+#[derive(Clone)]
+pub struct MemoryStore {
+    state: Arc<Mutex<State>>,
+    hub: Hub,
+    batch_size: usize,
+}
+
+impl std::fmt::Debug for MemoryStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let state = self.lock();
+        f.debug_struct("MemoryStore")
+            .field("events", &state.events.len())
+            .field("closed", &state.closed)
+            .finish()
+    }
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        MemoryStore::new()
+    }
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        MemoryStore::with_batch_size(DEFAULT_BATCH_SIZE)
+    }
+
+    /// An empty store whose loads and catch-ups read pages of `batch_size`
+    /// events (at least 1).
+    pub fn with_batch_size(batch_size: usize) -> Self {
+        MemoryStore {
+            state: Arc::default(),
+            hub: Hub::new(),
+            batch_size: batch_size.max(1),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // Every mutation below validates first and then only pushes, so a
+        // panic cannot leave a half-written batch behind.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn open(&self) -> Result<MutexGuard<'_, State>> {
+        let state = self.lock();
+        if state.closed {
+            return Err(Error::StoreClosed);
+        }
+        Ok(state)
+    }
+
+    /// The event with this id.
+    pub fn get(&self, id: &str) -> Result<Recorded> {
+        let state = self.open()?;
+        state
+            .by_id
+            .get(id)
+            .map(|&i| state.events[i].clone())
+            .ok_or_else(|| Error::EventNotFound { id: id.to_owned() })
+    }
+
+    fn append_locked(
+        state: &mut State,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> Result<Vec<Recorded>> {
+        if let Some(existing) = idempotent_replay(events.iter(), |id| {
+            state.by_id.get(id).map(|&i| &state.events[i])
+        })? {
+            return Ok(existing);
+        }
+        if let Some(first) = events.first() {
+            expected.check(&first.aggregate_id, state.streams.get(&first.aggregate_id).copied())?;
+        }
+        let now = Utc::now();
+        let mut recorded = Vec::with_capacity(events.len());
+        let mut streams: HashMap<&str, u64> = HashMap::new();
+        let mut version = state.events.len() as u64;
+        for event in &events {
+            let current = streams
+                .get(event.aggregate_id.as_str())
+                .copied()
+                .or_else(|| state.streams.get(&event.aggregate_id).copied())
+                .unwrap_or(0);
+            streams.insert(&event.aggregate_id, current + 1);
+            version += 1;
+            recorded.push(event.clone().into_recorded(version, current + 1, now));
+        }
+        for (aggregate_id, stream_version) in streams {
+            state.streams.insert(aggregate_id.to_owned(), stream_version);
+        }
+        for event in &recorded {
+            state.by_id.insert(event.id.clone(), state.events.len());
+            state.events.push(event.clone());
+        }
+        Ok(recorded)
+    }
+}
+
+/// Decides whether an append repeats events stored earlier.
+///
+/// `Ok(Some(stored))` when every event exists with the same content (a retry:
+/// nothing to write), `Ok(None)` when none exists, and
+/// [`Error::DuplicateEvent`] when an id exists with other content or the
+/// batch overlaps stored events only in part.
+pub(crate) fn idempotent_replay<'a, F>(
+    events: impl Iterator<Item = &'a NewEvent>,
+    lookup: F,
+) -> Result<Option<Vec<Recorded>>>
+where
+    F: Fn(&str) -> Option<&'a Recorded>,
+{
+    let mut found = Vec::new();
+    let mut missing = None;
+    for event in events {
+        match lookup(&event.id) {
+            Some(stored) if event.same_content(stored) => found.push(stored.clone()),
+            Some(_) => {
+                return Err(Error::DuplicateEvent {
+                    id: event.id.clone(),
+                    reason: "an event with this id exists with other content".to_owned(),
+                });
+            }
+            None => missing = Some(event.id.clone()),
+        }
+    }
+    match (found.first(), missing) {
+        (None, _) => Ok(None),
+        (Some(_), None) => Ok(Some(found)),
+        (Some(stored), Some(_)) => Err(Error::DuplicateEvent {
+            id: stored.id.clone(),
+            reason: "the batch repeats some stored events but not all".to_owned(),
+        }),
+    }
+}
+
+impl EventStore for MemoryStore {
+    async fn append(&self, expected: ExpectedVersion, events: Vec<NewEvent>) -> Result<Vec<Recorded>> {
+        validate::check_append(expected, &events)?;
+        let recorded = {
+            let mut state = self.open()?;
+            Self::append_locked(&mut state, expected, events)?
+        };
+        for event in &recorded {
+            self.hub.notify(&event.aggregate_id, &event.event_type);
+        }
+        Ok(recorded)
+    }
+
+    async fn read(&self, filter: &Filter, after: Cursor, limit: usize) -> Result<Vec<Recorded>> {
+        let state = self.open()?;
+        // Versions are 1-based and dense, so `after` is also an index.
+        let start = usize::try_from(after.version()).unwrap_or(usize::MAX).min(state.events.len());
+        Ok(state.events[start..]
+            .iter()
+            .filter(|e| filter.matches(e))
+            .take(limit)
+            .cloned()
+            .collect())
+    }
+
+    async fn latest_version(&self) -> Result<Cursor> {
+        Ok(Cursor::new(self.open()?.events.len() as u64))
+    }
+
+    async fn stream_version(&self, aggregate_id: &str) -> Result<Option<u64>> {
+        Ok(self.open()?.streams.get(aggregate_id).copied())
+    }
+
+    async fn close(&self) -> Result<()> {
+        self.lock().closed = true;
+        self.hub.close();
+        Ok(())
+    }
+
+    fn batch_size(&self) -> usize {
+        self.batch_size
+    }
+}
+
+impl SubscriptionSource for MemoryStore {
+    fn hub(&self) -> &Hub {
+        &self.hub
+    }
+
+    async fn load_checkpoint(&self, name: &str) -> Result<Option<Cursor>> {
+        Ok(self.open()?.checkpoints.get(name).copied())
+    }
+
+    async fn save_checkpoint(&self, name: &str, position: Cursor) -> Result<()> {
+        self.open()?.checkpoints.insert(name.to_owned(), position);
+        Ok(())
+    }
+}

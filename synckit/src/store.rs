@@ -1,0 +1,183 @@
+//! The traits every backend implements.
+
+use std::future::Future;
+
+use futures::stream::{self, BoxStream, StreamExt, TryStreamExt};
+
+use crate::cursor::{Cursor, ExpectedVersion};
+use crate::error::{Error, Result};
+use crate::event::Event;
+use crate::filter::{Filter, Start};
+use crate::hub::Hub;
+use crate::recorded::{NewEvent, Recorded};
+use crate::subscription::Subscription;
+
+/// Page size of loads and catch-up reads when a backend does not say.
+pub const DEFAULT_BATCH_SIZE: usize = 1000;
+
+/// An event store: atomic appends and gap-free reads in global order.
+///
+/// Every backend (in memory, SQLite, PostgreSQL) implements it with the same
+/// guarantees:
+///
+/// - an append is stored whole or not at all, after its
+///   [`ExpectedVersion`] holds;
+/// - an event id appended again with the same aggregate, type and data is
+///   an idempotent retry that returns the stored events and writes nothing;
+///   with other content it is [`Error::DuplicateEvent`];
+/// - reads return events in `version` order and never step over an event
+///   that commits later with a lower version, so a reader that resumes from
+///   the last version it saw never misses one;
+/// - after [`EventStore::close`], every call fails with
+///   [`Error::StoreClosed`].
+///
+/// Handles are cheap to clone and share one store.
+pub trait EventStore: Clone + Send + Sync + 'static {
+    /// Appends events atomically, after checking `expected` against the
+    /// stream's version (an append that expects a version covers one
+    /// aggregate). Returns the recorded events in order.
+    fn append(
+        &self,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> impl Future<Output = Result<Vec<Recorded>>> + Send;
+
+    /// Reads up to `limit` events after `after` that pass `filter`, in
+    /// version order.
+    fn read(
+        &self,
+        filter: &Filter,
+        after: Cursor,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<Recorded>>> + Send;
+
+    /// The version of the last event readers can see (the start when empty).
+    fn latest_version(&self) -> impl Future<Output = Result<Cursor>> + Send;
+
+    /// The `stream_version` of an aggregate's last event, `None` without
+    /// events.
+    fn stream_version(
+        &self,
+        aggregate_id: &str,
+    ) -> impl Future<Output = Result<Option<u64>>> + Send;
+
+    /// Closes the store; idempotent. Later calls fail with
+    /// [`Error::StoreClosed`], and open subscriptions end.
+    fn close(&self) -> impl Future<Output = Result<()>> + Send;
+
+    /// Page size of loads and catch-up reads.
+    fn batch_size(&self) -> usize {
+        DEFAULT_BATCH_SIZE
+    }
+
+    /// Every event after `after`, read page by page. Use
+    /// [`EventStore::read_stream`] when the result may not fit in memory.
+    fn load(&self, after: Cursor) -> impl Future<Output = Result<Vec<Recorded>>> + Send {
+        self.read_stream(Filter::all(), after).try_collect()
+    }
+
+    /// The events of one aggregate after the global position `after`.
+    fn load_by_aggregate(
+        &self,
+        aggregate_id: &str,
+        after: Cursor,
+    ) -> impl Future<Output = Result<Vec<Recorded>>> + Send {
+        let checked = crate::validate::check_aggregate_id(aggregate_id);
+        let events = self.read_stream(Filter::stream(aggregate_id), after);
+        async move {
+            checked?;
+            events.try_collect().await
+        }
+    }
+
+    /// A stream of every event after `after` that passes `filter`, fetched
+    /// one page ([`EventStore::batch_size`]) at a time: constant memory
+    /// whatever the store holds. It ends at the head as of its last page.
+    fn read_stream(&self, filter: Filter, after: Cursor) -> BoxStream<'static, Result<Recorded>> {
+        let store = self.clone();
+        let limit = self.batch_size().max(1);
+        stream::try_unfold(Some(after), move |position| {
+            let store = store.clone();
+            let filter = filter.clone();
+            async move {
+                let Some(position) = position else {
+                    return Ok(None);
+                };
+                let page = store.read(&filter, position, limit).await?;
+                let next = match page.last() {
+                    Some(last) if page.len() >= limit => Some(last.cursor()),
+                    _ => None,
+                };
+                Ok(Some((stream::iter(page.into_iter().map(Ok)), next)))
+            }
+        })
+        .try_flatten()
+        .boxed()
+    }
+
+    /// Parses cursor text (the seed's `ParseVersion`).
+    fn parse_version(&self, text: &str) -> Result<Cursor> {
+        Cursor::parse(text)
+    }
+
+    /// Appends one typed event.
+    fn append_event<E: Event>(
+        &self,
+        expected: ExpectedVersion,
+        event: &E,
+    ) -> impl Future<Output = Result<Recorded>> + Send {
+        let new = NewEvent::from_event(event);
+        async move {
+            let mut recorded = self.append(expected, vec![new?]).await?;
+            recorded.pop().ok_or_else(|| Error::database("append", "no row returned"))
+        }
+    }
+
+    /// Appends typed events atomically.
+    fn append_events<E: Event>(
+        &self,
+        expected: ExpectedVersion,
+        events: &[E],
+    ) -> impl Future<Output = Result<Vec<Recorded>>> + Send {
+        let new: Result<Vec<NewEvent>> = events.iter().map(NewEvent::from_event).collect();
+        async move { self.append(expected, new?).await }
+    }
+}
+
+/// A store that can feed subscriptions: wake-ups on commit and durable
+/// checkpoints.
+pub trait SubscriptionSource: EventStore {
+    /// The wake-up registry the backend notifies on every commit it sees.
+    fn hub(&self) -> &Hub;
+
+    /// The stored position of a durable subscription.
+    fn load_checkpoint(&self, name: &str) -> impl Future<Output = Result<Option<Cursor>>> + Send;
+
+    /// Stores the position of a durable subscription.
+    fn save_checkpoint(
+        &self,
+        name: &str,
+        position: Cursor,
+    ) -> impl Future<Output = Result<()>> + Send;
+
+    /// Waits before a subscription retries a read that failed with a
+    /// transient error (`attempt` counts from 1).
+    fn retry_delay(&self, attempt: u32) -> impl Future<Output = ()> + Send {
+        let _ = attempt;
+        std::future::ready(())
+    }
+
+    /// Subscribes to the events passing `filter`, from `start`.
+    ///
+    /// The subscription reads the store from its own position, so wake-ups
+    /// that are lost or coalesced cost latency, never an event; it delivers
+    /// in version order, yields [`Message::CaughtUp`](crate::Message) once
+    /// when it reaches the head, then follows new commits.
+    fn subscribe(
+        &self,
+        filter: Filter,
+        start: Start,
+    ) -> impl Future<Output = Result<Subscription>> + Send {
+        crate::subscription::open(self.clone(), filter, start)
+    }
+}

@@ -1,0 +1,295 @@
+//! Catch-up-then-live subscriptions, shared by every backend.
+//!
+//! A subscription owns a position and reads the store after it, page by
+//! page, through the backend's gap-free [`EventStore::read`]. When a page
+//! comes back short it has reached the head: it says so once
+//! ([`Message::CaughtUp`]) and waits for a wake-up from the store's
+//! [`Hub`](crate::hub::Hub), then reads again. Events are never pushed
+//! through the wake-up, so the table stays the one source of truth.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::marker::PhantomData;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::task::{Context, Poll};
+
+use futures::future::BoxFuture;
+use futures::stream::{self, BoxStream};
+use futures::{FutureExt, Stream, StreamExt};
+use serde_json::Value;
+
+use crate::cursor::Cursor;
+use crate::error::{Error, Result};
+use crate::event::Event;
+use crate::filter::{Filter, Start};
+use crate::hub::Registration;
+use crate::recorded::Recorded;
+use crate::store::SubscriptionSource;
+use crate::validate::MAX_ID_LEN;
+
+/// What a subscription yields.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum Message<T = Value> {
+    /// The next event, in version order.
+    Event(Recorded<T>),
+    /// The catch-up reached the head of the store: what follows is live.
+    /// Sent once per subscription.
+    CaughtUp,
+}
+
+/// The payload a subscription decodes into: raw JSON or an [`Event`] type.
+pub trait Payload: Sized + Send + 'static {
+    /// Turns a raw recorded event into this payload.
+    fn from_recorded(raw: Recorded) -> Result<Recorded<Self>>;
+}
+
+impl Payload for Value {
+    fn from_recorded(raw: Recorded) -> Result<Recorded<Self>> {
+        Ok(raw)
+    }
+}
+
+impl<E: Event> Payload for E {
+    fn from_recorded(raw: Recorded) -> Result<Recorded<Self>> {
+        raw.decode()
+    }
+}
+
+type SaveCheckpoint = Arc<dyn Fn(Cursor) -> BoxFuture<'static, Result<()>> + Send + Sync>;
+
+/// A live subscription: a [`Stream`] of recorded events in version order.
+///
+/// `Subscription<Value>` yields raw events; `Subscription<E>` (from
+/// [`Subscription::typed`] or the derive's `E::subscribe`) decodes each into
+/// `E`, and a decode failure is an error item naming the event, after which
+/// the subscription goes on with the next event. Dropping the subscription
+/// unsubscribes it alone.
+#[must_use = "a subscription delivers nothing unless polled"]
+pub struct Subscription<T = Value> {
+    messages: BoxStream<'static, Result<Message>>,
+    state: Arc<SharedState>,
+    checkpoint: Option<(String, SaveCheckpoint)>,
+    _payload: PhantomData<fn() -> T>,
+}
+
+#[derive(Default)]
+struct SharedState {
+    caught_up: AtomicBool,
+    /// Version of the last event handed to the consumer.
+    delivered: AtomicU64,
+}
+
+impl<T> fmt::Debug for Subscription<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Subscription")
+            .field("position", &self.position())
+            .field("caught_up", &self.is_caught_up())
+            .field("checkpoint", &self.checkpoint.as_ref().map(|(n, _)| n))
+            .finish()
+    }
+}
+
+impl<T> Subscription<T> {
+    /// The same subscription decoding into another payload type.
+    pub fn typed<U: Payload>(self) -> Subscription<U> {
+        Subscription {
+            messages: self.messages,
+            state: self.state,
+            checkpoint: self.checkpoint,
+            _payload: PhantomData,
+        }
+    }
+
+    /// Whether the subscription has reached the head of the store once.
+    pub fn is_caught_up(&self) -> bool {
+        self.state.caught_up.load(Ordering::Acquire)
+    }
+
+    /// The position after the last event delivered.
+    pub fn position(&self) -> Cursor {
+        Cursor::new(self.state.delivered.load(Ordering::Acquire))
+    }
+
+    /// The name of a durable subscription.
+    pub fn checkpoint_name(&self) -> Option<&str> {
+        self.checkpoint.as_ref().map(|(n, _)| n.as_str())
+    }
+
+    /// Stores the position after the last delivered event as this durable
+    /// subscription's checkpoint: a restart resumes after it. Call it once
+    /// the event is handled.
+    pub async fn commit(&self) -> Result<()> {
+        self.commit_at(self.position()).await
+    }
+
+    /// Stores `position` as this durable subscription's checkpoint.
+    pub async fn commit_at(&self, position: Cursor) -> Result<()> {
+        match &self.checkpoint {
+            Some((_, save)) => save(position).await,
+            None => Err(Error::invalid(
+                "subscription",
+                "only a subscription started with Start::Checkpoint has a checkpoint",
+            )),
+        }
+    }
+
+}
+
+impl<T: Payload> Subscription<T> {
+    /// The subscription as a stream of [`Message`]s, with the caught-up
+    /// marker.
+    pub fn messages(self) -> impl Stream<Item = Result<Message<T>>> + Send {
+        let state = self.state;
+        self.messages.map(move |item| match item? {
+            Message::Event(raw) => {
+                state.delivered.store(raw.version, Ordering::Release);
+                T::from_recorded(raw).map(Message::Event)
+            }
+            Message::CaughtUp => Ok(Message::CaughtUp),
+        })
+    }
+}
+
+impl<T: Payload> Stream for Subscription<T> {
+    type Item = Result<Recorded<T>>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        loop {
+            return match self.messages.poll_next_unpin(cx) {
+                Poll::Ready(Some(Ok(Message::CaughtUp))) => continue,
+                Poll::Ready(Some(Ok(Message::Event(raw)))) => {
+                    self.state.delivered.store(raw.version, Ordering::Release);
+                    Poll::Ready(Some(T::from_recorded(raw)))
+                }
+                Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e))),
+                Poll::Ready(None) => Poll::Ready(None),
+                Poll::Pending => Poll::Pending,
+            };
+        }
+    }
+}
+
+fn check_checkpoint_name(name: &str) -> Result<()> {
+    if name.is_empty() || name.len() > MAX_ID_LEN || name.contains('\0') {
+        return Err(Error::invalid(
+            "checkpoint name",
+            format!("must be 1 to {MAX_ID_LEN} bytes without NUL characters"),
+        ));
+    }
+    Ok(())
+}
+
+/// Opens a subscription on any [`SubscriptionSource`].
+pub(crate) async fn open<S: SubscriptionSource>(
+    store: S,
+    filter: Filter,
+    start: Start,
+) -> Result<Subscription> {
+    // Register first: a commit between resolving the start and the first
+    // read must still wake us (the read would find it anyway, this only
+    // saves latency).
+    let registration = store.hub().register(&filter);
+    let mut checkpoint = None;
+    let position = match start {
+        Start::Beginning => Cursor::START,
+        Start::After(cursor) => cursor,
+        Start::Now => store.latest_version().await?,
+        Start::Checkpoint(name) => {
+            check_checkpoint_name(&name)?;
+            let position = store.load_checkpoint(&name).await?.unwrap_or(Cursor::START);
+            let saver = store.clone();
+            let key = name.clone();
+            let save: SaveCheckpoint = Arc::new(move |cursor| {
+                let saver = saver.clone();
+                let key = key.clone();
+                async move { saver.save_checkpoint(&key, cursor).await }.boxed()
+            });
+            checkpoint = Some((name, save));
+            position
+        }
+    };
+    let state = Arc::new(SharedState::default());
+    state.delivered.store(position.version(), Ordering::Release);
+    let follower = Follower {
+        batch: store.batch_size().max(1),
+        store,
+        filter,
+        position,
+        buffer: VecDeque::new(),
+        at_head: false,
+        announced: false,
+        finished: false,
+        failures: 0,
+        registration,
+        state: state.clone(),
+    };
+    Ok(Subscription {
+        messages: stream::unfold(follower, Follower::next).boxed(),
+        state,
+        checkpoint,
+        _payload: PhantomData,
+    })
+}
+
+struct Follower<S> {
+    store: S,
+    filter: Filter,
+    batch: usize,
+    /// Version of the last event taken from the store.
+    position: Cursor,
+    buffer: VecDeque<Recorded>,
+    /// The last read returned less than a page: nothing more is visible.
+    at_head: bool,
+    announced: bool,
+    finished: bool,
+    failures: u32,
+    registration: Registration,
+    state: Arc<SharedState>,
+}
+
+impl<S: SubscriptionSource> Follower<S> {
+    async fn next(mut self) -> Option<(Result<Message>, Self)> {
+        loop {
+            if let Some(event) = self.buffer.pop_front() {
+                return Some((Ok(Message::Event(event)), self));
+            }
+            if self.finished {
+                return None;
+            }
+            if self.at_head {
+                if !self.announced {
+                    self.announced = true;
+                    self.state.caught_up.store(true, Ordering::Release);
+                    return Some((Ok(Message::CaughtUp), self));
+                }
+                self.registration.signal.wait().await;
+            }
+            // Clear before reading: a commit during the read raises the
+            // signal again and leads to one more read.
+            self.registration.signal.clear();
+            match self.store.read(&self.filter, self.position, self.batch).await {
+                Ok(page) => {
+                    self.failures = 0;
+                    self.at_head = page.len() < self.batch;
+                    if let Some(last) = page.last() {
+                        self.position = last.cursor();
+                    }
+                    self.buffer.extend(page);
+                }
+                Err(error) if error.is_transient() => {
+                    self.failures += 1;
+                    self.at_head = false;
+                    self.store.retry_delay(self.failures).await;
+                    return Some((Err(error), self));
+                }
+                Err(error) => {
+                    self.finished = true;
+                    return Some((Err(error), self));
+                }
+            }
+        }
+    }
+}

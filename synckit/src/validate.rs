@@ -1,0 +1,149 @@
+//! Input checks shared by every backend, run before anything is written.
+
+use std::collections::HashSet;
+
+use serde_json::Value;
+
+use crate::cursor::ExpectedVersion;
+use crate::error::{Error, Result};
+use crate::recorded::NewEvent;
+
+/// Longest event id, in bytes.
+pub const MAX_ID_LEN: usize = 255;
+/// Longest aggregate id, in bytes (well inside PostgreSQL's B-tree entry
+/// limit, so the `(aggregate_id, stream_version)` index always accepts it).
+pub const MAX_AGGREGATE_ID_LEN: usize = 1024;
+/// Longest event type name, in bytes.
+pub const MAX_EVENT_TYPE_LEN: usize = 255;
+
+fn check_text(field: &'static str, value: &str, max: usize) -> Result<()> {
+    if value.is_empty() {
+        return Err(Error::invalid(field, "must not be empty"));
+    }
+    if value.len() > max {
+        return Err(Error::invalid(
+            field,
+            format!("is {} bytes long, the limit is {max}", value.len()),
+        ));
+    }
+    if value.contains('\0') {
+        return Err(Error::invalid(field, "contains a NUL character"));
+    }
+    Ok(())
+}
+
+/// Checks an aggregate id as given to a load or a filter.
+pub fn check_aggregate_id(aggregate_id: &str) -> Result<()> {
+    check_text("aggregate id", aggregate_id, MAX_AGGREGATE_ID_LEN)
+}
+
+/// Rejects NUL characters anywhere in a JSON document (PostgreSQL's `jsonb`
+/// cannot store `\u0000`), in keys as in values.
+fn check_json(field: &'static str, value: &Value) -> Result<()> {
+    let nul = || Error::invalid(field, "contains a NUL character (\\u0000)");
+    match value {
+        Value::String(s) if s.contains('\0') => Err(nul()),
+        Value::Array(items) => items.iter().try_for_each(|v| check_json(field, v)),
+        Value::Object(map) => map.iter().try_for_each(|(k, v)| {
+            if k.contains('\0') {
+                return Err(nul());
+            }
+            check_json(field, v)
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// Checks one event.
+pub fn check_event(event: &NewEvent) -> Result<()> {
+    check_text("event id", &event.id, MAX_ID_LEN)?;
+    check_aggregate_id(&event.aggregate_id)?;
+    check_text("event type", &event.event_type, MAX_EVENT_TYPE_LEN)?;
+    check_json("data", &event.data)?;
+    event
+        .metadata
+        .iter()
+        .try_for_each(|(k, v)| {
+            if k.contains('\0') {
+                return Err(Error::invalid("metadata", "contains a NUL character (\\u0000)"));
+            }
+            check_json("metadata", v)
+        })
+}
+
+/// Checks a whole append: every event, no id twice, and one aggregate when
+/// the append expects a version.
+pub fn check_append(expected: ExpectedVersion, events: &[NewEvent]) -> Result<()> {
+    let mut ids = HashSet::with_capacity(events.len());
+    for event in events {
+        check_event(event)?;
+        if !ids.insert(event.id.as_str()) {
+            return Err(Error::invalid(
+                "batch",
+                format!("event id {:?} appears twice", event.id),
+            ));
+        }
+    }
+    if expected != ExpectedVersion::Any
+        && let Some(first) = events.first()
+        && let Some(other) = events.iter().find(|e| e.aggregate_id != first.aggregate_id)
+    {
+        return Err(Error::invalid(
+            "batch",
+            format!(
+                "an append expecting {expected} covers one stream, but it holds {:?} and {:?}",
+                first.aggregate_id, other.aggregate_id
+            ),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn event() -> NewEvent {
+        NewEvent::new("a-1", "created", json!({"k": "v"}))
+    }
+
+    #[test]
+    fn rejects_nul_everywhere() {
+        let cases = [
+            event().with_id("x\0y"),
+            NewEvent::new("a\0", "created", json!({})),
+            NewEvent::new("a", "cre\0ated", json!({})),
+            NewEvent::new("a", "created", json!({"k": ["ok", "n\0"]})),
+            NewEvent::new("a", "created", json!({"k\0": 1})),
+            event().with_metadata("m", json!("\0")),
+            event().with_metadata("m\0", json!(1)),
+        ];
+        for case in cases {
+            let err = check_event(&case).unwrap_err();
+            assert!(err.to_string().contains("NUL"), "{err}");
+        }
+    }
+
+    #[test]
+    fn rejects_empty_and_oversized_text() {
+        assert!(check_event(&event().with_id("")).is_err());
+        assert!(check_event(&event().with_id("i".repeat(MAX_ID_LEN))).is_ok());
+        let err = check_event(&event().with_id("i".repeat(MAX_ID_LEN + 1))).unwrap_err();
+        assert!(err.to_string().contains("the limit is 255"), "{err}");
+        let long = "a".repeat(MAX_AGGREGATE_ID_LEN + 1);
+        assert!(check_event(&NewEvent::new(long, "t", json!(1))).is_err());
+        let long = "t".repeat(MAX_EVENT_TYPE_LEN + 1);
+        assert!(check_event(&NewEvent::new("a", long, json!(1))).is_err());
+    }
+
+    #[test]
+    fn rejects_repeated_ids_and_mixed_streams_with_expectation() {
+        let a = event().with_id("1");
+        assert!(check_append(ExpectedVersion::Any, &[a.clone(), a.clone()]).is_err());
+        let b = NewEvent::new("a-2", "created", json!({}));
+        assert!(check_append(ExpectedVersion::Any, &[a.clone(), b.clone()]).is_ok());
+        assert!(check_append(ExpectedVersion::Exact(1), &[a, b]).is_err());
+    }
+}

@@ -1,0 +1,1 @@
+//! Shared helpers of synckit's integration tests and examples.
