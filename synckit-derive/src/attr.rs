@@ -77,16 +77,19 @@ fn set_once<T>(cx: &mut Ctxt, slot: &mut Option<Keyed<T>>, meta: &ParseNestedMet
     *slot = Some(Keyed { key, value });
 }
 
-fn string_value(meta: &ParseNestedMeta<'_>, example: &str) -> syn::Result<LitStr> {
+/// Reads `= "string"`. A value of the wrong kind is recorded in `cx` (and
+/// `None` returned) so that parsing goes on and later mistakes are reported
+/// too; only broken syntax stops it.
+fn string_value(cx: &mut Ctxt, meta: &ParseNestedMeta<'_>, example: &str) -> syn::Result<Option<LitStr>> {
     let expr: Expr = meta.value()?.parse()?;
     match expr {
         Expr::Lit(syn::ExprLit {
             lit: Lit::Str(s), ..
-        }) => Ok(s),
-        other => Err(syn::Error::new_spanned(
-            other,
-            format!("expected a string literal, like `{example}`"),
-        )),
+        }) => Ok(Some(s)),
+        other => {
+            cx.error_spanned_by(other, format!("expected a string literal, like `{example}`"));
+            Ok(None)
+        }
     }
 }
 
@@ -124,19 +127,24 @@ pub(crate) fn parse_event_attrs(cx: &mut Ctxt, attrs: &[Attribute], position: Po
                 return Ok(());
             }
             if known(TYPE) {
-                let lit = string_value(&meta, "type = \"user.created\"")?;
-                set_once(cx, &mut out.event_type, &meta, TYPE, lit);
+                if let Some(lit) = string_value(cx, &meta, "type = \"user.created\"")? {
+                    set_once(cx, &mut out.event_type, &meta, TYPE, lit);
+                }
             } else if known(AGGREGATE_ID) {
                 if position == Position::Field {
                     if meta.input.peek(syn::Token![=]) {
-                        return Err(meta.error(
+                        cx.error_spanned_by(
+                            &meta.path,
                             "on a field, write `#[event(aggregate_id)]` without a value",
-                        ));
+                        );
+                        skip_value(&meta)?;
+                        return Ok(());
                     }
                     set_once(cx, &mut out.aggregate_id, &meta, AGGREGATE_ID, None);
                 } else {
-                    let lit = string_value(&meta, "aggregate_id = \"user_id\"")?;
-                    set_once(cx, &mut out.aggregate_id, &meta, AGGREGATE_ID, Some(lit));
+                    if let Some(lit) = string_value(cx, &meta, "aggregate_id = \"user_id\"")? {
+                        set_once(cx, &mut out.aggregate_id, &meta, AGGREGATE_ID, Some(lit));
+                    }
                 }
             } else if known(VERSION) {
                 let expr: Expr = meta.value()?.parse()?;
@@ -146,19 +154,21 @@ pub(crate) fn parse_event_attrs(cx: &mut Ctxt, attrs: &[Attribute], position: Po
                     }) => int.base10_parse::<u32>().ok().filter(|v| *v >= 1),
                     _ => None,
                 };
-                let Some(version) = version else {
-                    return Err(syn::Error::new_spanned(
+                match version {
+                    Some(version) => set_once(cx, &mut out.version, &meta, VERSION, version),
+                    None => cx.error_spanned_by(
                         expr,
                         "expected a schema version from 1 to 4294967295, like `version = 2`",
-                    ));
-                };
-                set_once(cx, &mut out.version, &meta, VERSION, version);
+                    ),
+                }
             } else if known(CRATE) {
-                let lit = string_value(&meta, "crate = \"my_crate::synckit\"")?;
-                let path = lit.parse::<syn::Path>().map_err(|_| {
-                    syn::Error::new_spanned(&lit, "expected a path, like `crate = \"my_crate::synckit\"`")
-                })?;
-                set_once(cx, &mut out.krate, &meta, CRATE, path);
+                let example = "crate = \"my_crate::synckit\"";
+                if let Some(lit) = string_value(cx, &meta, example)? {
+                    match lit.parse::<syn::Path>() {
+                        Ok(path) => set_once(cx, &mut out.krate, &meta, CRATE, path),
+                        Err(_) => cx.error_spanned_by(&lit, format!("expected a path, like `{example}`")),
+                    }
+                }
             }
             Ok(())
         });

@@ -25,7 +25,10 @@ pub(crate) fn derive(input: &DeriveInput) -> TokenStream {
                 .map(|k| k.value.clone())
                 .unwrap_or_else(|| syn::parse_quote!(::synckit));
             let mut out = errors.to_compile_error();
-            out.extend(stub(input, &krate));
+            // No stub for a union: its impl could never hold.
+            if !matches!(input.data, syn::Data::Union(_)) {
+                out.extend(stub(input, &krate));
+            }
             out
         }
         // `check` returns `None` only after recording an error.
@@ -35,7 +38,7 @@ pub(crate) fn derive(input: &DeriveInput) -> TokenStream {
 
 /// `impl ... where Self: serde + Send + Sync + 'static` — the impl applies
 /// exactly where `Event`'s supertraits hold, for generic types too.
-fn impl_header(input: &DeriveInput, krate: &syn::Path) -> TokenStream {
+fn impl_header(input: &DeriveInput, krate: &syn::Path, delegates: &[&syn::Type]) -> TokenStream {
     let ident = &input.ident;
     let (impl_generics, ty_generics, where_clause) = input.generics.split_for_impl();
     let mut where_clause = where_clause.cloned().unwrap_or_else(|| syn::parse_quote!(where));
@@ -46,6 +49,10 @@ fn impl_header(input: &DeriveInput, krate: &syn::Path) -> TokenStream {
             + ::core::marker::Sync
             + 'static
     ));
+    // A newtype variant without an aggregate id rule asks its inner value.
+    for ty in delegates {
+        where_clause.predicates.push(syn::parse_quote!(#ty: #krate::Event));
+    }
     quote! {
         #[automatically_derived]
         impl #impl_generics #krate::Event for #ident #ty_generics #where_clause
@@ -53,7 +60,7 @@ fn impl_header(input: &DeriveInput, krate: &syn::Path) -> TokenStream {
 }
 
 fn stub(input: &DeriveInput, krate: &syn::Path) -> TokenStream {
-    let header = impl_header(input, krate);
+    let header = impl_header(input, krate, &[]);
     quote! {
         #header {
             fn event_types() -> &'static [&'static str] { ::core::unreachable!() }
@@ -66,7 +73,17 @@ fn stub(input: &DeriveInput, krate: &syn::Path) -> TokenStream {
 
 fn impl_event(input: &DeriveInput, model: &Model) -> TokenStream {
     let krate = &model.krate;
-    let header = impl_header(input, krate);
+    let delegates: Vec<&syn::Type> = match &model.kind {
+        Kind::Enum { variants, .. } => variants
+            .iter()
+            .filter_map(|v| match &v.aggregate {
+                VariantAggregate::Delegate(ty) => Some(ty),
+                _ => None,
+            })
+            .collect(),
+        Kind::Struct { .. } => Vec::new(),
+    };
+    let header = impl_header(input, krate, &delegates);
     let private = quote!(#krate::__private);
     let body = match &model.kind {
         Kind::Struct {

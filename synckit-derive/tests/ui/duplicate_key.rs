@@ -1,0 +1,11 @@
+use synckit::Event;
+
+#[derive(serde::Serialize, serde::Deserialize, Event)]
+#[event(type = "a")]
+#[event(type = "b")]
+struct UserCreated {
+    #[event(aggregate_id)]
+    id: String,
+}
+
+fn main() {}

@@ -1,0 +1,5 @@
+//! synckit's integration tests, compiled into one binary.
+
+mod behaviour;
+mod derive;
+mod memory;
