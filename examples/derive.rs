@@ -20,9 +20,15 @@ struct UserRegistered {
 #[derive(Debug, Serialize, Deserialize, schemars::JsonSchema, Event)]
 #[event(aggregate_id = "order_id")]
 enum OrderEvent {
-    Placed { order_id: u64, total_cents: i64 },
+    Placed {
+        order_id: u64,
+        total_cents: i64,
+    },
     #[event(type = "order.shipped")]
-    Shipped { order_id: u64, carrier: String },
+    Shipped {
+        order_id: u64,
+        carrier: String,
+    },
 }
 
 fn show<E: Event + schemars::JsonSchema + std::fmt::Debug>(event: &E) -> synckit::Result<()> {
@@ -31,7 +37,10 @@ fn show<E: Event + schemars::JsonSchema + std::fmt::Debug>(event: &E) -> synckit
     println!("  event type:   {}", event.event_type());
     println!("  aggregate id: {}", event.aggregate_id());
     println!("  stored data:  {}", new.data());
-    println!("  metadata:     {}", serde_json::Value::Object(new.metadata().clone()));
+    println!(
+        "  metadata:     {}",
+        serde_json::Value::Object(new.metadata().clone())
+    );
     Ok(())
 }
 
@@ -49,7 +58,10 @@ fn main() -> synckit::Result<()> {
         carrier: "post".into(),
     })?;
 
-    println!("\nevent types of OrderEvent: {:?}", OrderEvent::event_types());
+    println!(
+        "\nevent types of OrderEvent: {:?}",
+        OrderEvent::event_types()
+    );
     for schema in UserRegistered::event_schemas()
         .into_iter()
         .chain(OrderEvent::event_schemas())

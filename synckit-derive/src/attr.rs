@@ -63,7 +63,13 @@ pub(crate) struct EventAttrs {
     pub(crate) krate: Option<Keyed<syn::Path>>,
 }
 
-fn set_once<T>(cx: &mut Ctxt, slot: &mut Option<Keyed<T>>, meta: &ParseNestedMeta<'_>, name: &str, value: T) {
+fn set_once<T>(
+    cx: &mut Ctxt,
+    slot: &mut Option<Keyed<T>>,
+    meta: &ParseNestedMeta<'_>,
+    name: &str,
+    value: T,
+) {
     let key = meta.path.to_token_stream();
     if let Some(first) = slot {
         let mut error = syn::Error::new_spanned(&key, format!("duplicate `{name}` attribute"));
@@ -80,14 +86,21 @@ fn set_once<T>(cx: &mut Ctxt, slot: &mut Option<Keyed<T>>, meta: &ParseNestedMet
 /// Reads `= "string"`. A value of the wrong kind is recorded in `cx` (and
 /// `None` returned) so that parsing goes on and later mistakes are reported
 /// too; only broken syntax stops it.
-fn string_value(cx: &mut Ctxt, meta: &ParseNestedMeta<'_>, example: &str) -> syn::Result<Option<LitStr>> {
+fn string_value(
+    cx: &mut Ctxt,
+    meta: &ParseNestedMeta<'_>,
+    example: &str,
+) -> syn::Result<Option<LitStr>> {
     let expr: Expr = meta.value()?.parse()?;
     match expr {
         Expr::Lit(syn::ExprLit {
             lit: Lit::Str(s), ..
         }) => Ok(Some(s)),
         other => {
-            cx.error_spanned_by(other, format!("expected a string literal, like `{example}`"));
+            cx.error_spanned_by(
+                other,
+                format!("expected a string literal, like `{example}`"),
+            );
             Ok(None)
         }
     }
@@ -95,12 +108,20 @@ fn string_value(cx: &mut Ctxt, meta: &ParseNestedMeta<'_>, example: &str) -> syn
 
 /// Parses the `#[event(...)]` attributes of one item, reporting unknown,
 /// misplaced, duplicate and malformed keys.
-pub(crate) fn parse_event_attrs(cx: &mut Ctxt, attrs: &[Attribute], position: Position) -> EventAttrs {
+pub(crate) fn parse_event_attrs(
+    cx: &mut Ctxt,
+    attrs: &[Attribute],
+    position: Position,
+) -> EventAttrs {
     let mut out = EventAttrs::default();
     for attr in attrs.iter().filter(|a| a.path().is_ident("event")) {
         let result = attr.parse_nested_meta(|meta| {
             let known = |k: &str| meta.path.is_ident(k);
-            let name = meta.path.get_ident().map(ToString::to_string).unwrap_or_default();
+            let name = meta
+                .path
+                .get_ident()
+                .map(ToString::to_string)
+                .unwrap_or_default();
             if !position.keys().contains(&name.as_str()) {
                 let message = if [TYPE, AGGREGATE_ID, VERSION, CRATE].contains(&name.as_str()) {
                     let hint = match (position, name.as_str()) {
@@ -166,7 +187,9 @@ pub(crate) fn parse_event_attrs(cx: &mut Ctxt, attrs: &[Attribute], position: Po
                 if let Some(lit) = string_value(cx, &meta, example)? {
                     match lit.parse::<syn::Path>() {
                         Ok(path) => set_once(cx, &mut out.krate, &meta, CRATE, path),
-                        Err(_) => cx.error_spanned_by(&lit, format!("expected a path, like `{example}`")),
+                        Err(_) => {
+                            cx.error_spanned_by(&lit, format!("expected a path, like `{example}`"))
+                        }
                     }
                 }
             }

@@ -50,7 +50,11 @@ mod tests {
             ("SCREAMING-KEBAB-CASE", "UserCreated", "USER-CREATED"),
         ];
         for (rule, input, expected) in cases {
-            assert_eq!(rename_variant(rule, input).as_deref(), Some(expected), "{rule}");
+            assert_eq!(
+                rename_variant(rule, input).as_deref(),
+                Some(expected),
+                "{rule}"
+            );
         }
         assert_eq!(rename_variant("Title Case", "A"), None);
     }

@@ -32,7 +32,9 @@ pub(crate) fn derive(input: &DeriveInput) -> TokenStream {
             out
         }
         // `check` returns `None` only after recording an error.
-        (None, None) => syn::Error::new_spanned(&input.ident, "cannot derive `Event`").to_compile_error(),
+        (None, None) => {
+            syn::Error::new_spanned(&input.ident, "cannot derive `Event`").to_compile_error()
+        }
     }
 }
 
@@ -41,7 +43,9 @@ pub(crate) fn derive(input: &DeriveInput) -> TokenStream {
 fn impl_header(input: &DeriveInput, krate: &syn::Path, delegates: &[&syn::Type]) -> TokenStream {
     let ident = &input.ident;
     let (impl_generics, ty_generics, where_clause) = input.generics.split_for_impl();
-    let mut where_clause = where_clause.cloned().unwrap_or_else(|| syn::parse_quote!(where));
+    let mut where_clause = where_clause
+        .cloned()
+        .unwrap_or_else(|| syn::parse_quote!(where));
     where_clause.predicates.push(syn::parse_quote!(
         Self: #krate::__private::Serialize
             + #krate::__private::DeserializeOwned
@@ -51,7 +55,9 @@ fn impl_header(input: &DeriveInput, krate: &syn::Path, delegates: &[&syn::Type])
     ));
     // A newtype variant without an aggregate id rule asks its inner value.
     for ty in delegates {
-        where_clause.predicates.push(syn::parse_quote!(#ty: #krate::Event));
+        where_clause
+            .predicates
+            .push(syn::parse_quote!(#ty: #krate::Event));
     }
     quote! {
         #[automatically_derived]

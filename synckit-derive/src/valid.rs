@@ -88,10 +88,18 @@ pub(crate) fn check(cx: &mut Ctxt, container: &Container<'_>) -> Option<Model> {
                     two_aggregate_ids(cx, &rule.key);
                     None
                 }
-                (None, Some(Keyed { value: Some(name), .. })) => match find_named(fields, name) {
+                (
+                    None,
+                    Some(Keyed {
+                        value: Some(name), ..
+                    }),
+                ) => match find_named(fields, name) {
                     Some(field) => Some(field.member.clone()),
                     None => {
-                        cx.error_spanned_by(name, format!("this struct has no field `{}`", name.value()));
+                        cx.error_spanned_by(
+                            name,
+                            format!("this struct has no field `{}`", name.value()),
+                        );
                         None
                     }
                 },
@@ -133,7 +141,10 @@ fn event_type_name(cx: &mut Ctxt, given: Option<&Keyed<LitStr>>, ident: &Ident) 
     if name.is_empty() {
         cx.error_spanned_by(lit, "an event type name must not be empty");
     } else if name.len() > MAX_EVENT_TYPE_LEN {
-        cx.error_spanned_by(lit, format!("an event type name is at most {MAX_EVENT_TYPE_LEN} bytes"));
+        cx.error_spanned_by(
+            lit,
+            format!("an event type name is at most {MAX_EVENT_TYPE_LEN} bytes"),
+        );
     } else if name.contains('\0') {
         cx.error_spanned_by(lit, "an event type name cannot contain a NUL character");
     }
@@ -157,7 +168,10 @@ fn marked_field<'f, 'a>(cx: &mut Ctxt, fields: &'f [Field<'a>]) -> Option<&'f Fi
                 &key.key,
                 "two aggregate ids: only one field can be marked `#[event(aggregate_id)]`",
             );
-            error.combine(syn::Error::new_spanned(&first.original.ident, "the first one is here"));
+            error.combine(syn::Error::new_spanned(
+                &first.original.ident,
+                "the first one is here",
+            ));
             cx.syn_error(error);
         }
     }
@@ -217,7 +231,10 @@ fn resolve_variant(
                 }
             },
             None => {
-                cx.error_spanned_by(ident, format!("missing aggregate id in variant `{ident}`: {MISSING_HINT}"));
+                cx.error_spanned_by(
+                    ident,
+                    format!("missing aggregate id in variant `{ident}`: {MISSING_HINT}"),
+                );
                 None
             }
         },
@@ -235,7 +252,9 @@ fn resolve_variant(
     };
     let serde_name = match (&variant.serde_rename, &container.serde.rename_all) {
         (Some(rename), _) => rename.clone(),
-        (None, Some(rule)) => case::rename_variant(rule, &ident.to_string()).unwrap_or_else(|| ident.to_string()),
+        (None, Some(rule)) => {
+            case::rename_variant(rule, &ident.to_string()).unwrap_or_else(|| ident.to_string())
+        }
         (None, None) => ident.to_string(),
     };
     Some(ResolvedVariant {
@@ -254,7 +273,11 @@ fn resolve_variant(
     })
 }
 
-fn check_unique_types(cx: &mut Ctxt, variants: &[Variant<'_>], resolved: &[Option<ResolvedVariant>]) {
+fn check_unique_types(
+    cx: &mut Ctxt,
+    variants: &[Variant<'_>],
+    resolved: &[Option<ResolvedVariant>],
+) {
     let mut seen: HashMap<String, Span> = HashMap::new();
     for (variant, resolved) in variants.iter().zip(resolved) {
         let name = match (&variant.attrs.event_type, resolved) {
@@ -275,7 +298,10 @@ fn check_unique_types(cx: &mut Ctxt, variants: &[Variant<'_>], resolved: &[Optio
                     "two variants have the event type {name:?}; give one of them `#[event(type = \"...\")]`"
                 ),
             );
-            error.combine(syn::Error::new(*first, format!("{name:?} is first used here")));
+            error.combine(syn::Error::new(
+                *first,
+                format!("{name:?} is first used here"),
+            ));
             cx.syn_error(error);
         } else {
             seen.insert(name, span);

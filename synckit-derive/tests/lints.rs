@@ -43,5 +43,12 @@ fn derived_code_is_lint_clean() {
     let t = Things::Tagged("x".into(), "agg".into());
     assert_eq!(t.aggregate_id(), "agg");
     assert_eq!(Things::Made(Made { id: 4 }).aggregate_id(), "4");
-    assert_eq!(Wrapper::<u8> { id: "w".into(), inner: 1 }.event_type(), "Wrapper");
+    assert_eq!(
+        Wrapper::<u8> {
+            id: "w".into(),
+            inner: 1
+        }
+        .event_type(),
+        "Wrapper"
+    );
 }

@@ -238,9 +238,11 @@ impl EnumRepr {
     /// The variant content of a serialized enum value.
     fn strip(&self, full: Value) -> Value {
         match (self, full) {
-            (EnumRepr::External, Value::Object(map)) if map.len() == 1 => {
-                map.into_iter().next().map(|(_, v)| v).unwrap_or(Value::Null)
-            }
+            (EnumRepr::External, Value::Object(map)) if map.len() == 1 => map
+                .into_iter()
+                .next()
+                .map(|(_, v)| v)
+                .unwrap_or(Value::Null),
             (EnumRepr::Internal { tag }, Value::Object(mut map)) => {
                 map.remove(*tag);
                 Value::Object(map)

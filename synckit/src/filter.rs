@@ -96,7 +96,9 @@ impl Filter {
 
     /// Whether an event with this aggregate id and type passes the filter.
     pub fn matches_parts(&self, aggregate_id: &str, event_type: &str) -> bool {
-        self.streams.as_ref().is_none_or(|s| s.contains(aggregate_id))
+        self.streams
+            .as_ref()
+            .is_none_or(|s| s.contains(aggregate_id))
             && self.types.as_ref().is_none_or(|t| t.contains(event_type))
     }
 

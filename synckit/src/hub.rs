@@ -169,7 +169,11 @@ impl Hub {
 
     /// The filters of the registered subscriptions.
     pub fn filters(&self) -> Vec<Filter> {
-        self.lock().signals.values().map(|(f, _)| f.clone()).collect()
+        self.lock()
+            .signals
+            .values()
+            .map(|(f, _)| f.clone())
+            .collect()
     }
 }
 

@@ -77,9 +77,9 @@ pub mod __private;
 
 pub use cursor::{Cursor, ExpectedVersion};
 pub use error::{BoxError, Error, Result};
+pub use event::Event;
 #[cfg(feature = "schema")]
 pub use event::EventSchema;
-pub use event::Event;
 pub use filter::{Filter, Start};
 pub use memory::MemoryStore;
 pub use notification::NotificationPayload;

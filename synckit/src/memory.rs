@@ -118,7 +118,10 @@ impl MemoryStore {
             return Ok(existing);
         }
         if let Some(first) = events.first() {
-            expected.check(&first.aggregate_id, state.streams.get(&first.aggregate_id).copied())?;
+            expected.check(
+                &first.aggregate_id,
+                state.streams.get(&first.aggregate_id).copied(),
+            )?;
         }
         let now = Utc::now();
         let mut recorded = Vec::with_capacity(events.len());
@@ -135,7 +138,9 @@ impl MemoryStore {
             recorded.push(event.clone().into_recorded(version, current + 1, now));
         }
         for (aggregate_id, stream_version) in streams {
-            state.streams.insert(aggregate_id.to_owned(), stream_version);
+            state
+                .streams
+                .insert(aggregate_id.to_owned(), stream_version);
         }
         for event in &recorded {
             state.by_id.insert(event.id.clone(), state.events.len());
@@ -183,7 +188,11 @@ where
 }
 
 impl EventStore for MemoryStore {
-    async fn append(&self, expected: ExpectedVersion, events: Vec<NewEvent>) -> Result<Vec<Recorded>> {
+    async fn append(
+        &self,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> Result<Vec<Recorded>> {
         validate::check_append(expected, &events)?;
         let recorded = {
             let mut state = self.open()?;
@@ -198,7 +207,9 @@ impl EventStore for MemoryStore {
     async fn read(&self, filter: &Filter, after: Cursor, limit: usize) -> Result<Vec<Recorded>> {
         let state = self.open()?;
         // Versions are 1-based and dense, so `after` is also an index.
-        let start = usize::try_from(after.version()).unwrap_or(usize::MAX).min(state.events.len());
+        let start = usize::try_from(after.version())
+            .unwrap_or(usize::MAX)
+            .min(state.events.len());
         Ok(state.events[start..]
             .iter()
             .filter(|e| filter.matches(e))

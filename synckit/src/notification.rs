@@ -117,7 +117,14 @@ mod tests {
         assert_eq!(p.version, 7);
         assert_eq!(p.stream_name, "stream_a");
         let back = serde_json::to_value(&p).unwrap();
-        for key in ["version", "id", "aggregate_id", "event_type", "stream_name", "created_at"] {
+        for key in [
+            "version",
+            "id",
+            "aggregate_id",
+            "event_type",
+            "stream_name",
+            "created_at",
+        ] {
             assert!(back.get(key).is_some(), "{key}");
         }
     }

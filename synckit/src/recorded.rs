@@ -52,7 +52,9 @@ impl<T> Recorded<T> {
 
     /// The correlation id from the metadata, if any.
     pub fn correlation_id(&self) -> Option<&str> {
-        self.metadata.get(CORRELATION_ID_KEY).and_then(Value::as_str)
+        self.metadata
+            .get(CORRELATION_ID_KEY)
+            .and_then(Value::as_str)
     }
 
     /// The causation id from the metadata, if any.
@@ -110,7 +112,11 @@ pub struct NewEvent {
 
 impl NewEvent {
     /// An event from raw parts.
-    pub fn new(aggregate_id: impl Into<String>, event_type: impl Into<String>, data: Value) -> Self {
+    pub fn new(
+        aggregate_id: impl Into<String>,
+        event_type: impl Into<String>,
+        data: Value,
+    ) -> Self {
         NewEvent {
             id: uuid::Uuid::now_v7().to_string(),
             aggregate_id: aggregate_id.into(),
@@ -124,8 +130,10 @@ impl NewEvent {
     /// the metadata.
     pub fn from_event<E: Event>(event: &E) -> Result<Self> {
         let mut new = NewEvent::new(event.aggregate_id(), event.event_type(), event.encode()?);
-        new.metadata
-            .insert(SCHEMA_VERSION_KEY.into(), Value::from(event.schema_version()));
+        new.metadata.insert(
+            SCHEMA_VERSION_KEY.into(),
+            Value::from(event.schema_version()),
+        );
         Ok(new)
     }
 

@@ -31,7 +31,10 @@ pub(crate) fn event_schemas<T: Event + schemars::JsonSchema>() -> Vec<EventSchem
                         .unwrap_or(Value::Bool(true));
                     EventSchema {
                         event_type: variant.event_type,
-                        schema: titled(with_root_definitions(content, root_map), variant.event_type),
+                        schema: titled(
+                            with_root_definitions(content, root_map),
+                            variant.event_type,
+                        ),
                     }
                 })
                 .collect()

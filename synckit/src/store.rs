@@ -129,7 +129,9 @@ pub trait EventStore: Clone + Send + Sync + 'static {
         let new = NewEvent::from_event(event);
         async move {
             let mut recorded = self.append(expected, vec![new?]).await?;
-            recorded.pop().ok_or_else(|| Error::database("append", "no row returned"))
+            recorded
+                .pop()
+                .ok_or_else(|| Error::database("append", "no row returned"))
         }
     }
 

@@ -135,7 +135,6 @@ impl<T> Subscription<T> {
             )),
         }
     }
-
 }
 
 impl<T: Payload> Subscription<T> {
@@ -270,7 +269,11 @@ impl<S: SubscriptionSource> Follower<S> {
             // Clear before reading: a commit during the read raises the
             // signal again and leads to one more read.
             self.registration.signal.clear();
-            match self.store.read(&self.filter, self.position, self.batch).await {
+            match self
+                .store
+                .read(&self.filter, self.position, self.batch)
+                .await
+            {
                 Ok(page) => {
                     self.failures = 0;
                     self.at_head = page.len() < self.batch;

@@ -60,15 +60,15 @@ pub fn check_event(event: &NewEvent) -> Result<()> {
     check_aggregate_id(&event.aggregate_id)?;
     check_text("event type", &event.event_type, MAX_EVENT_TYPE_LEN)?;
     check_json("data", &event.data)?;
-    event
-        .metadata
-        .iter()
-        .try_for_each(|(k, v)| {
-            if k.contains('\0') {
-                return Err(Error::invalid("metadata", "contains a NUL character (\\u0000)"));
-            }
-            check_json("metadata", v)
-        })
+    event.metadata.iter().try_for_each(|(k, v)| {
+        if k.contains('\0') {
+            return Err(Error::invalid(
+                "metadata",
+                "contains a NUL character (\\u0000)",
+            ));
+        }
+        check_json("metadata", v)
+    })
 }
 
 /// Checks a whole append: every event, no id twice, and one aggregate when

@@ -9,8 +9,7 @@ use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use synckit::{
-    Cursor, Error, Event, ExpectedVersion, Filter, Message, NewEvent, Start,
-    SubscriptionSource,
+    Cursor, Error, Event, ExpectedVersion, Filter, Message, NewEvent, Start, SubscriptionSource,
 };
 
 /// The events the suite appends.
@@ -88,7 +87,14 @@ pub async fn expected_versions_are_enforced<S: SubscriptionSource>(store: S) {
         .await
         .unwrap_err();
     assert!(
-        matches!(err, Error::Conflict { actual: Some(1), expected: ExpectedVersion::Exact(5), .. }),
+        matches!(
+            err,
+            Error::Conflict {
+                actual: Some(1),
+                expected: ExpectedVersion::Exact(5),
+                ..
+            }
+        ),
         "{err}"
     );
     let err = store
@@ -135,7 +141,14 @@ pub async fn concurrent_appends_with_one_expectation_have_one_winner<S: Subscrip
     assert_eq!(wins, 1, "{results:?}");
     for r in results.iter().filter_map(|r| r.as_ref().err()) {
         assert!(
-            matches!(r, Error::Conflict { actual: Some(2), expected: ExpectedVersion::Exact(1), .. }),
+            matches!(
+                r,
+                Error::Conflict {
+                    actual: Some(2),
+                    expected: ExpectedVersion::Exact(1),
+                    ..
+                }
+            ),
             "{r}"
         );
     }
@@ -157,12 +170,22 @@ pub async fn same_id_is_idempotent_other_content_is_a_duplicate<S: SubscriptionS
     assert_eq!(again, first);
     assert_eq!(store.latest_version().await.unwrap(), Cursor::new(1));
 
-    let other = NewEvent::from_event(&deposited("a", 1)).unwrap().with_id("evt-1");
-    let err = store.append(ExpectedVersion::Any, vec![other]).await.unwrap_err();
-    assert!(matches!(&err, Error::DuplicateEvent { id, .. } if id == "evt-1"), "{err}");
+    let other = NewEvent::from_event(&deposited("a", 1))
+        .unwrap()
+        .with_id("evt-1");
+    let err = store
+        .append(ExpectedVersion::Any, vec![other])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::DuplicateEvent { id, .. } if id == "evt-1"),
+        "{err}"
+    );
 
     // A batch that repeats a stored event next to a new one is refused whole.
-    let new = NewEvent::from_event(&deposited("a", 2)).unwrap().with_id("evt-2");
+    let new = NewEvent::from_event(&deposited("a", 2))
+        .unwrap()
+        .with_id("evt-2");
     let err = store
         .append(ExpectedVersion::Any, vec![event, new])
         .await
@@ -174,7 +197,10 @@ pub async fn same_id_is_idempotent_other_content_is_a_duplicate<S: SubscriptionS
 pub async fn batches_are_atomic_and_bad_input_leaves_nothing<S: SubscriptionSource>(store: S) {
     let good = |n: u64| NewEvent::from_event(&deposited("b", n)).unwrap();
     let bad_inputs = vec![
-        vec![good(1), NewEvent::new("b", "Deposited", json!({"note": "nul\u{0}"}))],
+        vec![
+            good(1),
+            NewEvent::new("b", "Deposited", json!({"note": "nul\u{0}"})),
+        ],
         vec![good(1), good(2).with_id("")],
         vec![good(1), good(2).with_id("x".repeat(300))],
         vec![good(1), NewEvent::new("b\u{0}", "Deposited", json!({}))],
@@ -206,8 +232,14 @@ pub async fn batches_are_atomic_and_bad_input_leaves_nothing<S: SubscriptionSour
         .append_events(
             ExpectedVersion::Any,
             &[
-                Fails { id: "b".into(), value: 1 },
-                Fails { id: "b".into(), value: 2 },
+                Fails {
+                    id: "b".into(),
+                    value: 1,
+                },
+                Fails {
+                    id: "b".into(),
+                    value: 2,
+                },
             ],
         )
         .await
@@ -224,7 +256,10 @@ pub async fn batches_are_atomic_and_bad_input_leaves_nothing<S: SubscriptionSour
     assert_eq!(all.len(), 1, "only the one good append is stored: {all:?}");
 
     let batch: Vec<_> = (1..=50).map(good).collect();
-    let recorded = store.append(ExpectedVersion::Exact(1), batch).await.unwrap();
+    let recorded = store
+        .append(ExpectedVersion::Exact(1), batch)
+        .await
+        .unwrap();
     let versions: Vec<_> = recorded.iter().map(|r| r.stream_version).collect();
     assert_eq!(versions, (2..=51).collect::<Vec<_>>());
 }
@@ -260,7 +295,10 @@ pub async fn loads_page_in_order_after_a_cursor<S: SubscriptionSource>(store: S)
     let typed = all[0].clone().decode::<Account>().unwrap();
     assert_eq!(typed.data, deposited("s0", 0));
     assert!(store.parse_version("-5").is_err());
-    let err = store.load_by_aggregate("", Cursor::START).await.unwrap_err();
+    let err = store
+        .load_by_aggregate("", Cursor::START)
+        .await
+        .unwrap_err();
     assert!(matches!(err, Error::InvalidInput { .. }), "{err}");
 }
 
@@ -271,9 +309,14 @@ pub async fn typed_subscriptions_by_type_and_stream<S: SubscriptionSource>(store
         .unwrap();
     let mut by_type = Account::subscribe(&store).await.unwrap();
     let mut stream_a = Account::subscribe_stream(&store, "a").await.unwrap();
-    let mut notes = AuditNote::subscribe_from(&store, Start::Beginning).await.unwrap();
+    let mut notes = AuditNote::subscribe_from(&store, Start::Beginning)
+        .await
+        .unwrap();
 
-    store.append_event(ExpectedVersion::Any, &opened("a")).await.unwrap();
+    store
+        .append_event(ExpectedVersion::Any, &opened("a"))
+        .await
+        .unwrap();
     store
         .append_event(
             ExpectedVersion::Any,
@@ -284,8 +327,14 @@ pub async fn typed_subscriptions_by_type_and_stream<S: SubscriptionSource>(store
         )
         .await
         .unwrap();
-    store.append_event(ExpectedVersion::Any, &deposited("b", 3)).await.unwrap();
-    store.append_event(ExpectedVersion::Any, &deposited("a", 4)).await.unwrap();
+    store
+        .append_event(ExpectedVersion::Any, &deposited("b", 3))
+        .await
+        .unwrap();
+    store
+        .append_event(ExpectedVersion::Any, &deposited("a", 4))
+        .await
+        .unwrap();
 
     let got: Vec<Account> = vec![
         next_within(&mut by_type).await.unwrap().data,
@@ -305,33 +354,51 @@ pub async fn typed_subscriptions_by_type_and_stream<S: SubscriptionSource>(store
 }
 
 pub async fn two_subscribers_are_independent_and_drop_alone<S: SubscriptionSource>(store: S) {
-    let mut first = store.subscribe(Filter::stream("x"), Start::Now).await.unwrap();
-    let second = store.subscribe(Filter::stream("x"), Start::Now).await.unwrap();
+    let mut first = store
+        .subscribe(Filter::stream("x"), Start::Now)
+        .await
+        .unwrap();
+    let second = store
+        .subscribe(Filter::stream("x"), Start::Now)
+        .await
+        .unwrap();
     let mut all = store.subscribe(Filter::all(), Start::Now).await.unwrap();
-    store.append_event(ExpectedVersion::Any, &opened("x")).await.unwrap();
+    store
+        .append_event(ExpectedVersion::Any, &opened("x"))
+        .await
+        .unwrap();
     assert_eq!(next_within(&mut first).await.unwrap().aggregate_id, "x");
     drop(second);
-    store.append_event(ExpectedVersion::Any, &deposited("x", 1)).await.unwrap();
+    store
+        .append_event(ExpectedVersion::Any, &deposited("x", 1))
+        .await
+        .unwrap();
     assert_eq!(next_within(&mut first).await.unwrap().stream_version, 2);
     assert_eq!(next_within(&mut all).await.unwrap().version, 1);
     assert_eq!(next_within(&mut all).await.unwrap().version, 2);
     assert_eq!(store.hub().len(), 2, "the dropped subscription is gone");
 }
 
-pub async fn decode_failure_is_an_error_item_and_the_subscription_goes_on<
-    S: SubscriptionSource,
->(
+pub async fn decode_failure_is_an_error_item_and_the_subscription_goes_on<S: SubscriptionSource>(
     store: S,
 ) {
-    let mut sub = Account::subscribe_from(&store, Start::Beginning).await.unwrap();
+    let mut sub = Account::subscribe_from(&store, Start::Beginning)
+        .await
+        .unwrap();
     store
         .append(
             ExpectedVersion::Any,
-            vec![NewEvent::new("a", "Deposited", json!({"id": "a", "amount": "lots"})).with_id("broken")],
+            vec![
+                NewEvent::new("a", "Deposited", json!({"id": "a", "amount": "lots"}))
+                    .with_id("broken"),
+            ],
         )
         .await
         .unwrap();
-    store.append_event(ExpectedVersion::Any, &deposited("a", 1)).await.unwrap();
+    store
+        .append_event(ExpectedVersion::Any, &deposited("a", 1))
+        .await
+        .unwrap();
     let err = next_within(&mut sub).await.unwrap_err();
     assert!(
         matches!(&err, Error::Decode { event_id: Some(id), event_type, .. }
@@ -345,7 +412,10 @@ pub async fn decode_failure_is_an_error_item_and_the_subscription_goes_on<
 
 pub async fn catch_up_then_live_with_caught_up_marker<S: SubscriptionSource>(store: S) {
     let batch: Vec<_> = (0..30).map(|i| deposited("c", i)).collect();
-    store.append_events(ExpectedVersion::Any, &batch).await.unwrap();
+    store
+        .append_events(ExpectedVersion::Any, &batch)
+        .await
+        .unwrap();
     let mut messages = Box::pin(
         store
             .subscribe(Filter::all(), Start::After(Cursor::new(10)))
@@ -360,7 +430,10 @@ pub async fn catch_up_then_live_with_caught_up_marker<S: SubscriptionSource>(sto
         }
     }
     assert_eq!(next_within(&mut messages).await.unwrap(), Message::CaughtUp);
-    store.append_event(ExpectedVersion::Any, &deposited("c", 99)).await.unwrap();
+    store
+        .append_event(ExpectedVersion::Any, &deposited("c", 99))
+        .await
+        .unwrap();
     match next_within(&mut messages).await.unwrap() {
         Message::Event(e) => assert_eq!(e.version, 31),
         other => panic!("expected the live event, got {other:?}"),
@@ -369,7 +442,10 @@ pub async fn catch_up_then_live_with_caught_up_marker<S: SubscriptionSource>(sto
 
 pub async fn durable_subscription_resumes_after_its_checkpoint<S: SubscriptionSource>(store: S) {
     let batch: Vec<_> = (0..6).map(|i| deposited("d", i)).collect();
-    store.append_events(ExpectedVersion::Any, &batch).await.unwrap();
+    store
+        .append_events(ExpectedVersion::Any, &batch)
+        .await
+        .unwrap();
     {
         let mut sub = store
             .subscribe(Filter::all(), Start::checkpoint("projector"))
@@ -393,13 +469,19 @@ pub async fn durable_subscription_resumes_after_its_checkpoint<S: SubscriptionSo
         .unwrap_err();
     assert!(matches!(err, Error::InvalidInput { .. }), "{err}");
     let plain = store.subscribe(Filter::all(), Start::Now).await.unwrap();
-    assert!(plain.commit().await.is_err(), "only durable subscriptions commit");
+    assert!(
+        plain.commit().await.is_err(),
+        "only durable subscriptions commit"
+    );
 }
 
 pub async fn closed_store_refuses_everything_and_ends_subscriptions<S: SubscriptionSource>(
     store: S,
 ) {
-    store.append_event(ExpectedVersion::Any, &opened("z")).await.unwrap();
+    store
+        .append_event(ExpectedVersion::Any, &opened("z"))
+        .await
+        .unwrap();
     let mut sub = store.subscribe(Filter::all(), Start::Now).await.unwrap();
     store.close().await.unwrap();
     store.close().await.unwrap();
@@ -410,8 +492,14 @@ pub async fn closed_store_refuses_everything_and_ends_subscriptions<S: Subscript
         store.append_event(ExpectedVersion::Any, &opened("z")).await,
         Err(Error::StoreClosed)
     ));
-    assert!(matches!(store.load(Cursor::START).await, Err(Error::StoreClosed)));
-    assert!(matches!(store.latest_version().await, Err(Error::StoreClosed)));
+    assert!(matches!(
+        store.load(Cursor::START).await,
+        Err(Error::StoreClosed)
+    ));
+    assert!(matches!(
+        store.latest_version().await,
+        Err(Error::StoreClosed)
+    ));
     assert!(matches!(
         store.subscribe(Filter::all(), Start::Now).await,
         Err(Error::StoreClosed)

@@ -79,7 +79,11 @@ fn enum_has_one_type_per_variant() {
     assert_eq!(renamed.event_type(), "user.renamed");
     assert_eq!(renamed.aggregate_id(), "u-2");
     assert_eq!(renamed.schema_version(), 2);
-    assert_eq!(deactivated.aggregate_id(), "u-3", "field marker beats the enum rule");
+    assert_eq!(
+        deactivated.aggregate_id(),
+        "u-3",
+        "field marker beats the enum rule"
+    );
     assert_eq!(deactivated.schema_version(), 1);
 }
 
@@ -183,7 +187,11 @@ fn honours_serde_representations_and_renames() {
         cached: 9,
     };
     let data = added.encode().unwrap();
-    assert_eq!(data, json!({"cart": "c", "sku_code": "s"}), "tag stripped, rename kept, skip honoured");
+    assert_eq!(
+        data,
+        json!({"cart": "c", "sku_code": "s"}),
+        "tag stripped, rename kept, skip honoured"
+    );
     assert_eq!(
         Internally::decode("ItemAdded", data).unwrap(),
         Internally::ItemAdded {
