@@ -65,6 +65,9 @@ mod filter;
 pub mod hub;
 mod memory;
 pub mod notification;
+#[cfg(feature = "postgres")]
+#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
+pub mod postgres;
 mod recorded;
 #[cfg(feature = "schema")]
 mod schema;

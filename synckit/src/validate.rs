@@ -37,6 +37,18 @@ pub fn check_aggregate_id(aggregate_id: &str) -> Result<()> {
     check_text("aggregate id", aggregate_id, MAX_AGGREGATE_ID_LEN)
 }
 
+/// Checks the aggregate ids and event types of a read or subscription
+/// filter.
+pub fn check_filter(filter: &crate::filter::Filter) -> Result<()> {
+    for id in filter.aggregate_ids().into_iter().flatten() {
+        check_aggregate_id(id)?;
+    }
+    for t in filter.event_types().into_iter().flatten() {
+        check_text("event type", t, MAX_EVENT_TYPE_LEN)?;
+    }
+    Ok(())
+}
+
 /// Rejects NUL characters anywhere in a JSON document (PostgreSQL's `jsonb`
 /// cannot store `\u0000`), in keys as in values.
 fn check_json(field: &'static str, value: &Value) -> Result<()> {

@@ -3,3 +3,4 @@
 mod behaviour;
 mod derive;
 mod memory;
+mod postgres;

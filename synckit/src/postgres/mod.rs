@@ -1,0 +1,606 @@
+//! The PostgreSQL store (feature `postgres`).
+//!
+//! Storage goes through a diesel-async pool; no libpq. See the crate README
+//! ("PostgreSQL") for the schema, the configuration and production notes.
+
+mod config;
+mod connect;
+mod migrate;
+mod rows;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock, Weak};
+use std::time::{Duration, Instant};
+
+use diesel::pg::Pg;
+use diesel::result::{DatabaseErrorKind, Error as DieselError};
+use diesel::sql_types::{Array, BigInt, Jsonb, Text};
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use serde_json::Value;
+
+pub use config::Config;
+pub use migrate::{MigrationReport, migrate};
+use rows::{Count, EVENT_COLUMNS, EventRow, Fence, Position, StreamHead};
+
+use crate::cursor::{Cursor, ExpectedVersion};
+use crate::error::{Error, Result};
+use crate::filter::Filter;
+use crate::hub::Hub;
+use crate::memory::idempotent_replay;
+use crate::recorded::{NewEvent, Recorded};
+use crate::store::{EventStore, SubscriptionSource};
+use crate::validate;
+
+/// How often an append is retried after losing a race on a unique index
+/// (same id or same stream position appended concurrently). Each retry
+/// re-runs the idempotency and expected-version checks, so the outcome is
+/// the one a serial execution would give.
+const APPEND_RETRIES: u32 = 8;
+
+/// Connection pool figures (the seed's `Stats`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PoolStats {
+    /// Most connections the pool opens.
+    pub max_open: u32,
+    /// Connections open now.
+    pub open: u32,
+    /// Connections handed out.
+    pub in_use: u32,
+    /// Connections open and idle.
+    pub idle: u32,
+    /// Callers waiting for a connection.
+    pub waiting: u64,
+}
+
+struct Inner {
+    pool: RwLock<Option<connect::Pool>>,
+    config: Config,
+    closed: AtomicBool,
+    hub: Hub,
+}
+
+/// The PostgreSQL event store; clones share one pool.
+///
+/// ```no_run
+/// use synckit::postgres::{Config, PgStore};
+/// use synckit::{Cursor, EventStore, ExpectedVersion, NewEvent};
+///
+/// # async fn demo() -> synckit::Result<()> {
+/// let store = PgStore::connect(Config::new("postgres://postgres@127.0.0.1/app")).await?;
+/// let event = NewEvent::new("order-1", "order.placed", serde_json::json!({"total": 12}));
+/// store.append(ExpectedVersion::NoStream, vec![event]).await?;
+/// let events = store.load(Cursor::START).await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct PgStore {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for PgStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PgStore")
+            .field("config", &self.inner.config)
+            .field(
+                "closed",
+                &AtomicBool::load(&self.inner.closed, Ordering::Acquire),
+            )
+            .finish()
+    }
+}
+
+enum TxError {
+    Db(DieselError),
+    Store(Error),
+}
+
+impl From<DieselError> for TxError {
+    fn from(e: DieselError) -> Self {
+        TxError::Db(e)
+    }
+}
+
+impl From<Error> for TxError {
+    fn from(e: Error) -> Self {
+        TxError::Store(e)
+    }
+}
+
+fn db(operation: &'static str) -> impl FnOnce(DieselError) -> Error {
+    move |e| Error::database(operation, e)
+}
+
+fn to_i64(value: usize) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+impl PgStore {
+    /// Connects with the seed's defaults ([`Config::new`]).
+    pub async fn new(connection_string: impl Into<String>) -> Result<Self> {
+        PgStore::connect(Config::new(connection_string)).await
+    }
+
+    /// Connects, checks that the server answers within the connect timeout,
+    /// and runs the embedded migrations unless the config turns them off.
+    #[tracing::instrument(skip_all, fields(db = %config.redacted_connection_string()), err)]
+    pub async fn connect(config: Config) -> Result<Self> {
+        if config.batch_size == 0 {
+            return Err(Error::invalid("config", "batch_size must be at least 1"));
+        }
+        if config.max_open_conns == 0 {
+            return Err(Error::invalid(
+                "config",
+                "max_open_conns must be at least 1",
+            ));
+        }
+        let conn = connect::connect(&config).await?;
+        if config.run_migrations {
+            let (_, applied) = migrate::migrate_connection(conn).await?;
+            if !applied.is_empty() {
+                tracing::info!(?applied, "applied migrations");
+            }
+        } else {
+            check_schema(conn).await?;
+        }
+        let pool = connect::pool(&config);
+        let inner = Arc::new(Inner {
+            pool: RwLock::new(Some(pool)),
+            config,
+            closed: AtomicBool::new(false),
+            hub: Hub::new(),
+        });
+        spawn_poll_tick(Arc::downgrade(&inner), inner.config.notification_timeout);
+        Ok(PgStore { inner })
+    }
+
+    /// The configuration the store runs with.
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    fn pool(&self) -> Result<connect::Pool> {
+        if AtomicBool::load(&self.inner.closed, Ordering::Acquire) {
+            return Err(Error::StoreClosed);
+        }
+        self.inner
+            .pool
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .ok_or(Error::StoreClosed)
+    }
+
+    async fn with_conn<T>(
+        &self,
+        operation: &'static str,
+        f: impl AsyncFnOnce(&mut AsyncPgConnection) -> Result<T>,
+    ) -> Result<T> {
+        let pool = self.pool()?;
+        let mut conn = pool
+            .get()
+            .await
+            .map_err(|e| Error::database(operation, e))?;
+        f(&mut conn).await
+    }
+
+    /// Pool figures.
+    pub fn stats(&self) -> Result<PoolStats> {
+        let pool = self.pool()?;
+        let state = pool.state();
+        let stats = PoolStats {
+            max_open: pool.config().max_size,
+            open: state.connections,
+            in_use: state.connections - state.idle_connections,
+            idle: state.idle_connections,
+            waiting: state.statistics.pending_gets(),
+        };
+        if self.inner.config.metrics {
+            metrics::gauge!("synckit_pool_connections").set(stats.open);
+            metrics::gauge!("synckit_pool_idle_connections").set(stats.idle);
+        }
+        Ok(stats)
+    }
+
+    /// The event with this id, or [`Error::EventNotFound`].
+    pub async fn get(&self, id: &str) -> Result<Recorded> {
+        let sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE id = $1");
+        let id = id.to_owned();
+        self.with_conn("get", async |conn| {
+            let rows: Vec<EventRow> = diesel::sql_query(sql)
+                .bind::<Text, _>(&id)
+                .load(&mut *conn)
+                .await
+                .map_err(db("get"))?;
+            match rows.into_iter().next() {
+                Some(row) => row.into_recorded(),
+                None => Err(Error::EventNotFound { id }),
+            }
+        })
+        .await
+    }
+
+    /// Number of events stored (committed) now.
+    pub async fn count(&self) -> Result<u64> {
+        self.with_conn("count", async |conn| {
+            let rows: Vec<Count> = diesel::sql_query("SELECT count(*) AS count FROM events")
+                .load(&mut *conn)
+                .await
+                .map_err(db("count"))?;
+            Ok(rows.into_iter().next().map_or(0, |r| r.count.max(0) as u64))
+        })
+        .await
+    }
+
+    /// Whether this connection caches prepared statements: the number of
+    /// statements prepared on one pooled connection after the same query ran
+    /// twice on it. Zero when [`Config::prepared_statements`] is off.
+    #[doc(hidden)]
+    pub async fn prepared_statement_count(&self) -> Result<i64> {
+        self.with_conn("stats", async |conn| {
+            for _ in 0..2 {
+                let _: Vec<Count> = diesel::sql_query("SELECT $1::bigint AS count")
+                    .bind::<BigInt, _>(1)
+                    .load(&mut *conn)
+                    .await
+                    .map_err(db("stats"))?;
+            }
+            let rows: Vec<Count> = diesel::sql_query(
+                "SELECT count(*) AS count FROM pg_prepared_statements \
+                 WHERE statement NOT LIKE '%pg_prepared_statements%'",
+            )
+            .load(&mut *conn)
+            .await
+            .map_err(db("stats"))?;
+            Ok(rows.into_iter().next().map_or(0, |r| r.count))
+        })
+        .await
+    }
+
+    async fn append_once(
+        conn: &mut AsyncPgConnection,
+        expected: ExpectedVersion,
+        events: &[NewEvent],
+        chunk_size: usize,
+    ) -> std::result::Result<Vec<Recorded>, TxError> {
+        conn.transaction::<_, TxError, _>(async |conn| {
+            {
+                // 1. Idempotent retry: every id stored with the same content.
+                let ids: Vec<&str> = events.iter().map(|e| e.id.as_str()).collect();
+                let stored: Vec<Recorded> = diesel::sql_query(format!(
+                    "SELECT {EVENT_COLUMNS} FROM events WHERE id = ANY($1)"
+                ))
+                .bind::<Array<Text>, _>(&ids)
+                .load::<EventRow>(&mut *conn)
+                .await?
+                .into_iter()
+                .map(EventRow::into_recorded)
+                .collect::<Result<_>>()?;
+                let by_id: HashMap<&str, &Recorded> =
+                    stored.iter().map(|r| (r.id.as_str(), r)).collect();
+                if let Some(replay) = idempotent_replay(events.iter(), |id| by_id.get(id).copied())? {
+                    return Ok(replay);
+                }
+
+                // 2. Stream heads and the expected version.
+                let mut aggregates: Vec<&str> = events.iter().map(|e| e.aggregate_id.as_str()).collect();
+                aggregates.sort_unstable();
+                aggregates.dedup();
+                let heads: HashMap<String, i64> = diesel::sql_query(
+                    "SELECT aggregate_id, max(stream_version) AS stream_version \
+                     FROM events WHERE aggregate_id = ANY($1) GROUP BY aggregate_id",
+                )
+                .bind::<Array<Text>, _>(&aggregates)
+                .load::<StreamHead>(&mut *conn)
+                .await?
+                .into_iter()
+                .map(|h| (h.aggregate_id, h.stream_version))
+                .collect();
+                if let Some(first) = events.first() {
+                    let actual = heads.get(&first.aggregate_id).map(|v| *v as u64);
+                    expected.check(&first.aggregate_id, actual)?;
+                }
+
+                // 3. One INSERT per chunk, rows as arrays.
+                let mut next: HashMap<&str, i64> = HashMap::new();
+                let mut recorded = Vec::with_capacity(events.len());
+                for chunk in events.chunks(chunk_size.max(1)) {
+                    let mut ids = Vec::with_capacity(chunk.len());
+                    let mut aggregate_ids = Vec::with_capacity(chunk.len());
+                    let mut types = Vec::with_capacity(chunk.len());
+                    let mut data = Vec::with_capacity(chunk.len());
+                    let mut metadata = Vec::with_capacity(chunk.len());
+                    let mut stream_versions = Vec::with_capacity(chunk.len());
+                    for e in chunk {
+                        let slot = next
+                            .entry(e.aggregate_id.as_str())
+                            .or_insert_with(|| heads.get(&e.aggregate_id).copied().unwrap_or(0));
+                        *slot += 1;
+                        ids.push(e.id.as_str());
+                        aggregate_ids.push(e.aggregate_id.as_str());
+                        types.push(e.event_type.as_str());
+                        data.push(e.data.clone());
+                        metadata.push(Value::Object(e.metadata.clone()));
+                        stream_versions.push(*slot);
+                    }
+                    let rows: Vec<EventRow> = diesel::sql_query(format!(
+                        "INSERT INTO events (id, aggregate_id, event_type, data, metadata, stream_version) \
+                         SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::jsonb[], $5::jsonb[], $6::bigint[]) \
+                         RETURNING {EVENT_COLUMNS}"
+                    ))
+                    .bind::<Array<Text>, _>(&ids)
+                    .bind::<Array<Text>, _>(&aggregate_ids)
+                    .bind::<Array<Text>, _>(&types)
+                    .bind::<Array<Jsonb>, _>(&data)
+                    .bind::<Array<Jsonb>, _>(&metadata)
+                    .bind::<Array<BigInt>, _>(&stream_versions)
+                    .load(&mut *conn)
+                    .await?;
+                    for row in rows {
+                        recorded.push(row.into_recorded()?);
+                    }
+                }
+                recorded.sort_by_key(|r| r.version);
+                Ok(recorded)
+            }
+        })
+        .await
+    }
+
+    /// Stores a durable subscription's position.
+    async fn store_checkpoint(&self, name: &str, position: Cursor) -> Result<()> {
+        let name = name.to_owned();
+        self.with_conn("save_checkpoint", async |conn| {
+            diesel::sql_query(
+                "INSERT INTO synckit_checkpoints (name, position) VALUES ($1, $2) \
+                 ON CONFLICT (name) DO UPDATE SET position = EXCLUDED.position, updated_at = now()",
+            )
+            .bind::<Text, _>(&name)
+            .bind::<BigInt, _>(position.as_i64())
+            .execute(&mut *conn)
+            .await
+            .map_err(db("save_checkpoint"))?;
+            Ok(())
+        })
+        .await
+    }
+}
+
+/// The highest version below which no transaction is pending (see the
+/// migration's comment on `synckit_fence`). Must run in its own statement,
+/// before the read it bounds.
+async fn fence(conn: &mut AsyncPgConnection, operation: &'static str) -> Result<i64> {
+    let rows: Vec<Fence> = diesel::sql_query("SELECT synckit_fence() AS fence")
+        .load(&mut *conn)
+        .await
+        .map_err(db(operation))?;
+    Ok(rows
+        .into_iter()
+        .next()
+        .and_then(|r| r.fence)
+        .unwrap_or(0)
+        .max(0))
+}
+
+async fn check_schema(conn: AsyncPgConnection) -> Result<()> {
+    let mut conn = conn;
+    let rows: Vec<Count> =
+        diesel::sql_query("SELECT count(*) AS count FROM pg_proc WHERE proname = 'synckit_fence'")
+            .load(&mut conn)
+            .await
+            .map_err(db("connect"))?;
+    if rows.into_iter().next().map_or(0, |r| r.count) == 0 {
+        return Err(Error::IncompatibleVersion {
+            input: "no schema".to_owned(),
+            reason: "the database has no synckit schema: run the migrations (`synckit::postgres::migrate`) or set run_migrations"
+                .to_owned(),
+        });
+    }
+    Ok(())
+}
+
+/// Wakes every subscription once per `period`, so that a missed wake-up
+/// (another process's commit before the listener runs, a rolled-back
+/// transaction that held the fence) costs at most one period. Ends with the
+/// store.
+fn spawn_poll_tick(store: Weak<Inner>, period: Duration) {
+    let period = period.max(Duration::from_millis(10));
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(period);
+        ticks.tick().await;
+        loop {
+            ticks.tick().await;
+            let Some(inner) = store.upgrade() else { return };
+            if AtomicBool::load(&inner.closed, Ordering::Acquire) {
+                return;
+            }
+            inner.hub.notify_all();
+        }
+    });
+}
+
+impl EventStore for PgStore {
+    #[tracing::instrument(skip_all, fields(events = events.len(), %expected), err)]
+    async fn append(
+        &self,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> Result<Vec<Recorded>> {
+        validate::check_append(expected, &events)?;
+        if events.is_empty() {
+            self.pool()?;
+            return Ok(Vec::new());
+        }
+        let started = Instant::now();
+        let chunk = self.inner.config.batch_size;
+        let mut attempt = 0;
+        let recorded = loop {
+            attempt += 1;
+            let outcome = self
+                .with_conn("append", async |conn| {
+                    Ok(Self::append_once(conn, expected, &events, chunk).await)
+                })
+                .await?;
+            match outcome {
+                Ok(recorded) => break recorded,
+                Err(TxError::Store(e)) => {
+                    if self.inner.config.metrics && matches!(e, Error::Conflict { .. }) {
+                        metrics::counter!("synckit_append_conflicts_total").increment(1);
+                    }
+                    return Err(e);
+                }
+                Err(TxError::Db(DieselError::DatabaseError(
+                    DatabaseErrorKind::UniqueViolation,
+                    info,
+                ))) if attempt < APPEND_RETRIES => {
+                    tracing::debug!(constraint = ?info.constraint_name(), attempt, "append lost a race; retrying");
+                }
+                Err(TxError::Db(e)) => return Err(Error::database("append", e)),
+            }
+        };
+        for event in &recorded {
+            self.inner
+                .hub
+                .notify(&event.aggregate_id, &event.event_type);
+        }
+        if self.inner.config.metrics {
+            metrics::counter!("synckit_events_appended_total").increment(recorded.len() as u64);
+            metrics::histogram!("synckit_append_seconds").record(started.elapsed().as_secs_f64());
+        }
+        Ok(recorded)
+    }
+
+    async fn read(&self, filter: &Filter, after: Cursor, limit: usize) -> Result<Vec<Recorded>> {
+        validate::check_filter(filter)?;
+        let after = after.as_i64();
+        let filter = filter.clone();
+        let rows = self
+            .with_conn("read", async |conn| {
+                let fence = fence(conn, "read").await?;
+                if fence <= after || limit == 0 {
+                    return Ok(Vec::new());
+                }
+                let mut sql = format!(
+                    "SELECT {EVENT_COLUMNS} FROM events WHERE version > $1 AND version <= $2"
+                );
+                let mut next_param = 3;
+                if filter.aggregate_ids().is_some() {
+                    sql.push_str(&format!(" AND aggregate_id = ANY(${next_param})"));
+                    next_param += 1;
+                }
+                if filter.event_types().is_some() {
+                    sql.push_str(&format!(" AND event_type = ANY(${next_param})"));
+                    next_param += 1;
+                }
+                sql.push_str(&format!(" ORDER BY version LIMIT ${next_param}"));
+                let mut query = diesel::sql_query(sql)
+                    .into_boxed::<Pg>()
+                    .bind::<BigInt, _>(after)
+                    .bind::<BigInt, _>(fence);
+                if let Some(streams) = filter.aggregate_ids() {
+                    query =
+                        query.bind::<Array<Text>, _>(streams.iter().cloned().collect::<Vec<_>>());
+                }
+                if let Some(types) = filter.event_types() {
+                    query = query.bind::<Array<Text>, _>(types.iter().cloned().collect::<Vec<_>>());
+                }
+                let rows: Vec<EventRow> = query
+                    .bind::<BigInt, _>(to_i64(limit))
+                    .load(&mut *conn)
+                    .await
+                    .map_err(db("read"))?;
+                Ok(rows)
+            })
+            .await?;
+        if self.inner.config.metrics {
+            metrics::counter!("synckit_events_read_total").increment(rows.len() as u64);
+        }
+        rows.into_iter().map(EventRow::into_recorded).collect()
+    }
+
+    async fn latest_version(&self) -> Result<Cursor> {
+        let fence = self
+            .with_conn("latest_version", async |conn| {
+                fence(conn, "latest_version").await
+            })
+            .await?;
+        Ok(Cursor::new(fence as u64))
+    }
+
+    async fn stream_version(&self, aggregate_id: &str) -> Result<Option<u64>> {
+        validate::check_aggregate_id(aggregate_id)?;
+        let aggregate_id = aggregate_id.to_owned();
+        self.with_conn("stream_version", async |conn| {
+            let heads: Vec<StreamHead> = diesel::sql_query(
+                "SELECT aggregate_id, max(stream_version) AS stream_version \
+                 FROM events WHERE aggregate_id = $1 GROUP BY aggregate_id",
+            )
+            .bind::<Text, _>(&aggregate_id)
+            .load(&mut *conn)
+            .await
+            .map_err(db("stream_version"))?;
+            Ok(heads.into_iter().next().map(|h| h.stream_version as u64))
+        })
+        .await
+    }
+
+    async fn close(&self) -> Result<()> {
+        self.inner.closed.store(true, Ordering::Release);
+        // Dropping the pool closes its idle connections; connections in use
+        // close when their operation ends.
+        let pool = self
+            .inner
+            .pool
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        drop(pool);
+        self.inner.hub.close();
+        Ok(())
+    }
+
+    fn batch_size(&self) -> usize {
+        self.inner.config.batch_size
+    }
+}
+
+impl SubscriptionSource for PgStore {
+    fn hub(&self) -> &Hub {
+        &self.inner.hub
+    }
+
+    async fn load_checkpoint(&self, name: &str) -> Result<Option<Cursor>> {
+        let name = name.to_owned();
+        self.with_conn("load_checkpoint", async |conn| {
+            let rows: Vec<Position> =
+                diesel::sql_query("SELECT position FROM synckit_checkpoints WHERE name = $1")
+                    .bind::<Text, _>(&name)
+                    .load(&mut *conn)
+                    .await
+                    .map_err(db("load_checkpoint"))?;
+            Ok(rows
+                .into_iter()
+                .next()
+                .map(|r| Cursor::new(r.position.max(0) as u64)))
+        })
+        .await
+    }
+
+    async fn save_checkpoint(&self, name: &str, position: Cursor) -> Result<()> {
+        self.store_checkpoint(name, position).await
+    }
+
+    fn retry_delay(&self, attempt: u32) -> impl std::future::Future<Output = ()> + Send {
+        let base = self
+            .inner
+            .config
+            .reconnect_interval
+            .min(Duration::from_secs(1));
+        let delay = base
+            .saturating_mul(1 << attempt.min(5))
+            .min(Duration::from_secs(30));
+        tokio::time::sleep(delay)
+    }
+}

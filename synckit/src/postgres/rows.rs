@@ -1,0 +1,94 @@
+//! Row types and the SQL of the store.
+
+use chrono::{DateTime, Utc};
+use diesel::QueryableByName;
+use diesel::sql_types::{BigInt, Jsonb, Nullable, Text, Timestamptz};
+use serde_json::{Map, Value};
+
+use crate::error::{Error, Result};
+use crate::recorded::Recorded;
+
+/// Columns every event query returns, in this order.
+pub(crate) const EVENT_COLUMNS: &str =
+    "version, stream_version, id, aggregate_id, event_type, data, metadata, created_at";
+
+/// One row of `events`.
+#[derive(QueryableByName)]
+pub(crate) struct EventRow {
+    #[diesel(sql_type = BigInt)]
+    version: i64,
+    #[diesel(sql_type = BigInt)]
+    stream_version: i64,
+    #[diesel(sql_type = Text)]
+    id: String,
+    #[diesel(sql_type = Text)]
+    aggregate_id: String,
+    #[diesel(sql_type = Text)]
+    event_type: String,
+    #[diesel(sql_type = Nullable<Jsonb>)]
+    data: Option<Value>,
+    #[diesel(sql_type = Nullable<Jsonb>)]
+    metadata: Option<Value>,
+    #[diesel(sql_type = Timestamptz)]
+    created_at: DateTime<Utc>,
+}
+
+impl EventRow {
+    /// The recorded event; rows written by plain SQL may have no data (JSON
+    /// `null`) or no metadata (an empty object).
+    pub(crate) fn into_recorded(self) -> Result<Recorded> {
+        let metadata = match self.metadata {
+            None | Some(Value::Null) => Map::new(),
+            Some(Value::Object(map)) => map,
+            Some(other) => {
+                let mut map = Map::new();
+                map.insert("value".to_owned(), other);
+                map
+            }
+        };
+        let version = u64::try_from(self.version)
+            .map_err(|_| Error::database("load", format!("negative version {}", self.version)))?;
+        let stream_version = u64::try_from(self.stream_version).map_err(|_| {
+            Error::database(
+                "load",
+                format!("negative stream version {}", self.stream_version),
+            )
+        })?;
+        Ok(Recorded {
+            version,
+            stream_version,
+            id: self.id,
+            aggregate_id: self.aggregate_id,
+            event_type: self.event_type,
+            data: self.data.unwrap_or(Value::Null),
+            metadata,
+            created_at: self.created_at,
+        })
+    }
+}
+
+#[derive(QueryableByName)]
+pub(crate) struct Fence {
+    #[diesel(sql_type = Nullable<BigInt>)]
+    pub(crate) fence: Option<i64>,
+}
+
+#[derive(QueryableByName)]
+pub(crate) struct StreamHead {
+    #[diesel(sql_type = Text)]
+    pub(crate) aggregate_id: String,
+    #[diesel(sql_type = BigInt)]
+    pub(crate) stream_version: i64,
+}
+
+#[derive(QueryableByName)]
+pub(crate) struct Position {
+    #[diesel(sql_type = BigInt)]
+    pub(crate) position: i64,
+}
+
+#[derive(QueryableByName)]
+pub(crate) struct Count {
+    #[diesel(sql_type = BigInt)]
+    pub(crate) count: i64,
+}

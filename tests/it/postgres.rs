@@ -1,0 +1,444 @@
+//! The PostgreSQL store against a real server: the shared behaviour suite,
+//! the gap-free fence, plain-SQL writers, migrations and configuration.
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use synckit::notification::{GLOBAL_CHANNEL, stream_channel};
+use synckit::postgres::{Config, PgStore, migrate};
+use synckit::{Cursor, Error, EventStore, ExpectedVersion, Filter, NewEvent, NotificationPayload};
+use synckit_workspace::{database_url, raw_client};
+
+/// A store on a fresh database, sized for many tests in parallel.
+pub(crate) async fn store_with(batch_size: usize) -> (PgStore, String) {
+    let url = database_url().await;
+    let mut config = Config::new(url.clone());
+    config.batch_size = batch_size;
+    config.max_open_conns = 8;
+    config.max_idle_conns = 0;
+    config.notification_timeout = Duration::from_millis(500);
+    (PgStore::connect(config).await.expect("connect"), url)
+}
+
+mod suite {
+    crate::behaviour_suite!(async { super::store_with(7).await.0 });
+}
+
+fn event(aggregate: &str, n: u64) -> NewEvent {
+    NewEvent::new(
+        aggregate,
+        "Deposited",
+        json!({"id": aggregate, "amount": n}),
+    )
+}
+
+/// Inserts one event in a transaction that stays open until the returned
+/// client commits; returns the version it took.
+async fn hold_open_insert(client: &tokio_postgres::Client, id: &str) -> i64 {
+    client.batch_execute("BEGIN").await.unwrap();
+    let row = client
+        .query_one(
+            "INSERT INTO events (id, aggregate_id, event_type, data) \
+             VALUES ($1, 'held', 'Deposited', '{}') RETURNING version",
+            &[&id],
+        )
+        .await
+        .unwrap();
+    row.get(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reader_never_steps_over_a_late_commit() {
+    let (store, url) = store_with(100).await;
+    store
+        .append(ExpectedVersion::Any, vec![event("warm", 0)])
+        .await
+        .unwrap();
+    let held = raw_client(&url).await;
+    let n = hold_open_insert(&held, "late").await as u64;
+    let later: Vec<_> = (1..=5).map(|i| event("fast", i)).collect();
+    let committed = store.append(ExpectedVersion::Any, later).await.unwrap();
+    assert_eq!(
+        committed[0].version,
+        n + 1,
+        "the held transaction took version {n}"
+    );
+
+    // Nothing past N-1 is readable while N is pending.
+    assert!(store.load(Cursor::new(n - 1)).await.unwrap().is_empty());
+    assert_eq!(store.latest_version().await.unwrap(), Cursor::new(n - 1));
+
+    held.batch_execute("COMMIT").await.unwrap();
+    let after: Vec<u64> = store
+        .load(Cursor::new(n - 1))
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.version)
+        .collect();
+    assert_eq!(after, (n..=n + 5).collect::<Vec<_>>());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolled_back_transaction_releases_the_fence() {
+    let (store, url) = store_with(100).await;
+    let held = raw_client(&url).await;
+    let n = hold_open_insert(&held, "doomed").await as u64;
+    store
+        .append(ExpectedVersion::Any, vec![event("x", 1)])
+        .await
+        .unwrap();
+    assert!(store.load(Cursor::START).await.unwrap().is_empty());
+    held.batch_execute("ROLLBACK").await.unwrap();
+    let all = store.load(Cursor::START).await.unwrap();
+    assert_eq!(all.len(), 1);
+    assert_eq!(all[0].version, n + 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writers_and_resuming_readers_see_everything_once_in_order() {
+    const WRITERS: usize = 8;
+    const PER_WRITER: usize = 40;
+    let (store, url) = store_with(50).await;
+    let total = WRITERS * PER_WRITER;
+
+    let writers: Vec<_> = (0..WRITERS)
+        .map(|w| {
+            let url = url.clone();
+            tokio::spawn(async move {
+                let client = raw_client(&url).await;
+                let mut seed = (w as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+                for i in 0..PER_WRITER {
+                    // Random commit delay: a transaction holds its versions
+                    // while others commit after it.
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    let delay = Duration::from_micros(seed % 4000);
+                    let tx_size = 1 + (seed % 3) as usize;
+                    client.batch_execute("BEGIN").await.unwrap();
+                    for k in 0..tx_size {
+                        client
+                            .execute(
+                                "INSERT INTO events (id, aggregate_id, event_type, data) \
+                                 VALUES ($1, $2, 'Deposited', '{}')",
+                                &[&format!("w{w}-{i}-{k}"), &format!("writer-{w}")],
+                            )
+                            .await
+                            .unwrap();
+                    }
+                    tokio::time::sleep(delay).await;
+                    client.batch_execute("COMMIT").await.unwrap();
+                }
+            })
+        })
+        .collect();
+    let expected_total: usize = {
+        // Recompute the writers' transaction sizes.
+        (0..WRITERS)
+            .map(|w| {
+                let mut seed = (w as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+                (0..PER_WRITER)
+                    .map(|_| {
+                        seed ^= seed << 13;
+                        seed ^= seed >> 7;
+                        seed ^= seed << 17;
+                        1 + (seed % 3) as usize
+                    })
+                    .sum::<usize>()
+            })
+            .sum()
+    };
+    assert!(expected_total >= total);
+
+    let readers: Vec<_> = (0..3)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let mut seen = Vec::with_capacity(expected_total);
+                let mut position = Cursor::START;
+                let deadline = Instant::now() + Duration::from_secs(60);
+                while seen.len() < expected_total && Instant::now() < deadline {
+                    let page = store.read(&Filter::all(), position, 17).await.unwrap();
+                    if page.is_empty() {
+                        tokio::task::yield_now().await;
+                    }
+                    for e in page {
+                        position = e.cursor();
+                        seen.push(e.version);
+                    }
+                }
+                seen
+            })
+        })
+        .collect();
+    for w in writers {
+        w.await.unwrap();
+    }
+    for r in readers {
+        let seen = r.await.unwrap();
+        assert_eq!(
+            seen.len(),
+            expected_total,
+            "a reader missed or repeated events"
+        );
+        assert!(seen.windows(2).all(|w| w[0] < w[1]), "out of order");
+        let unique: HashSet<_> = seen.iter().collect();
+        assert_eq!(unique.len(), expected_total);
+    }
+    let stored = store.load(Cursor::START).await.unwrap();
+    assert_eq!(stored.len(), expected_total);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_sql_insert_gets_a_stream_version_and_notifies() {
+    let (store, url) = store_with(100).await;
+    store
+        .append(ExpectedVersion::Any, vec![event("psql", 1)])
+        .await
+        .unwrap();
+    let (listener, mut connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    let (tx, mut notifications) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
+        use futures::StreamExt;
+        while let Some(Ok(message)) = messages.next().await {
+            if let tokio_postgres::AsyncMessage::Notification(n) = message {
+                let _ = tx.send((n.channel().to_owned(), n.payload().to_owned()));
+            }
+        }
+    });
+    let long_id = "x".repeat(300);
+    let long_channel = stream_channel(&long_id);
+    listener
+        .batch_execute(&format!(
+            "LISTEN \"stream_psql\"; LISTEN \"{long_channel}\"; LISTEN {GLOBAL_CHANNEL}"
+        ))
+        .await
+        .unwrap();
+
+    let other = raw_client(&url).await;
+    other
+        .batch_execute(
+            "INSERT INTO events (id, aggregate_id, event_type, data) \
+             VALUES ('from-psql', 'psql', 'Deposited', '{\"amount\": 2}')",
+        )
+        .await
+        .unwrap();
+    other
+        .execute(
+            "INSERT INTO events (id, aggregate_id, event_type, data) VALUES ('long', $1, 'T', '{}')",
+            &[&long_id],
+        )
+        .await
+        .unwrap();
+
+    let from_psql = store.get("from-psql").await.unwrap();
+    assert_eq!(from_psql.stream_version, 2);
+    assert_eq!(from_psql.data, json!({"amount": 2}));
+    assert!(from_psql.metadata.is_empty());
+    let long = store.get("long").await.unwrap();
+    assert_eq!(long.stream_version, 1);
+
+    let mut channels = Vec::new();
+    while channels.len() < 4 {
+        let (channel, payload) =
+            tokio::time::timeout(Duration::from_secs(10), notifications.recv())
+                .await
+                .expect("notification within 10 s")
+                .unwrap();
+        let payload = NotificationPayload::from_json(&payload).unwrap();
+        if channel == "stream_psql" {
+            assert_eq!(payload.id, "from-psql");
+            assert_eq!(payload.version, from_psql.version);
+            assert_eq!(payload.stream_name, "stream_psql");
+        }
+        if channel == long_channel {
+            assert_eq!(payload.aggregate_id, long_id);
+        }
+        channels.push(channel);
+    }
+    channels.sort();
+    let mut expected = vec![
+        GLOBAL_CHANNEL.to_owned(),
+        GLOBAL_CHANNEL.to_owned(),
+        "stream_psql".to_owned(),
+        long_channel,
+    ];
+    expected.sort();
+    assert_eq!(channels, expected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_batches_are_chunked_and_atomic() {
+    let (store, url) = store_with(1000).await;
+    let batch: Vec<_> = (0..2500).map(|i| event("bulk", i)).collect();
+    let recorded = store
+        .append(ExpectedVersion::NoStream, batch)
+        .await
+        .unwrap();
+    assert_eq!(recorded.len(), 2500);
+    assert_eq!(recorded.last().unwrap().stream_version, 2500);
+
+    // Make the third chunk of the next batch fail inside the database: the
+    // first two chunks must not remain.
+    let admin = raw_client(&url).await;
+    admin
+        .batch_execute(
+            "CREATE FUNCTION refuse_poison() RETURNS trigger LANGUAGE plpgsql AS $$ \
+             BEGIN IF NEW.event_type = 'Poison' THEN RAISE EXCEPTION 'poison'; END IF; RETURN NEW; END $$; \
+             CREATE TRIGGER refuse_poison BEFORE INSERT ON events FOR EACH ROW EXECUTE FUNCTION refuse_poison();",
+        )
+        .await
+        .unwrap();
+    let mut batch: Vec<_> = (0..2500).map(|i| event("bulk", i)).collect();
+    batch[2200] = NewEvent::new("bulk", "Poison", json!({}));
+    let err = store
+        .append(ExpectedVersion::Exact(2500), batch)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Database { .. }), "{err}");
+    assert_eq!(store.count().await.unwrap(), 2500);
+    assert_eq!(store.stream_version("bulk").await.unwrap(), Some(2500));
+    // The failed transaction did not stay open on a pooled connection.
+    let again = store
+        .append(ExpectedVersion::Exact(2500), vec![event("bulk", 1)])
+        .await
+        .unwrap();
+    assert_eq!(again[0].stream_version, 2501);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_missing_event_is_not_found() {
+    let (store, _) = store_with(10).await;
+    let err = store.get("nope").await.unwrap_err();
+    assert!(
+        matches!(&err, Error::EventNotFound { id } if id == "nope"),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrations_run_once_even_when_processes_start_together() {
+    let url = database_url().await;
+    let starts = (0..4).map(|_| {
+        let mut config = Config::new(url.clone());
+        config.max_open_conns = 2;
+        config.max_idle_conns = 0;
+        PgStore::connect(config)
+    });
+    for result in futures::future::join_all(starts).await {
+        result.expect("every concurrent start succeeds");
+    }
+    let report = migrate(&Config::new(url.clone())).await.unwrap();
+    assert!(report.applied.is_empty(), "{report:?}");
+
+    // An up-to-date database runs no DDL: a connect succeeds while another
+    // session holds an exclusive lock on the events table.
+    let locker = raw_client(&url).await;
+    locker
+        .batch_execute("BEGIN; LOCK TABLE events IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let mut config = Config::new(url.clone());
+    config.connect_timeout = Duration::from_secs(5);
+    let started = Instant::now();
+    tokio::time::timeout(Duration::from_secs(10), PgStore::connect(config))
+        .await
+        .expect("connect did not wait for the table lock")
+        .unwrap();
+    assert!(started.elapsed() < Duration::from_secs(5));
+    locker.batch_execute("ROLLBACK").await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_migrations_an_empty_database_is_refused_clearly() {
+    let url = database_url().await;
+    let mut config = Config::new(url.clone());
+    config.run_migrations = false;
+    let err = PgStore::connect(config).await.unwrap_err();
+    assert!(err.to_string().contains("run the migrations"), "{err}");
+    let report = migrate(&Config::new(url.clone())).await.unwrap();
+    assert_eq!(report.applied.len(), 1);
+    let mut config = Config::new(url);
+    config.run_migrations = false;
+    PgStore::connect(config).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_connection_strings_fail_clearly_within_the_timeout() {
+    let err = PgStore::new("postgres://user:secret@host:notaport/db")
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::InvalidConnection { .. }), "{err}");
+    assert!(!err.to_string().contains("secret"), "{err}");
+
+    // Nothing listens: refused at once.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let err = PgStore::new(format!("postgres://u:secret@127.0.0.1:{port}/db"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::InvalidConnection { .. }), "{err}");
+    assert!(!err.to_string().contains("secret"), "{err}");
+
+    // Something accepts but never answers: fails after the connect timeout.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let hold = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = silent.accept().await {
+            held.push(socket);
+        }
+    });
+    let mut config = Config::new(format!("host=127.0.0.1 port={port} user=u password=secret"));
+    config.connect_timeout = Duration::from_millis(500);
+    let started = Instant::now();
+    let err = PgStore::connect(config).await.unwrap_err();
+    assert!(matches!(err, Error::InvalidConnection { .. }), "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(!err.to_string().contains("secret"), "{err}");
+    hold.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_fields_take_effect() {
+    let url = database_url().await;
+    let mut config = Config::new(url.clone());
+    config.max_open_conns = 3;
+    config.max_idle_conns = 1;
+    let store = PgStore::connect(config).await.unwrap();
+    let stats = store.stats().unwrap();
+    assert_eq!(stats.max_open, 3);
+    assert!(stats.open <= 3);
+    assert!(store.prepared_statement_count().await.unwrap() > 0);
+
+    let mut config = Config::new(url.clone());
+    config.prepared_statements = false;
+    config.max_idle_conns = 0;
+    let unprepared = PgStore::connect(config).await.unwrap();
+    assert_eq!(unprepared.prepared_statement_count().await.unwrap(), 0);
+    // Appends and loads work without a statement cache (PgBouncer mode).
+    unprepared
+        .append(ExpectedVersion::Any, vec![event("nocache", 1)])
+        .await
+        .unwrap();
+    assert_eq!(unprepared.load(Cursor::START).await.unwrap().len(), 1);
+
+    let mut config = Config::new(url);
+    config.batch_size = 0;
+    assert!(matches!(
+        PgStore::connect(config).await,
+        Err(Error::InvalidInput { .. })
+    ));
+    store.close().await.unwrap();
+    assert!(matches!(store.stats(), Err(Error::StoreClosed)));
+}
