@@ -232,7 +232,7 @@ fn start_private_cluster() -> Result<Server, String> {
     let script = format!(
         "\"$0\" -D \"$1\" -p {port} -k \"$2\" -c listen_addresses=127.0.0.1 -c fsync=off \
          -c max_connections=300 >\"$2/log\" 2>&1 & pg=$!; \
-         while kill -0 {parent} 2>/dev/null && kill -0 $pg 2>/dev/null; do sleep 1; done; \
+         while [ -d /proc/{parent} ] && kill -0 $pg 2>/dev/null; do sleep 1; done; \
          kill -INT $pg 2>/dev/null; wait $pg; rm -rf \"$2\"",
         parent = std::process::id()
     );
