@@ -4,3 +4,4 @@ mod behaviour;
 mod derive;
 mod memory;
 mod postgres;
+mod tls;

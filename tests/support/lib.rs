@@ -115,17 +115,17 @@ fn find_server() -> Result<Server, String> {
     if let Ok(url) = std::env::var("DATABASE_URL")
         && !url.trim().is_empty()
         && std::env::var("SYNCKIT_TEST_PRIVATE_CLUSTER").is_err()
+        // A SQLite path in DATABASE_URL is not a PostgreSQL server.
+        && (url.starts_with("postgres://") || url.starts_with("postgresql://") || url.contains('='))
     {
-        if url.starts_with("postgres://") || url.starts_with("postgresql://") || url.contains('=') {
-            if !can_connect(&url) {
-                return Err(format!(
-                    "DATABASE_URL is set but its server does not answer; start it or unset DATABASE_URL \
-                     (given: {})",
-                    redact(&url)
-                ));
-            }
-            return Server::from_connection_string(&url);
+        if !can_connect(&url) {
+            return Err(format!(
+                "DATABASE_URL is set but its server does not answer; start it or unset DATABASE_URL \
+                 (given: {})",
+                redact(&url)
+            ));
         }
+        return Server::from_connection_string(&url);
     }
     let local = "host=127.0.0.1 port=5432 user=postgres dbname=postgres";
     if std::env::var("SYNCKIT_TEST_PRIVATE_CLUSTER").is_err() && can_connect(local) {
@@ -186,6 +186,142 @@ fn as_cluster_owner(program: &Path, root: bool) -> Command {
 }
 
 fn start_private_cluster() -> Result<Server, String> {
+    start_cluster("main", |_, _| Ok(()), &[])
+}
+
+/// A private cluster with TLS on, serving a certificate for `localhost`
+/// signed by a throwaway CA.
+#[derive(Debug, Clone)]
+pub struct TlsCluster {
+    /// The server (host 127.0.0.1).
+    pub server: Server,
+    /// PEM of the CA that signed the server certificate.
+    pub ca: PathBuf,
+    /// PEM of another CA, which did not.
+    pub other_ca: PathBuf,
+}
+
+static TLS_CLUSTER: OnceLock<Result<TlsCluster, String>> = OnceLock::new();
+
+/// The TLS test cluster of this process, started once (needs the
+/// PostgreSQL binaries and `openssl`).
+pub fn tls_cluster() -> TlsCluster {
+    TLS_CLUSTER
+        .get_or_init(|| {
+            std::thread::spawn(start_tls_cluster)
+                .join()
+                .unwrap_or_else(|_| Err("TLS cluster setup panicked".to_owned()))
+        })
+        .clone()
+        .unwrap_or_else(|message| panic!("{message}"))
+}
+
+fn openssl(dir: &Path, args: &[&str]) -> Result<(), String> {
+    let output = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .map_err(|e| format!("the TLS tests need `openssl` (apt-get install openssl): {e}"))?;
+    if output.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        ))
+    }
+}
+
+fn start_tls_cluster() -> Result<TlsCluster, String> {
+    let certs = std::env::temp_dir().join(format!("synckit-certs-{}", std::process::id()));
+    std::fs::create_dir_all(&certs).map_err(|e| e.to_string())?;
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    for ca in ["ca", "other-ca"] {
+        let mut args = vec!["req", "-x509"];
+        args.extend(ec);
+        let key = format!("{ca}.key");
+        let pem = format!("{ca}.pem");
+        let subject = format!("/CN=synckit test {ca}");
+        args.extend([
+            "-keyout", &key, "-out", &pem, "-days", "2", "-subj", &subject,
+        ]);
+        openssl(&certs, &args)?;
+    }
+    let mut args = vec!["req"];
+    args.extend(ec);
+    args.extend([
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=localhost",
+    ]);
+    openssl(&certs, &args)?;
+    std::fs::write(certs.join("san.ext"), "subjectAltName=DNS:localhost\n")
+        .map_err(|e| e.to_string())?;
+    openssl(
+        &certs,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.crt",
+            "-days",
+            "2",
+            "-extfile",
+            "san.ext",
+        ],
+    )?;
+    let certs_for_setup = certs.clone();
+    let server = start_cluster(
+        "tls",
+        move |data, root| {
+            for file in ["server.crt", "server.key"] {
+                std::fs::copy(certs_for_setup.join(file), data.join(file))
+                    .map_err(|e| e.to_string())?;
+                if root {
+                    Command::new("chown")
+                        .arg("postgres:postgres")
+                        .arg(data.join(file))
+                        .status()
+                        .map_err(|e| e.to_string())?;
+                }
+            }
+            Command::new("chmod")
+                .arg("600")
+                .arg(data.join("server.key"))
+                .status()
+                .map_err(|e| e.to_string())?;
+            Ok(())
+        },
+        &["-c", "ssl=on"],
+    )?;
+    Ok(TlsCluster {
+        server,
+        ca: certs.join("ca.pem"),
+        other_ca: certs.join("other-ca.pem"),
+    })
+}
+
+fn start_cluster(
+    name: &str,
+    setup: impl FnOnce(&Path, bool) -> Result<(), String>,
+    extra_args: &[&str],
+) -> Result<Server, String> {
     let missing = "no PostgreSQL server answers at 127.0.0.1:5432 and no PostgreSQL binaries \
                    (initdb, postgres) are installed: install PostgreSQL (Debian: `apt-get install \
                    postgresql`), start a server, or set DATABASE_URL";
@@ -193,7 +329,7 @@ fn start_private_cluster() -> Result<Server, String> {
         return Err(missing.to_owned());
     };
     let root = is_root();
-    let dir = std::env::temp_dir().join(format!("synckit-pg-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!("synckit-pg-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     if root {
@@ -223,6 +359,8 @@ fn start_private_cluster() -> Result<Server, String> {
             String::from_utf8_lossy(&output.stderr)
         ));
     }
+    setup(&data, root)?;
+    let extra = extra_args.join(" ");
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
@@ -231,7 +369,7 @@ fn start_private_cluster() -> Result<Server, String> {
     // however it exits.
     let script = format!(
         "\"$0\" -D \"$1\" -p {port} -k \"$2\" -c listen_addresses=127.0.0.1 -c fsync=off \
-         -c max_connections=300 >\"$2/log\" 2>&1 & pg=$!; \
+         -c max_connections=300 {extra} >\"$2/log\" 2>&1 & pg=$!; \
          while [ -d /proc/{parent} ] && kill -0 $pg 2>/dev/null; do sleep 1; done; \
          kill -INT $pg 2>/dev/null; wait $pg; rm -rf \"$2\"",
         parent = std::process::id()

@@ -163,55 +163,76 @@ fn redact_query_password(url: &str) -> String {
     format!("{head}{}", parts.join("&"))
 }
 
-fn redact_key_values(conn: &str) -> String {
-    // key = value pairs; values may be single-quoted with backslash escapes.
-    let mut out = String::with_capacity(conn.len());
-    let chars: Vec<char> = conn.chars().collect();
+/// One `key = value` pair of a key=value connection string, with the byte
+/// range of its value (quotes included).
+pub(crate) struct Pair {
+    pub(crate) key: String,
+    pub(crate) value: String,
+    pub(crate) range: std::ops::Range<usize>,
+    /// Byte range of the whole pair, key to value.
+    pub(crate) whole: std::ops::Range<usize>,
+}
+
+/// Splits a key=value connection string (libpq syntax: values may be
+/// single-quoted with backslash escapes).
+pub(crate) fn key_value_pairs(conn: &str) -> Vec<Pair> {
+    let bytes = conn.as_bytes();
+    let mut pairs = Vec::new();
     let mut i = 0;
-    while i < chars.len() {
-        // Copy whitespace.
-        if chars[i].is_whitespace() {
-            out.push(chars[i]);
+    while i < bytes.len() {
+        if bytes[i].is_ascii_whitespace() {
             i += 1;
             continue;
         }
         let key_start = i;
-        while i < chars.len() && chars[i] != '=' && !chars[i].is_whitespace() {
+        while i < bytes.len() && bytes[i] != b'=' && !bytes[i].is_ascii_whitespace() {
             i += 1;
         }
-        let key: String = chars[key_start..i].iter().collect();
-        out.push_str(&key);
-        while i < chars.len() && chars[i].is_whitespace() {
-            out.push(chars[i]);
+        let key = conn[key_start..i].to_owned();
+        while i < bytes.len() && bytes[i].is_ascii_whitespace() {
             i += 1;
         }
-        if i < chars.len() && chars[i] == '=' {
-            out.push('=');
+        if i >= bytes.len() || bytes[i] != b'=' {
+            continue;
+        }
+        i += 1;
+        while i < bytes.len() && bytes[i].is_ascii_whitespace() {
             i += 1;
-            while i < chars.len() && chars[i].is_whitespace() {
-                out.push(chars[i]);
-                i += 1;
-            }
-            let value_start = i;
-            if i < chars.len() && chars[i] == '\'' {
-                i += 1;
-                while i < chars.len() && chars[i] != '\'' {
-                    if chars[i] == '\\' {
-                        i += 1;
-                    }
+        }
+        let value_start = i;
+        let mut value = String::new();
+        if i < bytes.len() && bytes[i] == b'\'' {
+            i += 1;
+            while i < bytes.len() && bytes[i] != b'\'' {
+                if bytes[i] == b'\\' && i + 1 < bytes.len() {
                     i += 1;
                 }
-                i = (i + 1).min(chars.len());
-            } else {
-                while i < chars.len() && !chars[i].is_whitespace() {
-                    i += 1;
-                }
+                let ch_len = conn[i..].chars().next().map_or(1, char::len_utf8);
+                value.push_str(&conn[i..i + ch_len]);
+                i += ch_len;
             }
-            if key.eq_ignore_ascii_case("password") {
-                out.push_str("***");
-            } else {
-                out.extend(&chars[value_start..i]);
+            i = (i + 1).min(bytes.len());
+        } else {
+            while i < bytes.len() && !bytes[i].is_ascii_whitespace() {
+                i += 1;
             }
+            value.push_str(&conn[value_start..i]);
+        }
+        pairs.push(Pair {
+            key,
+            value,
+            range: value_start..i,
+            whole: key_start..i,
+        });
+    }
+    pairs
+}
+
+fn redact_key_values(conn: &str) -> String {
+    let mut out = conn.to_owned();
+    for pair in key_value_pairs(conn).iter().rev() {
+        if pair.key.eq_ignore_ascii_case("password") {
+            out.replace_range(pair.range.clone(), "***");
         }
     }
     out

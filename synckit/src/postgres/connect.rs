@@ -9,70 +9,94 @@ use diesel_async::{AsyncConnection, AsyncPgConnection};
 use futures::FutureExt;
 
 use super::config::{Config, redact};
+use super::tls::{self, TlsSettings};
 use crate::error::{Error, Result};
 
 /// The pool of diesel-async connections.
 pub(crate) type Pool = diesel_async::pooled_connection::bb8::Pool<AsyncPgConnection>;
 
-/// Parses the connection string (URL or key=value) and applies the
-/// configured connect timeout when the string sets none.
-pub(crate) fn parse(config: &Config) -> Result<tokio_postgres::Config> {
-    let mut parsed = tokio_postgres::Config::from_str(&config.connection_string).map_err(|e| {
-        Error::InvalidConnection {
-            reason: format!(
-                "malformed connection string {:?}: {e}",
-                config.redacted_connection_string()
-            ),
-        }
-    })?;
+/// Parses the connection string (URL or key=value), taking out the TLS
+/// settings, and applies the configured connect timeout when the string
+/// sets none.
+pub(crate) fn parse(config: &Config) -> Result<(tokio_postgres::Config, TlsSettings)> {
+    let malformed = |e: &dyn std::fmt::Display| Error::InvalidConnection {
+        reason: format!(
+            "malformed connection string {:?}: {e}",
+            config.redacted_connection_string()
+        ),
+    };
+    let (rest, tls) = tls::split(&config.connection_string)?;
+    let mut parsed = tokio_postgres::Config::from_str(&rest).map_err(|e| malformed(&e))?;
     if parsed.get_connect_timeout().is_none() {
         parsed.connect_timeout(config.connect_timeout);
     }
     if parsed.get_application_name().is_none() {
         parsed.application_name("synckit");
     }
-    Ok(parsed)
+    Ok((parsed, tls))
 }
 
-/// Opens one raw tokio-postgres connection and drives it on the runtime.
-pub(crate) async fn connect_client(
-    config: &Config,
-) -> Result<(
-    tokio_postgres::Client,
-    tokio_postgres::Connection<tokio_postgres::Socket, tokio_postgres::tls::NoTlsStream>,
-)> {
-    let parsed = parse(config)?;
-    let connecting = parsed.connect(tokio_postgres::NoTls);
-    // tokio-postgres applies the timeout per host; bound the whole attempt too.
-    match tokio::time::timeout(config.connect_timeout, connecting).await {
-        Ok(Ok(pair)) => Ok(pair),
-        Ok(Err(e)) => Err(Error::InvalidConnection {
-            reason: format!(
-                "cannot connect to {}: {e}",
-                config.redacted_connection_string()
-            ),
-        }),
-        Err(_) => Err(Error::InvalidConnection {
-            reason: format!(
-                "cannot connect to {}: no answer within {:?}",
-                config.redacted_connection_string(),
-                config.connect_timeout
-            ),
-        }),
+fn connect_error(config: &Config, e: impl std::fmt::Display) -> Error {
+    Error::InvalidConnection {
+        reason: format!(
+            "cannot connect to {}: {e}",
+            config.redacted_connection_string()
+        ),
     }
 }
 
-/// Opens one diesel-async connection with the configured statement cache.
+/// Runs a connection attempt within the connect timeout (tokio-postgres
+/// applies it per host; this bounds the whole attempt).
+async fn within_timeout<T, E: std::fmt::Display>(
+    config: &Config,
+    attempt: impl std::future::Future<Output = std::result::Result<T, E>>,
+) -> Result<T> {
+    match tokio::time::timeout(config.connect_timeout, attempt).await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(e)) => Err(connect_error(config, e)),
+        Err(_) => Err(connect_error(
+            config,
+            format!("no answer within {:?}", config.connect_timeout),
+        )),
+    }
+}
+
+/// Opens one diesel-async connection, with TLS as the connection string
+/// asks, and the configured statement cache.
 pub(crate) async fn connect(config: &Config) -> Result<AsyncPgConnection> {
-    let (client, connection) = connect_client(config).await?;
-    let mut conn = AsyncPgConnection::try_from_client_and_connection(client, connection)
-        .await
-        .map_err(|e| Error::InvalidConnection {
-            reason: format!(
-                "cannot set up a connection to {}: {e}",
-                config.redacted_connection_string()
-            ),
-        })?;
+    let (parsed, tls) = parse(config)?;
+    let setup = |e: diesel::ConnectionError| Error::InvalidConnection {
+        reason: format!(
+            "cannot set up a connection to {}: {e}",
+            config.redacted_connection_string()
+        ),
+    };
+    let mut conn = match tls.mode {
+        #[cfg(feature = "tls")]
+        tls::SslMode::Prefer
+        | tls::SslMode::Require
+        | tls::SslMode::VerifyCa
+        | tls::SslMode::VerifyFull => {
+            let (client, connection) =
+                within_timeout(config, parsed.connect(tls::connector(&tls)?)).await?;
+            AsyncPgConnection::try_from_client_and_connection(client, connection)
+                .await
+                .map_err(setup)?
+        }
+        #[cfg(not(feature = "tls"))]
+        tls::SslMode::Require | tls::SslMode::VerifyCa | tls::SslMode::VerifyFull => {
+            return Err(Error::InvalidConnection {
+                reason: "this sslmode needs synckit's `tls` feature".to_owned(),
+            });
+        }
+        _ => {
+            let (client, connection) =
+                within_timeout(config, parsed.connect(tokio_postgres::NoTls)).await?;
+            AsyncPgConnection::try_from_client_and_connection(client, connection)
+                .await
+                .map_err(setup)?
+        }
+    };
     if !config.prepared_statements {
         conn.set_prepared_statement_cache_size(CacheSize::Disabled);
     }

@@ -7,6 +7,7 @@ mod config;
 mod connect;
 mod migrate;
 mod rows;
+mod tls;
 
 use std::collections::HashMap;
 use std::fmt;
