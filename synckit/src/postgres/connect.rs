@@ -131,5 +131,9 @@ pub(crate) fn pool(config: &Config) -> Pool {
         .max_lifetime(config.conn_max_lifetime)
         .idle_timeout(config.conn_max_idle_time)
         .connection_timeout(config.connect_timeout)
+        // No ping before every checkout (a round trip per operation): a
+        // broken connection fails its operation, which reports the error,
+        // and the pool drops it on return.
+        .test_on_check_out(false)
         .build_unchecked(manager)
 }

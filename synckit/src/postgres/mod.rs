@@ -260,94 +260,125 @@ impl PgStore {
         .await
     }
 
+    /// The stored events with these ids, when the append repeats them all
+    /// (an idempotent retry); [`Error::DuplicateEvent`] when it repeats some
+    /// or with other content; `None` when none is stored.
+    async fn replay_of(
+        conn: &mut AsyncPgConnection,
+        events: &[NewEvent],
+    ) -> std::result::Result<Option<Vec<Recorded>>, TxError> {
+        let ids: Vec<&str> = events.iter().map(|e| e.id.as_str()).collect();
+        let stored: Vec<Recorded> = diesel::sql_query(format!(
+            "SELECT {EVENT_COLUMNS} FROM events WHERE id = ANY($1)"
+        ))
+        .bind::<Array<Text>, _>(&ids)
+        .load::<EventRow>(&mut *conn)
+        .await?
+        .into_iter()
+        .map(EventRow::into_recorded)
+        .collect::<Result<_>>()?;
+        let by_id: HashMap<&str, &Recorded> = stored.iter().map(|r| (r.id.as_str(), r)).collect();
+        Ok(idempotent_replay(events.iter(), |id| {
+            by_id.get(id).copied()
+        })?)
+    }
+
+    /// One attempt at an append. A batch that fits one chunk is a single
+    /// INSERT statement, atomic without an explicit transaction; a larger
+    /// one runs its chunks in one transaction. Races on a unique index (the
+    /// same id, the same stream position) surface as unique violations, which
+    /// the caller resolves by checking for a replay or retrying.
     async fn append_once(
         conn: &mut AsyncPgConnection,
         expected: ExpectedVersion,
         events: &[NewEvent],
         chunk_size: usize,
     ) -> std::result::Result<Vec<Recorded>, TxError> {
-        conn.transaction::<_, TxError, _>(async |conn| {
-            {
-                // 1. Idempotent retry: every id stored with the same content.
-                let ids: Vec<&str> = events.iter().map(|e| e.id.as_str()).collect();
-                let stored: Vec<Recorded> = diesel::sql_query(format!(
-                    "SELECT {EVENT_COLUMNS} FROM events WHERE id = ANY($1)"
-                ))
-                .bind::<Array<Text>, _>(&ids)
-                .load::<EventRow>(&mut *conn)
-                .await?
-                .into_iter()
-                .map(EventRow::into_recorded)
-                .collect::<Result<_>>()?;
-                let by_id: HashMap<&str, &Recorded> =
-                    stored.iter().map(|r| (r.id.as_str(), r)).collect();
-                if let Some(replay) = idempotent_replay(events.iter(), |id| by_id.get(id).copied())? {
-                    return Ok(replay);
-                }
+        let chunk_size = chunk_size.max(1);
+        if events.len() <= chunk_size {
+            Self::append_chunks(conn, expected, events, chunk_size).await
+        } else {
+            conn.transaction::<_, TxError, _>(async |conn| {
+                Self::append_chunks(conn, expected, events, chunk_size).await
+            })
+            .await
+        }
+    }
 
-                // 2. Stream heads and the expected version.
-                let mut aggregates: Vec<&str> = events.iter().map(|e| e.aggregate_id.as_str()).collect();
-                aggregates.sort_unstable();
-                aggregates.dedup();
-                let heads: HashMap<String, i64> = diesel::sql_query(
-                    "SELECT aggregate_id, max(stream_version) AS stream_version \
-                     FROM events WHERE aggregate_id = ANY($1) GROUP BY aggregate_id",
-                )
-                .bind::<Array<Text>, _>(&aggregates)
-                .load::<StreamHead>(&mut *conn)
-                .await?
-                .into_iter()
-                .map(|h| (h.aggregate_id, h.stream_version))
-                .collect();
-                if let Some(first) = events.first() {
-                    let actual = heads.get(&first.aggregate_id).map(|v| *v as u64);
-                    expected.check(&first.aggregate_id, actual)?;
-                }
-
-                // 3. One INSERT per chunk, rows as arrays.
-                let mut next: HashMap<&str, i64> = HashMap::new();
-                let mut recorded = Vec::with_capacity(events.len());
-                for chunk in events.chunks(chunk_size.max(1)) {
-                    let mut ids = Vec::with_capacity(chunk.len());
-                    let mut aggregate_ids = Vec::with_capacity(chunk.len());
-                    let mut types = Vec::with_capacity(chunk.len());
-                    let mut data = Vec::with_capacity(chunk.len());
-                    let mut metadata = Vec::with_capacity(chunk.len());
-                    let mut stream_versions = Vec::with_capacity(chunk.len());
-                    for e in chunk {
-                        let slot = next
-                            .entry(e.aggregate_id.as_str())
-                            .or_insert_with(|| heads.get(&e.aggregate_id).copied().unwrap_or(0));
-                        *slot += 1;
-                        ids.push(e.id.as_str());
-                        aggregate_ids.push(e.aggregate_id.as_str());
-                        types.push(e.event_type.as_str());
-                        data.push(e.data.clone());
-                        metadata.push(Value::Object(e.metadata.clone()));
-                        stream_versions.push(*slot);
-                    }
-                    let rows: Vec<EventRow> = diesel::sql_query(format!(
-                        "INSERT INTO events (id, aggregate_id, event_type, data, metadata, stream_version) \
-                         SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::jsonb[], $5::jsonb[], $6::bigint[]) \
-                         RETURNING {EVENT_COLUMNS}"
-                    ))
-                    .bind::<Array<Text>, _>(&ids)
-                    .bind::<Array<Text>, _>(&aggregate_ids)
-                    .bind::<Array<Text>, _>(&types)
-                    .bind::<Array<Jsonb>, _>(&data)
-                    .bind::<Array<Jsonb>, _>(&metadata)
-                    .bind::<Array<BigInt>, _>(&stream_versions)
-                    .load(&mut *conn)
-                    .await?;
-                    for row in rows {
-                        recorded.push(row.into_recorded()?);
-                    }
-                }
-                recorded.sort_by_key(|r| r.version);
-                Ok(recorded)
+    async fn append_chunks(
+        conn: &mut AsyncPgConnection,
+        expected: ExpectedVersion,
+        events: &[NewEvent],
+        chunk_size: usize,
+    ) -> std::result::Result<Vec<Recorded>, TxError> {
+        // Stream heads, one index probe per aggregate.
+        let mut aggregates: Vec<&str> = events.iter().map(|e| e.aggregate_id.as_str()).collect();
+        aggregates.sort_unstable();
+        aggregates.dedup();
+        let heads: HashMap<String, i64> = diesel::sql_query(
+            "SELECT a.aggregate_id, h.stream_version \
+             FROM unnest($1::text[]) AS a(aggregate_id) \
+             CROSS JOIN LATERAL (SELECT max(e.stream_version) AS stream_version \
+                                 FROM events e WHERE e.aggregate_id = a.aggregate_id) h \
+             WHERE h.stream_version IS NOT NULL",
+        )
+        .bind::<Array<Text>, _>(&aggregates)
+        .load::<StreamHead>(&mut *conn)
+        .await?
+        .into_iter()
+        .map(|h| (h.aggregate_id, h.stream_version))
+        .collect();
+        if let Some(first) = events.first() {
+            let actual = heads.get(&first.aggregate_id).map(|v| *v as u64);
+            if let Err(conflict) = expected.check(&first.aggregate_id, actual) {
+                // A retry of an append that succeeded meets its own events.
+                return match Self::replay_of(conn, events).await? {
+                    Some(replay) => Ok(replay),
+                    None => Err(conflict.into()),
+                };
             }
-        })
-        .await
+        }
+
+        let mut next: HashMap<&str, i64> = HashMap::new();
+        let mut recorded = Vec::with_capacity(events.len());
+        for chunk in events.chunks(chunk_size) {
+            let mut ids = Vec::with_capacity(chunk.len());
+            let mut aggregate_ids = Vec::with_capacity(chunk.len());
+            let mut types = Vec::with_capacity(chunk.len());
+            let mut data = Vec::with_capacity(chunk.len());
+            let mut metadata = Vec::with_capacity(chunk.len());
+            let mut stream_versions = Vec::with_capacity(chunk.len());
+            for e in chunk {
+                let slot = next
+                    .entry(e.aggregate_id.as_str())
+                    .or_insert_with(|| heads.get(&e.aggregate_id).copied().unwrap_or(0));
+                *slot += 1;
+                ids.push(e.id.as_str());
+                aggregate_ids.push(e.aggregate_id.as_str());
+                types.push(e.event_type.as_str());
+                data.push(&e.data);
+                metadata.push(Value::Object(e.metadata.clone()));
+                stream_versions.push(*slot);
+            }
+            let rows: Vec<EventRow> = diesel::sql_query(format!(
+                "INSERT INTO events (id, aggregate_id, event_type, data, metadata, stream_version) \
+                 SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::jsonb[], $5::jsonb[], $6::bigint[]) \
+                 RETURNING {EVENT_COLUMNS}"
+            ))
+            .bind::<Array<Text>, _>(&ids)
+            .bind::<Array<Text>, _>(&aggregate_ids)
+            .bind::<Array<Text>, _>(&types)
+            .bind::<Array<Jsonb>, _>(&data)
+            .bind::<Array<Jsonb>, _>(&metadata)
+            .bind::<Array<BigInt>, _>(&stream_versions)
+            .load(&mut *conn)
+            .await?;
+            for row in rows {
+                recorded.push(row.into_recorded()?);
+            }
+        }
+        recorded.sort_by_key(|r| r.version);
+        Ok(recorded)
     }
 
     /// Stores a durable subscription's position.
@@ -456,6 +487,20 @@ impl EventStore for PgStore {
                     DatabaseErrorKind::UniqueViolation,
                     info,
                 ))) if attempt < APPEND_RETRIES => {
+                    if info.constraint_name() == Some("events_id_key") {
+                        // An id is stored already: a replay, or a duplicate.
+                        let replay = self
+                            .with_conn("append", async |conn| {
+                                Ok(Self::replay_of(conn, &events).await)
+                            })
+                            .await?;
+                        match replay {
+                            Ok(Some(replay)) => return Ok(replay),
+                            Ok(None) => {}
+                            Err(TxError::Store(e)) => return Err(e),
+                            Err(TxError::Db(e)) => return Err(Error::database("append", e)),
+                        }
+                    }
                     tracing::debug!(constraint = ?info.constraint_name(), attempt, "append lost a race; retrying");
                 }
                 Err(TxError::Db(e)) => return Err(Error::database("append", e)),
@@ -535,8 +580,8 @@ impl EventStore for PgStore {
         let aggregate_id = aggregate_id.to_owned();
         self.with_conn("stream_version", async |conn| {
             let heads: Vec<StreamHead> = diesel::sql_query(
-                "SELECT aggregate_id, max(stream_version) AS stream_version \
-                 FROM events WHERE aggregate_id = $1 GROUP BY aggregate_id",
+                "SELECT aggregate_id, stream_version FROM events \
+                 WHERE aggregate_id = $1 ORDER BY stream_version DESC LIMIT 1",
             )
             .bind::<Text, _>(&aggregate_id)
             .load(&mut *conn)
