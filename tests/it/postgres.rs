@@ -442,3 +442,48 @@ async fn config_fields_take_effect() {
     store.close().await.unwrap();
     assert!(matches!(store.stats(), Err(Error::StoreClosed)));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn least_privilege_role_appends_and_reads_with_migrations_run_separately() {
+    let url = database_url().await;
+    migrate(&Config::new(url.clone())).await.unwrap();
+    let admin = raw_client(&url).await;
+    let role = format!("synckit_app_{}", std::process::id());
+    admin
+        .batch_execute(&format!(
+            "DO $$ BEGIN CREATE ROLE {role} LOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$; \
+             GRANT SELECT, INSERT ON events TO {role}; \
+             GRANT SELECT, INSERT, UPDATE ON synckit_checkpoints TO {role}; \
+             GRANT USAGE, SELECT ON SEQUENCE events_version_seq TO {role}; \
+             GRANT EXECUTE ON FUNCTION synckit_fence() TO {role};"
+        ))
+        .await
+        .unwrap();
+    let mut config = Config::new(format!("{url} user={role}"));
+    config.run_migrations = false;
+    config.max_idle_conns = 0;
+    let store = PgStore::connect(config).await.unwrap();
+    store
+        .append(ExpectedVersion::NoStream, vec![event("app", 1)])
+        .await
+        .unwrap();
+    assert_eq!(store.load(Cursor::START).await.unwrap().len(), 1);
+    use synckit::SubscriptionSource;
+    store
+        .save_checkpoint("projector", Cursor::new(1))
+        .await
+        .unwrap();
+    store
+        .save_checkpoint("projector", Cursor::new(1))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.load_checkpoint("projector").await.unwrap(),
+        Some(Cursor::new(1))
+    );
+    // The role cannot run DDL, so migrations are refused rather than half-run.
+    let err = admin
+        .batch_execute(&format!("SET ROLE {role}; CREATE TABLE nope (x int)"))
+        .await;
+    assert!(err.is_err());
+}
