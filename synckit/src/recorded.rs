@@ -211,8 +211,7 @@ impl NewEvent {
             && stored.data == self.data
     }
 
-    /// Builds the recorded form (used by stores that assign positions in
-    /// memory).
+    /// Builds the recorded form once a store has assigned its positions.
     pub(crate) fn into_recorded(
         self,
         version: u64,

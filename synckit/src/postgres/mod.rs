@@ -7,6 +7,7 @@ mod config;
 mod connect;
 mod migrate;
 mod rows;
+mod statement;
 mod tls;
 
 use std::collections::HashMap;
@@ -15,7 +16,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock, Weak};
 use std::time::{Duration, Instant};
 
-use diesel::pg::Pg;
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use diesel::sql_types::{Array, BigInt, Jsonb, Text};
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
@@ -23,7 +23,8 @@ use serde_json::Value;
 
 pub use config::Config;
 pub use migrate::{MigrationReport, migrate};
-use rows::{Count, EVENT_COLUMNS, EventRow, Fence, Position, StreamHead};
+use rows::{Count, EVENT_COLUMNS, EventRow, Fence, Inserted, Position, StreamHead};
+use statement::Statement;
 
 use crate::cursor::{Cursor, ExpectedVersion};
 use crate::error::{Error, Result};
@@ -210,7 +211,7 @@ impl PgStore {
         let sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE id = $1");
         let id = id.to_owned();
         self.with_conn("get", async |conn| {
-            let rows: Vec<EventRow> = diesel::sql_query(sql)
+            let rows: Vec<EventRow> = Statement::new(sql)
                 .bind::<Text, _>(&id)
                 .load(&mut *conn)
                 .await
@@ -226,7 +227,7 @@ impl PgStore {
     /// Number of events stored (committed) now.
     pub async fn count(&self) -> Result<u64> {
         self.with_conn("count", async |conn| {
-            let rows: Vec<Count> = diesel::sql_query("SELECT count(*) AS count FROM events")
+            let rows: Vec<Count> = Statement::new("SELECT count(*) AS count FROM events")
                 .load(&mut *conn)
                 .await
                 .map_err(db("count"))?;
@@ -242,13 +243,13 @@ impl PgStore {
     pub async fn prepared_statement_count(&self) -> Result<i64> {
         self.with_conn("stats", async |conn| {
             for _ in 0..2 {
-                let _: Vec<Count> = diesel::sql_query("SELECT $1::bigint AS count")
+                let _: Vec<Count> = Statement::new("SELECT $1::bigint AS count")
                     .bind::<BigInt, _>(1)
                     .load(&mut *conn)
                     .await
                     .map_err(db("stats"))?;
             }
-            let rows: Vec<Count> = diesel::sql_query(
+            let rows: Vec<Count> = Statement::new(
                 "SELECT count(*) AS count FROM pg_prepared_statements \
                  WHERE statement NOT LIKE '%pg_prepared_statements%'",
             )
@@ -268,7 +269,7 @@ impl PgStore {
         events: &[NewEvent],
     ) -> std::result::Result<Option<Vec<Recorded>>, TxError> {
         let ids: Vec<&str> = events.iter().map(|e| e.id.as_str()).collect();
-        let stored: Vec<Recorded> = diesel::sql_query(format!(
+        let stored: Vec<Recorded> = Statement::new(format!(
             "SELECT {EVENT_COLUMNS} FROM events WHERE id = ANY($1)"
         ))
         .bind::<Array<Text>, _>(&ids)
@@ -315,7 +316,7 @@ impl PgStore {
         let mut aggregates: Vec<&str> = events.iter().map(|e| e.aggregate_id.as_str()).collect();
         aggregates.sort_unstable();
         aggregates.dedup();
-        let heads: HashMap<String, i64> = diesel::sql_query(
+        let heads: HashMap<String, i64> = Statement::new(
             "SELECT a.aggregate_id, h.stream_version \
              FROM unnest($1::text[]) AS a(aggregate_id) \
              CROSS JOIN LATERAL (SELECT max(e.stream_version) AS stream_version \
@@ -360,11 +361,13 @@ impl PgStore {
                 metadata.push(Value::Object(e.metadata.clone()));
                 stream_versions.push(*slot);
             }
-            let rows: Vec<EventRow> = diesel::sql_query(format!(
+            // The database returns positions only; the rest is what we sent,
+            // so no JSON travels back.
+            let rows: Vec<Inserted> = Statement::new(
                 "INSERT INTO events (id, aggregate_id, event_type, data, metadata, stream_version) \
                  SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::jsonb[], $5::jsonb[], $6::bigint[]) \
-                 RETURNING {EVENT_COLUMNS}"
-            ))
+                 RETURNING id, version, stream_version, created_at",
+            )
             .bind::<Array<Text>, _>(&ids)
             .bind::<Array<Text>, _>(&aggregate_ids)
             .bind::<Array<Text>, _>(&types)
@@ -373,8 +376,20 @@ impl PgStore {
             .bind::<Array<BigInt>, _>(&stream_versions)
             .load(&mut *conn)
             .await?;
-            for row in rows {
-                recorded.push(row.into_recorded()?);
+            let mut by_id: HashMap<String, Inserted> =
+                rows.into_iter().map(|r| (r.id.clone(), r)).collect();
+            for e in chunk {
+                let row = by_id.remove(&e.id).ok_or_else(|| {
+                    Error::database(
+                        "append",
+                        format!("no position returned for event {:?}", e.id),
+                    )
+                })?;
+                recorded.push(e.clone().into_recorded(
+                    row.version.max(0) as u64,
+                    row.stream_version.max(0) as u64,
+                    row.created_at,
+                ));
             }
         }
         recorded.sort_by_key(|r| r.version);
@@ -385,7 +400,7 @@ impl PgStore {
     async fn store_checkpoint(&self, name: &str, position: Cursor) -> Result<()> {
         let name = name.to_owned();
         self.with_conn("save_checkpoint", async |conn| {
-            diesel::sql_query(
+            Statement::new(
                 "INSERT INTO synckit_checkpoints (name, position) VALUES ($1, $2) \
                  ON CONFLICT (name) DO UPDATE SET position = EXCLUDED.position, updated_at = now()",
             )
@@ -404,7 +419,7 @@ impl PgStore {
 /// migration's comment on `synckit_fence`). Must run in its own statement,
 /// before the read it bounds.
 async fn fence(conn: &mut AsyncPgConnection, operation: &'static str) -> Result<i64> {
-    let rows: Vec<Fence> = diesel::sql_query("SELECT synckit_fence() AS fence")
+    let rows: Vec<Fence> = Statement::new("SELECT synckit_fence() AS fence")
         .load(&mut *conn)
         .await
         .map_err(db(operation))?;
@@ -419,7 +434,7 @@ async fn fence(conn: &mut AsyncPgConnection, operation: &'static str) -> Result<
 async fn check_schema(conn: AsyncPgConnection) -> Result<()> {
     let mut conn = conn;
     let rows: Vec<Count> =
-        diesel::sql_query("SELECT count(*) AS count FROM pg_proc WHERE proname = 'synckit_fence'")
+        Statement::new("SELECT count(*) AS count FROM pg_proc WHERE proname = 'synckit_fence'")
             .load(&mut conn)
             .await
             .map_err(db("connect"))?;
@@ -541,8 +556,7 @@ impl EventStore for PgStore {
                     next_param += 1;
                 }
                 sql.push_str(&format!(" ORDER BY version LIMIT ${next_param}"));
-                let mut query = diesel::sql_query(sql)
-                    .into_boxed::<Pg>()
+                let mut query = Statement::new(sql)
                     .bind::<BigInt, _>(after)
                     .bind::<BigInt, _>(fence);
                 if let Some(streams) = filter.aggregate_ids() {
@@ -579,7 +593,7 @@ impl EventStore for PgStore {
         validate::check_aggregate_id(aggregate_id)?;
         let aggregate_id = aggregate_id.to_owned();
         self.with_conn("stream_version", async |conn| {
-            let heads: Vec<StreamHead> = diesel::sql_query(
+            let heads: Vec<StreamHead> = Statement::new(
                 "SELECT aggregate_id, stream_version FROM events \
                  WHERE aggregate_id = $1 ORDER BY stream_version DESC LIMIT 1",
             )
@@ -621,7 +635,7 @@ impl SubscriptionSource for PgStore {
         let name = name.to_owned();
         self.with_conn("load_checkpoint", async |conn| {
             let rows: Vec<Position> =
-                diesel::sql_query("SELECT position FROM synckit_checkpoints WHERE name = $1")
+                Statement::new("SELECT position FROM synckit_checkpoints WHERE name = $1")
                     .bind::<Text, _>(&name)
                     .load(&mut *conn)
                     .await

@@ -67,6 +67,19 @@ impl EventRow {
     }
 }
 
+/// What an INSERT returns: the positions the database gave an event.
+#[derive(QueryableByName)]
+pub(crate) struct Inserted {
+    #[diesel(sql_type = Text)]
+    pub(crate) id: String,
+    #[diesel(sql_type = BigInt)]
+    pub(crate) version: i64,
+    #[diesel(sql_type = BigInt)]
+    pub(crate) stream_version: i64,
+    #[diesel(sql_type = Timestamptz)]
+    pub(crate) created_at: DateTime<Utc>,
+}
+
 #[derive(QueryableByName)]
 pub(crate) struct Fence {
     #[diesel(sql_type = Nullable<BigInt>)]

@@ -1,0 +1,102 @@
+//! Raw SQL that the connection may keep prepared.
+//!
+//! diesel marks every `sql_query` unsafe to cache, because its text may be
+//! built from anything; each execution then pays a Parse round trip. The
+//! texts synckit runs come from a fixed set (constants, or one of a few
+//! shapes chosen by the filter), so caching them by text is safe, and
+//! [`Config::prepared_statements`](super::Config) decides whether the
+//! connection does.
+
+use std::marker::PhantomData;
+
+use diesel::QueryResult;
+use diesel::pg::Pg;
+use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
+use diesel::serialize::ToSql;
+use diesel::sql_types::{HasSqlType, Untyped};
+
+/// A SQL text and its bind values.
+pub(crate) struct Statement<'f> {
+    sql: String,
+    binds: Vec<Box<dyn QueryFragment<Pg> + Send + 'f>>,
+}
+
+struct Bind<ST, U> {
+    value: U,
+    sql_type: PhantomData<ST>,
+}
+
+impl<ST, U> QueryFragment<Pg> for Bind<ST, U>
+where
+    Pg: HasSqlType<ST>,
+    U: ToSql<ST, Pg>,
+{
+    fn walk_ast<'b>(&'b self, mut pass: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+        pass.push_bind_param::<ST, U>(&self.value)
+    }
+}
+
+impl<'f> Statement<'f> {
+    /// A statement with this text, from synckit's fixed set.
+    pub(crate) fn new(sql: impl Into<String>) -> Self {
+        Statement {
+            sql: sql.into(),
+            binds: Vec::new(),
+        }
+    }
+
+    /// Binds the next `$n` parameter.
+    pub(crate) fn bind<ST, U>(mut self, value: U) -> Self
+    where
+        Pg: HasSqlType<ST>,
+        U: ToSql<ST, Pg> + Send + 'f,
+        ST: Send + 'f,
+    {
+        self.binds.push(Box::new(Bind {
+            value,
+            sql_type: PhantomData::<ST>,
+        }));
+        self
+    }
+}
+
+impl QueryFragment<Pg> for Statement<'_> {
+    /// Writes the text with each `$n` replaced by the `n`-th bind, which
+    /// writes its own placeholder. synckit's statements use `$1, $2, ...`
+    /// once each, in order, so the text sent is the text written.
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+        let mut rest = self.sql.as_str();
+        let mut binds = self.binds.iter();
+        while let Some(at) = rest.find('$') {
+            let digits = rest[at + 1..]
+                .bytes()
+                .take_while(u8::is_ascii_digit)
+                .count();
+            if digits == 0 {
+                out.push_sql(&rest[..=at]);
+                rest = &rest[at + 1..];
+                continue;
+            }
+            out.push_sql(&rest[..at]);
+            let bind = binds.next().ok_or_else(|| {
+                diesel::result::Error::QueryBuilderError(
+                    format!("statement has more placeholders than binds: {}", self.sql).into(),
+                )
+            })?;
+            bind.walk_ast(out.reborrow())?;
+            rest = &rest[at + 1 + digits..];
+        }
+        out.push_sql(rest);
+        Ok(())
+    }
+}
+
+impl QueryId for Statement<'_> {
+    type QueryId = ();
+    // Cached by SQL text (and bind types), not by a static type id.
+    const HAS_STATIC_QUERY_ID: bool = false;
+}
+
+impl Query for Statement<'_> {
+    type SqlType = Untyped;
+}
