@@ -122,6 +122,16 @@ pub enum Error {
         source: BoxError,
     },
 
+    /// The store's notification listener gave up reconnecting; the
+    /// subscriptions it served end with this error.
+    #[error("the notification listener gave up after {attempts} failed attempts: {reason}")]
+    ListenerFailed {
+        /// Consecutive failed connection attempts.
+        attempts: u32,
+        /// The last failure.
+        reason: String,
+    },
+
     /// A subscription handler failed after every retry.
     #[error("subscription {subscription:?} stopped: handler failed at version {version}: {source}")]
     Handler {

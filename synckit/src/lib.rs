@@ -62,6 +62,8 @@ mod cursor;
 mod error;
 mod event;
 mod filter;
+#[cfg(feature = "runtime")]
+mod handler;
 pub mod hub;
 mod memory;
 pub mod notification;
@@ -84,11 +86,13 @@ pub use event::Event;
 #[cfg(feature = "schema")]
 pub use event::EventSchema;
 pub use filter::{Filter, Start};
+#[cfg(feature = "runtime")]
+pub use handler::{HandlerSubscriptions, SubscriptionHandle};
 pub use memory::MemoryStore;
 pub use notification::NotificationPayload;
 pub use recorded::{CAUSATION_ID_KEY, CORRELATION_ID_KEY, NewEvent, Recorded, SCHEMA_VERSION_KEY};
 pub use store::{DEFAULT_BATCH_SIZE, EventStore, SubscriptionSource};
-pub use subscription::{Message, Payload, Subscription};
+pub use subscription::{HANDLER_ATTEMPTS, Message, Payload, Subscription};
 
 /// Derives [`Event`](trait@Event) for a struct or an enum.
 ///

@@ -162,6 +162,12 @@ pub trait SubscriptionSource: EventStore {
         position: Cursor,
     ) -> impl Future<Output = Result<()>> + Send;
 
+    /// `Err` when subscriptions can no longer be served (the listener gave
+    /// up); they end with that error.
+    fn health(&self) -> Result<()> {
+        Ok(())
+    }
+
     /// Waits before a subscription retries a read that failed with a
     /// transient error (`attempt` counts from 1).
     fn retry_delay(&self, attempt: u32) -> impl Future<Output = ()> + Send {

@@ -9,6 +9,7 @@
 
 use std::collections::VecDeque;
 use std::fmt;
+use std::future::Future;
 use std::marker::PhantomData;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -59,6 +60,11 @@ impl<E: Event> Payload for E {
 }
 
 type SaveCheckpoint = Arc<dyn Fn(Cursor) -> BoxFuture<'static, Result<()>> + Send + Sync>;
+type RetryDelay = Arc<dyn Fn(u32) -> BoxFuture<'static, ()> + Send + Sync>;
+
+/// How often [`Subscription::run`] calls a failing handler for one event
+/// before it stops the subscription with [`Error::Handler`].
+pub const HANDLER_ATTEMPTS: u32 = 5;
 
 /// A live subscription: a [`Stream`] of recorded events in version order.
 ///
@@ -72,6 +78,8 @@ pub struct Subscription<T = Value> {
     messages: BoxStream<'static, Result<Message>>,
     state: Arc<SharedState>,
     checkpoint: Option<(String, SaveCheckpoint)>,
+    retry_delay: RetryDelay,
+    description: String,
     _payload: PhantomData<fn() -> T>,
 }
 
@@ -99,8 +107,15 @@ impl<T> Subscription<T> {
             messages: self.messages,
             state: self.state,
             checkpoint: self.checkpoint,
+            retry_delay: self.retry_delay,
+            description: self.description,
             _payload: PhantomData,
         }
+    }
+
+    /// The checkpoint name of a durable subscription, else its filter.
+    pub fn description(&self) -> &str {
+        &self.description
     }
 
     /// Whether the subscription has reached the head of the store once.
@@ -152,6 +167,63 @@ impl<T: Payload> Subscription<T> {
     }
 }
 
+impl<T: Payload + Clone> Subscription<T> {
+    /// Calls `handler` for every event, in order, until the subscription
+    /// ends; a durable subscription commits its checkpoint after each
+    /// success.
+    ///
+    /// Policy: a handler error is retried with backoff, up to
+    /// [`HANDLER_ATTEMPTS`] calls for the same event; then `run` returns
+    /// [`Error::Handler`] naming the event, and the subscription stops there
+    /// (a durable one resumes with that event). Events are never skipped: a
+    /// decode failure also stops `run`. Transient read errors are retried by
+    /// the subscription itself.
+    pub async fn run<F, Fut, E>(mut self, mut handler: F) -> Result<()>
+    where
+        F: FnMut(Recorded<T>) -> Fut,
+        Fut: Future<Output = std::result::Result<(), E>>,
+        E: Into<crate::error::BoxError>,
+    {
+        // Owned handles, so that no borrow of `self` lives across an await
+        // (the stream inside is `Send` but not `Sync`).
+        let save = self.checkpoint.as_ref().map(|(_, save)| save.clone());
+        let retry_delay = self.retry_delay.clone();
+        let description = self.description.clone();
+        while let Some(item) = self.next().await {
+            let event = match item {
+                Ok(event) => event,
+                Err(error) if error.is_transient() => continue,
+                Err(error) => return Err(error),
+            };
+            let version = event.version;
+            let mut attempt = 0;
+            loop {
+                attempt += 1;
+                // Convert at once: the handler's error type need not be Send.
+                let outcome = handler(event.clone()).await.map_err(Into::into);
+                match outcome {
+                    Ok(()) => break,
+                    Err(source) if attempt >= HANDLER_ATTEMPTS => {
+                        return Err(Error::Handler {
+                            subscription: description,
+                            version,
+                            source,
+                        });
+                    }
+                    Err(source) => {
+                        drop(source);
+                        retry_delay(attempt).await;
+                    }
+                }
+            }
+            if let Some(save) = &save {
+                save(Cursor::new(version)).await?;
+            }
+        }
+        Ok(())
+    }
+}
+
 impl<T: Payload> Stream for Subscription<T> {
     type Item = Result<Recorded<T>>;
 
@@ -192,6 +264,7 @@ pub(crate) async fn open<S: SubscriptionSource>(
     // saves latency).
     let registration = store.hub().register(&filter);
     let mut checkpoint = None;
+    let mut description = filter.describe();
     let position = match start {
         Start::Beginning => Cursor::START,
         Start::After(cursor) => cursor,
@@ -206,12 +279,18 @@ pub(crate) async fn open<S: SubscriptionSource>(
                 let key = key.clone();
                 async move { saver.save_checkpoint(&key, cursor).await }.boxed()
             });
+            description = name.clone();
             checkpoint = Some((name, save));
             position
         }
     };
     let state = Arc::new(SharedState::default());
     state.delivered.store(position.version(), Ordering::Release);
+    let delayer = store.clone();
+    let retry_delay: RetryDelay = Arc::new(move |attempt| {
+        let delayer = delayer.clone();
+        async move { delayer.retry_delay(attempt).await }.boxed()
+    });
     let follower = Follower {
         batch: store.batch_size().max(1),
         store,
@@ -229,6 +308,8 @@ pub(crate) async fn open<S: SubscriptionSource>(
         messages: stream::unfold(follower, Follower::next).boxed(),
         state,
         checkpoint,
+        retry_delay,
+        description,
         _payload: PhantomData,
     })
 }
@@ -265,6 +346,10 @@ impl<S: SubscriptionSource> Follower<S> {
                     return Some((Ok(Message::CaughtUp), self));
                 }
                 self.registration.signal.wait().await;
+            }
+            if let Err(error) = self.store.health() {
+                self.finished = true;
+                return Some((Err(error), self));
             }
             // Clear before reading: a commit during the read raises the
             // signal again and leads to one more read.

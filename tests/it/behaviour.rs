@@ -52,7 +52,7 @@ fn deposited(id: &str, amount: u64) -> Account {
 
 /// Waits for the next item of a subscription, failing the test after a
 /// generous deadline instead of hanging.
-pub async fn next_within<S: futures::Stream + Unpin>(stream: &mut S) -> S::Item {
+pub(crate) async fn next_within<S: futures::Stream + Unpin>(stream: &mut S) -> S::Item {
     tokio::time::timeout(Duration::from_secs(20), stream.next())
         .await
         .expect("no item within 20 s")

@@ -4,4 +4,5 @@ mod behaviour;
 mod derive;
 mod memory;
 mod postgres;
+mod realtime;
 mod tls;

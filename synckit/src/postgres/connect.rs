@@ -6,7 +6,7 @@ use std::str::FromStr;
 use diesel::connection::CacheSize;
 use diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfig};
 use diesel_async::{AsyncConnection, AsyncPgConnection};
-use futures::FutureExt;
+use futures::{FutureExt, StreamExt};
 
 use super::config::{Config, redact};
 use super::tls::{self, TlsSettings};
@@ -101,6 +101,48 @@ pub(crate) async fn connect(config: &Config) -> Result<AsyncPgConnection> {
         conn.set_prepared_statement_cache_size(CacheSize::Disabled);
     }
     Ok(conn)
+}
+
+/// Messages of a raw connection: notifications, notices, and its end.
+pub(crate) type Messages = futures::stream::BoxStream<
+    'static,
+    std::result::Result<tokio_postgres::AsyncMessage, tokio_postgres::Error>,
+>;
+
+fn messages<S>(mut connection: tokio_postgres::Connection<tokio_postgres::Socket, S>) -> Messages
+where
+    S: tokio_postgres::tls::TlsStream + Unpin + Send + 'static,
+{
+    futures::stream::poll_fn(move |cx| connection.poll_message(cx)).boxed()
+}
+
+/// Opens one raw tokio-postgres connection (outside the pool), with the
+/// same TLS settings; polling the returned stream drives the connection.
+pub(crate) async fn connect_raw(config: &Config) -> Result<(tokio_postgres::Client, Messages)> {
+    let (mut parsed, tls) = parse(config)?;
+    parsed.application_name("synckit-listener");
+    match tls.mode {
+        #[cfg(feature = "tls")]
+        tls::SslMode::Prefer
+        | tls::SslMode::Require
+        | tls::SslMode::VerifyCa
+        | tls::SslMode::VerifyFull => {
+            let (client, connection) =
+                within_timeout(config, parsed.connect(tls::connector(&tls)?)).await?;
+            Ok((client, messages(connection)))
+        }
+        #[cfg(not(feature = "tls"))]
+        tls::SslMode::Require | tls::SslMode::VerifyCa | tls::SslMode::VerifyFull => {
+            Err(Error::InvalidConnection {
+                reason: "this sslmode needs synckit's `tls` feature".to_owned(),
+            })
+        }
+        _ => {
+            let (client, connection) =
+                within_timeout(config, parsed.connect(tokio_postgres::NoTls)).await?;
+            Ok((client, messages(connection)))
+        }
+    }
 }
 
 /// Builds the pool. Connections are opened lazily (and `max_idle_conns` of

@@ -5,6 +5,7 @@
 
 mod config;
 mod connect;
+mod listener;
 mod migrate;
 mod rows;
 mod statement;
@@ -13,7 +14,7 @@ mod tls;
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock, Weak};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
@@ -62,6 +63,28 @@ struct Inner {
     config: Config,
     closed: AtomicBool,
     hub: Hub,
+    listener: Arc<listener::ListenerState>,
+    listener_task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl Inner {
+    fn stop_listener(&self) {
+        if let Some(task) = self
+            .listener_task
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        {
+            // Dropping its connection ends every LISTEN of this store.
+            task.abort();
+        }
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.stop_listener();
+    }
 }
 
 /// The PostgreSQL event store; clones share one pool.
@@ -148,14 +171,32 @@ impl PgStore {
             check_schema(conn).await?;
         }
         let pool = connect::pool(&config);
+        let hub = Hub::new();
+        let listener = Arc::new(listener::ListenerState::default());
+        let task = tokio::spawn(tracing::Instrument::in_current_span(listener::run(
+            config.clone(),
+            hub.clone(),
+            listener.clone(),
+        )));
         let inner = Arc::new(Inner {
             pool: RwLock::new(Some(pool)),
             config,
             closed: AtomicBool::new(false),
-            hub: Hub::new(),
+            hub,
+            listener,
+            listener_task: std::sync::Mutex::new(Some(task)),
         });
-        spawn_poll_tick(Arc::downgrade(&inner), inner.config.notification_timeout);
         Ok(PgStore { inner })
+    }
+
+    /// Whether the notification listener's connection is up now.
+    pub fn is_listener_connected(&self) -> bool {
+        self.inner.listener.is_connected()
+    }
+
+    /// The filters of the subscriptions open on this store, one entry each.
+    pub fn active_subscriptions(&self) -> Vec<Filter> {
+        self.inner.hub.filters()
     }
 
     /// The configuration the store runs with.
@@ -448,26 +489,6 @@ async fn check_schema(conn: AsyncPgConnection) -> Result<()> {
     Ok(())
 }
 
-/// Wakes every subscription once per `period`, so that a missed wake-up
-/// (another process's commit before the listener runs, a rolled-back
-/// transaction that held the fence) costs at most one period. Ends with the
-/// store.
-fn spawn_poll_tick(store: Weak<Inner>, period: Duration) {
-    let period = period.max(Duration::from_millis(10));
-    tokio::spawn(async move {
-        let mut ticks = tokio::time::interval(period);
-        ticks.tick().await;
-        loop {
-            ticks.tick().await;
-            let Some(inner) = store.upgrade() else { return };
-            if AtomicBool::load(&inner.closed, Ordering::Acquire) {
-                return;
-            }
-            inner.hub.notify_all();
-        }
-    });
-}
-
 impl EventStore for PgStore {
     #[tracing::instrument(skip_all, fields(events = events.len(), %expected), err)]
     async fn append(
@@ -650,6 +671,10 @@ impl SubscriptionSource for PgStore {
 
     async fn save_checkpoint(&self, name: &str, position: Cursor) -> Result<()> {
         self.store_checkpoint(name, position).await
+    }
+
+    fn health(&self) -> Result<()> {
+        self.inner.listener.health()
     }
 
     fn retry_delay(&self, attempt: u32) -> impl std::future::Future<Output = ()> + Send {

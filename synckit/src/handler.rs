@@ -1,0 +1,152 @@
+//! Handler-shaped subscriptions on a tokio runtime: the seed's
+//! `SubscribeToStream` / `SubscribeToAll` / `SubscribeToEventType`.
+
+use std::future::Future;
+
+use crate::error::{BoxError, Error, Result};
+use crate::filter::{Filter, Start};
+use crate::notification::NotificationPayload;
+use crate::recorded::Recorded;
+use crate::store::SubscriptionSource;
+use crate::subscription::{Payload, Subscription};
+
+/// A subscription running its handler on a spawned task.
+///
+/// Dropping the handle, or [`SubscriptionHandle::close`], stops this
+/// subscription alone.
+#[derive(Debug)]
+#[must_use = "dropping the handle stops the subscription"]
+pub struct SubscriptionHandle {
+    description: String,
+    task: Option<tokio::task::JoinHandle<Result<()>>>,
+}
+
+impl SubscriptionHandle {
+    /// Runs `subscription.run(handler)` on a new task.
+    pub fn spawn<T, F, Fut, E>(subscription: Subscription<T>, handler: F) -> Self
+    where
+        T: Payload + Clone,
+        F: FnMut(Recorded<T>) -> Fut + Send + 'static,
+        Fut: Future<Output = std::result::Result<(), E>> + Send + 'static,
+        E: Into<BoxError> + 'static,
+    {
+        let description = subscription.description().to_owned();
+        let task = tokio::spawn(subscription.run(handler));
+        SubscriptionHandle {
+            description,
+            task: Some(task),
+        }
+    }
+
+    /// The checkpoint name or filter of the subscription.
+    pub fn description(&self) -> &str {
+        &self.description
+    }
+
+    /// Whether the subscription has ended (its handler failed, or the store
+    /// closed).
+    pub fn is_finished(&self) -> bool {
+        self.task.as_ref().is_none_or(|t| t.is_finished())
+    }
+
+    /// Stops the subscription.
+    pub fn close(mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+
+    /// Waits for the subscription to end and returns why: `Ok` when the
+    /// store closed it, the handler's [`Error::Handler`] otherwise.
+    pub async fn wait(mut self) -> Result<()> {
+        match self.task.take() {
+            Some(task) => match task.await {
+                Ok(result) => result,
+                Err(e) if e.is_cancelled() => Ok(()),
+                Err(e) => Err(Error::Handler {
+                    subscription: self.description.clone(),
+                    version: 0,
+                    source: e.to_string().into(),
+                }),
+            },
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for SubscriptionHandle {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+/// Handler subscriptions receiving the notification payload of each event,
+/// live from now (the seed's API). Each reads from the table through the
+/// gap-free fence, so a handler sees every event once, in order.
+pub trait HandlerSubscriptions: SubscriptionSource {
+    /// Calls `handler` for each new event of one aggregate.
+    fn subscribe_stream_with<F, Fut, E>(
+        &self,
+        aggregate_id: impl Into<String>,
+        handler: F,
+    ) -> impl Future<Output = Result<SubscriptionHandle>> + Send
+    where
+        F: FnMut(NotificationPayload) -> Fut + Send + 'static,
+        Fut: Future<Output = std::result::Result<(), E>> + Send + 'static,
+        E: Into<BoxError> + 'static,
+    {
+        self.subscribe_with(Filter::stream(aggregate_id), handler)
+    }
+
+    /// Calls `handler` for each new event of the store.
+    fn subscribe_all_with<F, Fut, E>(
+        &self,
+        handler: F,
+    ) -> impl Future<Output = Result<SubscriptionHandle>> + Send
+    where
+        F: FnMut(NotificationPayload) -> Fut + Send + 'static,
+        Fut: Future<Output = std::result::Result<(), E>> + Send + 'static,
+        E: Into<BoxError> + 'static,
+    {
+        self.subscribe_with(Filter::all(), handler)
+    }
+
+    /// Calls `handler` for each new event of one type.
+    fn subscribe_type_with<F, Fut, E>(
+        &self,
+        event_type: impl Into<String>,
+        handler: F,
+    ) -> impl Future<Output = Result<SubscriptionHandle>> + Send
+    where
+        F: FnMut(NotificationPayload) -> Fut + Send + 'static,
+        Fut: Future<Output = std::result::Result<(), E>> + Send + 'static,
+        E: Into<BoxError> + 'static,
+    {
+        self.subscribe_with(Filter::types([event_type]), handler)
+    }
+
+    /// Calls `handler` for each new event passing `filter`.
+    fn subscribe_with<F, Fut, E>(
+        &self,
+        filter: Filter,
+        mut handler: F,
+    ) -> impl Future<Output = Result<SubscriptionHandle>> + Send
+    where
+        F: FnMut(NotificationPayload) -> Fut + Send + 'static,
+        Fut: Future<Output = std::result::Result<(), E>> + Send + 'static,
+        E: Into<BoxError> + 'static,
+    {
+        let opening = self.subscribe(filter, Start::Now);
+        async move {
+            let subscription = opening.await?;
+            Ok(SubscriptionHandle::spawn(
+                subscription,
+                move |event: Recorded| handler(NotificationPayload::of(&event)),
+            ))
+        }
+    }
+}
+
+impl<S: SubscriptionSource> HandlerSubscriptions for S {}
