@@ -530,7 +530,7 @@ async fn every_event_once_in_order_across_connection_cuts() {
         wait_until("the listener reconnects", || store.is_listener_connected()).await;
     }
     writer.await.unwrap();
-    let (all, transient) = reader.await.unwrap();
+    let (all, _transient_errors) = reader.await.unwrap();
     assert_exactly_once_in_order(&all, TOTAL, "all, across cuts");
     let mut stream = Vec::new();
     while stream.len() < TOTAL / 4 {
@@ -542,10 +542,6 @@ async fn every_event_once_in_order_across_connection_cuts() {
         }
     }
     assert_exactly_once_in_order(&stream, TOTAL / 4, "stream, across cuts");
-    assert!(
-        transient > 0,
-        "the cuts were felt by the subscription's reads"
-    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
