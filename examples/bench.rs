@@ -211,6 +211,84 @@ async fn summarise(
     (rate, p99)
 }
 
+fn percentile(samples: &mut [Duration], p: usize) -> Duration {
+    samples.sort();
+    samples[(samples.len() * p / 100).min(samples.len() - 1)]
+}
+
+/// Append (from another store, as another process would) until a typed
+/// live subscriber holds the event.
+async fn latency_synckit(url: &str, samples: usize) -> Vec<Duration> {
+    use futures::StreamExt;
+    #[derive(serde::Serialize, serde::Deserialize, synckit::Event)]
+    struct Ping {
+        #[event(aggregate_id)]
+        id: String,
+        n: usize,
+    }
+    let subscriber = store(url).await;
+    let writer = store(url).await;
+    while !subscriber.is_listener_connected() {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let mut live = <Ping as synckit::Event>::subscribe(&subscriber)
+        .await
+        .expect("subscribe");
+    let mut out = Vec::with_capacity(samples);
+    for n in 0..samples {
+        let started = Instant::now();
+        writer
+            .append_event(
+                ExpectedVersion::Any,
+                &Ping {
+                    id: "ping".into(),
+                    n,
+                },
+            )
+            .await
+            .expect("append");
+        let got = live.next().await.expect("open").expect("event");
+        assert_eq!(got.data.n, n);
+        out.push(started.elapsed());
+    }
+    out
+}
+
+/// A bare NOTIFY from one connection until another connection's LISTEN
+/// receives it.
+async fn latency_raw(url: &str, samples: usize) -> Vec<Duration> {
+    use futures::StreamExt;
+    let (listener, mut connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .expect("connect");
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
+        while let Some(Ok(m)) = messages.next().await {
+            if let tokio_postgres::AsyncMessage::Notification(n) = m {
+                let _ = tx.send(n.payload().to_owned());
+            }
+        }
+    });
+    listener
+        .batch_execute("LISTEN bench_ping")
+        .await
+        .expect("listen");
+    let notifier = raw(url).await;
+    let mut out = Vec::with_capacity(samples);
+    for n in 0..samples {
+        let started = Instant::now();
+        notifier
+            .execute("SELECT pg_notify('bench_ping', $1)", &[&n.to_string()])
+            .await
+            .expect("notify");
+        let got = rx.recv().await.expect("notification");
+        assert_eq!(got, n.to_string());
+        out.push(started.elapsed());
+    }
+    out
+}
+
 #[tokio::main]
 async fn main() {
     let admin = std::env::var("DATABASE_URL")
@@ -245,6 +323,20 @@ async fn main() {
             s / r
         );
     }
+    let url = fresh_database(&admin, "synckit_bench_a").await;
+    let mut s = latency_synckit(&url, 300).await;
+    let mut r = latency_raw(&url, 300).await;
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    let (s50, s99) = (percentile(&mut s, 50), percentile(&mut s, 99));
+    let (r50, r99) = (percentile(&mut r, 50), percentile(&mut r, 99));
+    println!(
+        "| append commit → typed live subscriber | p50 {:.2} ms, p99 {:.2} ms | p50 {:.2} ms, p99 {:.2} ms (bare NOTIFY → LISTEN) | p99 {:.2} |",
+        ms(s50),
+        ms(s99),
+        ms(r50),
+        ms(r99),
+        s99.as_secs_f64() / r99.as_secs_f64()
+    );
     let (client, conn) = tokio_postgres::connect(&admin, tokio_postgres::NoTls)
         .await
         .expect("admin");

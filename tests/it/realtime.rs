@@ -490,7 +490,7 @@ fn via_proxy(url: &str, proxy: &Proxy) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_event_once_in_order_across_connection_cuts() {
-    const TOTAL: usize = 8_000;
+    const TOTAL: usize = 20_000;
     let url = database_url().await;
     let server = synckit_workspace::server();
     let proxy = Proxy::start(server.port()).await;
@@ -570,4 +570,22 @@ async fn subscriptions_end_with_an_error_when_the_listener_gives_up() {
     assert!(sub.next().await.is_none(), "the subscription ended");
     assert!(!store.is_listener_connected());
     assert!(matches!(store.health(), Err(Error::ListenerFailed { .. })));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_subscriber_blocks_nobody_and_catches_up() {
+    let url = database_url().await;
+    let store = listening_store(&url).await;
+    // Never polled while the events arrive.
+    let slow = store.subscribe(Filter::all(), Start::Now).await.unwrap();
+    let mut fast = store.subscribe(Filter::all(), Start::Now).await.unwrap();
+    let batch: Vec<_> = (0..3000)
+        .map(|i| NewEvent::new("busy", "T", json!({ "i": i })))
+        .collect();
+    store.append(ExpectedVersion::Any, batch).await.unwrap();
+    for expected in 1..=3000u64 {
+        assert_eq!(next_within(&mut fast).await.unwrap().version, expected);
+    }
+    let (versions, _) = collect(slow, 3000, Duration::from_secs(60)).await;
+    assert_exactly_once_in_order(&versions, 3000, "slow subscriber");
 }
