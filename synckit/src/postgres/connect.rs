@@ -61,42 +61,75 @@ async fn within_timeout<T, E: std::fmt::Display>(
     }
 }
 
+/// A raw connection, encrypted or not, before anything is built on it.
+enum Opened {
+    // Boxed: the connection states differ in size by hundreds of bytes.
+    Plain(
+        tokio_postgres::Client,
+        Box<tokio_postgres::Connection<tokio_postgres::Socket, tokio_postgres::tls::NoTlsStream>>,
+    ),
+    #[cfg(feature = "tls")]
+    Tls(
+        tokio_postgres::Client,
+        Box<
+            tokio_postgres::Connection<
+                tokio_postgres::Socket,
+                <tokio_postgres_rustls::MakeRustlsConnect as tokio_postgres::tls::MakeTlsConnect<
+                    tokio_postgres::Socket,
+                >>::Stream,
+            >,
+        >,
+    ),
+}
+
+/// Connects with the TLS the connection string asks for (the one place that
+/// decides it, for the pool and the listener alike).
+async fn open(config: &Config, application_name: Option<&str>) -> Result<Opened> {
+    let (mut parsed, tls) = parse(config)?;
+    if let Some(name) = application_name {
+        parsed.application_name(name);
+    }
+    match tls.mode {
+        tls::SslMode::Disable => {}
+        #[cfg(feature = "tls")]
+        _ => {
+            let (client, connection) =
+                within_timeout(config, parsed.connect(tls::connector(&tls)?)).await?;
+            return Ok(Opened::Tls(client, Box::new(connection)));
+        }
+        #[cfg(not(feature = "tls"))]
+        tls::SslMode::Prefer => {}
+        #[cfg(not(feature = "tls"))]
+        _ => {
+            return Err(Error::InvalidConnection {
+                reason: "this sslmode needs synckit's `tls` feature".to_owned(),
+            });
+        }
+    }
+    let (client, connection) =
+        within_timeout(config, parsed.connect(tokio_postgres::NoTls)).await?;
+    Ok(Opened::Plain(client, Box::new(connection)))
+}
+
 /// Opens one diesel-async connection, with TLS as the connection string
 /// asks, and the configured statement cache.
 pub(crate) async fn connect(config: &Config) -> Result<AsyncPgConnection> {
-    let (parsed, tls) = parse(config)?;
     let setup = |e: diesel::ConnectionError| Error::InvalidConnection {
         reason: format!(
             "cannot set up a connection to {}: {e}",
             config.redacted_connection_string()
         ),
     };
-    let mut conn = match tls.mode {
+    let mut conn = match open(config, None).await? {
+        Opened::Plain(client, connection) => {
+            AsyncPgConnection::try_from_client_and_connection(client, *connection).await
+        }
         #[cfg(feature = "tls")]
-        tls::SslMode::Prefer
-        | tls::SslMode::Require
-        | tls::SslMode::VerifyCa
-        | tls::SslMode::VerifyFull => {
-            let (client, connection) =
-                within_timeout(config, parsed.connect(tls::connector(&tls)?)).await?;
-            AsyncPgConnection::try_from_client_and_connection(client, connection)
-                .await
-                .map_err(setup)?
+        Opened::Tls(client, connection) => {
+            AsyncPgConnection::try_from_client_and_connection(client, *connection).await
         }
-        #[cfg(not(feature = "tls"))]
-        tls::SslMode::Require | tls::SslMode::VerifyCa | tls::SslMode::VerifyFull => {
-            return Err(Error::InvalidConnection {
-                reason: "this sslmode needs synckit's `tls` feature".to_owned(),
-            });
-        }
-        _ => {
-            let (client, connection) =
-                within_timeout(config, parsed.connect(tokio_postgres::NoTls)).await?;
-            AsyncPgConnection::try_from_client_and_connection(client, connection)
-                .await
-                .map_err(setup)?
-        }
-    };
+    }
+    .map_err(setup)?;
     if !config.prepared_statements {
         conn.set_prepared_statement_cache_size(CacheSize::Disabled);
     }
@@ -119,30 +152,11 @@ where
 /// Opens one raw tokio-postgres connection (outside the pool), with the
 /// same TLS settings; polling the returned stream drives the connection.
 pub(crate) async fn connect_raw(config: &Config) -> Result<(tokio_postgres::Client, Messages)> {
-    let (mut parsed, tls) = parse(config)?;
-    parsed.application_name("synckit-listener");
-    match tls.mode {
+    Ok(match open(config, Some("synckit-listener")).await? {
+        Opened::Plain(client, connection) => (client, messages(*connection)),
         #[cfg(feature = "tls")]
-        tls::SslMode::Prefer
-        | tls::SslMode::Require
-        | tls::SslMode::VerifyCa
-        | tls::SslMode::VerifyFull => {
-            let (client, connection) =
-                within_timeout(config, parsed.connect(tls::connector(&tls)?)).await?;
-            Ok((client, messages(connection)))
-        }
-        #[cfg(not(feature = "tls"))]
-        tls::SslMode::Require | tls::SslMode::VerifyCa | tls::SslMode::VerifyFull => {
-            Err(Error::InvalidConnection {
-                reason: "this sslmode needs synckit's `tls` feature".to_owned(),
-            })
-        }
-        _ => {
-            let (client, connection) =
-                within_timeout(config, parsed.connect(tokio_postgres::NoTls)).await?;
-            Ok((client, messages(connection)))
-        }
-    }
+        Opened::Tls(client, connection) => (client, messages(*connection)),
+    })
 }
 
 /// Builds the pool. Connections are opened lazily (and `max_idle_conns` of
