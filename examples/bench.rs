@@ -13,6 +13,8 @@ use synckit::postgres::{Config, PgStore};
 use synckit::{EventStore, ExpectedVersion, NewEvent};
 
 const AGGREGATES: u64 = 1000;
+/// Latency rounds run before measuring.
+const WARM_UP: usize = 30;
 
 fn payload(i: u64) -> serde_json::Value {
     json!({
@@ -235,7 +237,8 @@ async fn latency_synckit(url: &str, samples: usize) -> Vec<Duration> {
         .await
         .expect("subscribe");
     let mut out = Vec::with_capacity(samples);
-    for n in 0..samples {
+    // The first rounds warm the pools and statement caches: not counted.
+    for n in 0..samples + WARM_UP {
         let started = Instant::now();
         writer
             .append_event(
@@ -249,7 +252,9 @@ async fn latency_synckit(url: &str, samples: usize) -> Vec<Duration> {
             .expect("append");
         let got = live.next().await.expect("open").expect("event");
         assert_eq!(got.data.n, n);
-        out.push(started.elapsed());
+        if n >= WARM_UP {
+            out.push(started.elapsed());
+        }
     }
     out
 }
@@ -276,7 +281,7 @@ async fn latency_raw(url: &str, samples: usize) -> Vec<Duration> {
         .expect("listen");
     let notifier = raw(url).await;
     let mut out = Vec::with_capacity(samples);
-    for n in 0..samples {
+    for n in 0..samples + WARM_UP {
         let started = Instant::now();
         notifier
             .execute("SELECT pg_notify('bench_ping', $1)", &[&n.to_string()])
@@ -284,7 +289,9 @@ async fn latency_raw(url: &str, samples: usize) -> Vec<Duration> {
             .expect("notify");
         let got = rx.recv().await.expect("notification");
         assert_eq!(got, n.to_string());
-        out.push(started.elapsed());
+        if n >= WARM_UP {
+            out.push(started.elapsed());
+        }
     }
     out
 }

@@ -3,7 +3,7 @@
 
 use std::future::Future;
 
-use crate::error::{BoxError, Error, Result};
+use crate::error::{BoxError, Result};
 use crate::filter::{Filter, Start};
 use crate::notification::NotificationPayload;
 use crate::recorded::Recorded;
@@ -57,17 +57,14 @@ impl SubscriptionHandle {
     }
 
     /// Waits for the subscription to end and returns why: `Ok` when the
-    /// store closed it, the handler's [`Error::Handler`] otherwise.
+    /// store closed it, [`Error::Handler`] when the handler gave up, the
+    /// store's error otherwise. A panic in the handler resumes here.
     pub async fn wait(mut self) -> Result<()> {
         match self.task.take() {
             Some(task) => match task.await {
                 Ok(result) => result,
-                Err(e) if e.is_cancelled() => Ok(()),
-                Err(e) => Err(Error::Handler {
-                    subscription: self.description.clone(),
-                    version: 0,
-                    source: e.to_string().into(),
-                }),
+                Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                Err(_) => Ok(()),
             },
             None => Ok(()),
         }
