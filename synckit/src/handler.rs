@@ -57,7 +57,7 @@ impl SubscriptionHandle {
     }
 
     /// Waits for the subscription to end and returns why: `Ok` when the
-    /// store closed it, [`Error::Handler`] when the handler gave up, the
+    /// store closed it, [`Error::Handler`](crate::Error::Handler) when the handler gave up, the
     /// store's error otherwise. A panic in the handler resumes here.
     pub async fn wait(mut self) -> Result<()> {
         match self.task.take() {
