@@ -24,7 +24,7 @@ use serde_json::Value;
 
 pub use config::Config;
 pub use migrate::{MigrationReport, migrate};
-use rows::{Count, EVENT_COLUMNS, EventRow, Fence, Inserted, Position, StreamHead};
+use rows::{Count, EVENT_COLUMNS, EventRow, Fence, FenceText, Inserted, Position, StreamHead};
 use statement::Statement;
 
 use crate::cursor::{Cursor, ExpectedVersion};
@@ -560,14 +560,20 @@ impl EventStore for PgStore {
         let filter = filter.clone();
         let rows = self
             .with_conn("read", async |conn| {
-                let fence = fence(conn, "read").await?;
-                if fence <= after || limit == 0 {
+                if limit == 0 {
                     return Ok(Vec::new());
                 }
+                // One round trip, two statements: the first stores the fence
+                // in a session setting, the second reads up to it with a
+                // snapshot taken after it (Read Committed: one snapshot per
+                // statement). Should they ever run in the other order, the
+                // read sees an older fence (still a valid one) or none
+                // (reads nothing), never a wrong one.
                 let mut sql = format!(
-                    "SELECT {EVENT_COLUMNS} FROM events WHERE version > $1 AND version <= $2"
+                    "SELECT {EVENT_COLUMNS} FROM events WHERE version > $1 \
+                     AND version <= coalesce(nullif(current_setting('synckit.fence', true), '')::bigint, 0)"
                 );
-                let mut next_param = 3;
+                let mut next_param = 2;
                 if filter.aggregate_ids().is_some() {
                     sql.push_str(&format!(" AND aggregate_id = ANY(${next_param})"));
                     next_param += 1;
@@ -577,9 +583,7 @@ impl EventStore for PgStore {
                     next_param += 1;
                 }
                 sql.push_str(&format!(" ORDER BY version LIMIT ${next_param}"));
-                let mut query = Statement::new(sql)
-                    .bind::<BigInt, _>(after)
-                    .bind::<BigInt, _>(fence);
+                let mut query = Statement::new(sql).bind::<BigInt, _>(after);
                 if let Some(streams) = filter.aggregate_ids() {
                     query =
                         query.bind::<Array<Text>, _>(streams.iter().cloned().collect::<Vec<_>>());
@@ -587,11 +591,16 @@ impl EventStore for PgStore {
                 if let Some(types) = filter.event_types() {
                     query = query.bind::<Array<Text>, _>(types.iter().cloned().collect::<Vec<_>>());
                 }
-                let rows: Vec<EventRow> = query
-                    .bind::<BigInt, _>(to_i64(limit))
-                    .load(&mut *conn)
-                    .await
-                    .map_err(db("read"))?;
+                let query = query.bind::<BigInt, _>(to_i64(limit));
+                let set_fence = Statement::new(
+                    "SELECT set_config('synckit.fence', synckit_fence()::text, false) AS fence",
+                );
+                let conn: &AsyncPgConnection = conn;
+                let (_, rows): (Vec<FenceText>, Vec<EventRow>) = futures::try_join!(
+                    set_fence.load::<FenceText>(&mut &*conn),
+                    query.load::<EventRow>(&mut &*conn)
+                )
+                .map_err(db("read"))?;
                 Ok(rows)
             })
             .await?;

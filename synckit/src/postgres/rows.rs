@@ -86,6 +86,14 @@ pub(crate) struct Fence {
     pub(crate) fence: Option<i64>,
 }
 
+/// The fence as `set_config` returns it.
+#[derive(QueryableByName)]
+pub(crate) struct FenceText {
+    #[diesel(sql_type = Nullable<Text>)]
+    #[allow(dead_code)]
+    pub(crate) fence: Option<String>,
+}
+
 #[derive(QueryableByName)]
 pub(crate) struct StreamHead {
     #[diesel(sql_type = Text)]
