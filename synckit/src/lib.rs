@@ -74,6 +74,9 @@ pub mod postgres;
 mod recorded;
 #[cfg(feature = "schema")]
 mod schema;
+#[cfg(feature = "sqlite")]
+#[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
+pub mod sqlite;
 mod store;
 mod subscription;
 pub mod validate;

@@ -5,4 +5,5 @@ mod derive;
 mod memory;
 mod postgres;
 mod realtime;
+mod sqlite;
 mod tls;

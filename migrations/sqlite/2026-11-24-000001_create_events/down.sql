@@ -1,0 +1,2 @@
+DROP TABLE IF EXISTS synckit_checkpoints;
+DROP TABLE IF EXISTS events;

@@ -1,0 +1,594 @@
+//! The embedded store on SQLite (feature `sqlite`, bundled SQLite).
+//!
+//! One connection, through diesel-async's `SyncConnectionWrapper`, in WAL
+//! mode with a busy timeout. SQLite runs one write transaction at a time and
+//! assigns `version` inside it, so versions become visible in commit order
+//! and reads need no fence. Subscriptions are woken in process after each
+//! commit, and by a second connection that polls `PRAGMA data_version` for
+//! commits of other processes.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use diesel::connection::SimpleConnection;
+use diesel::result::Error as DieselError;
+use diesel::sql_types::{BigInt, Nullable, Text};
+use diesel::{Connection, QueryableByName, RunQueryDsl, SqliteConnection};
+use diesel_async::sync_connection_wrapper::SyncConnectionWrapper;
+use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
+use serde_json::{Map, Value};
+
+use crate::cursor::{Cursor, ExpectedVersion};
+use crate::error::{Error, Result};
+use crate::filter::Filter;
+use crate::hub::Hub;
+use crate::memory::idempotent_replay;
+use crate::recorded::{NewEvent, Recorded};
+use crate::store::{DEFAULT_BATCH_SIZE, EventStore, SubscriptionSource};
+use crate::validate;
+
+/// The SQLite migrations of `migrations/sqlite`, embedded.
+const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
+
+const EVENT_COLUMNS: &str =
+    "version, stream_version, id, aggregate_id, event_type, data, metadata, created_at";
+
+/// Configuration of a [`SqliteStore`].
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct SqliteConfig {
+    /// The database file; created when missing.
+    pub path: PathBuf,
+    /// How long a statement waits for another process's lock (default 5 s).
+    pub busy_timeout: Duration,
+    /// How often subscriptions check for commits of other processes
+    /// (`PRAGMA data_version`; default 200 ms).
+    pub poll_interval: Duration,
+    /// Page size of loads and catch-up reads (default 1000).
+    pub batch_size: usize,
+}
+
+impl SqliteConfig {
+    /// Defaults for this file.
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        SqliteConfig {
+            path: path.into(),
+            busy_timeout: Duration::from_secs(5),
+            poll_interval: Duration::from_millis(200),
+            batch_size: DEFAULT_BATCH_SIZE,
+        }
+    }
+}
+
+type Conn = SyncConnectionWrapper<SqliteConnection>;
+
+struct Inner {
+    conn: tokio::sync::Mutex<Option<Conn>>,
+    config: SqliteConfig,
+    closed: AtomicBool,
+    hub: Hub,
+    poller: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Some(task) = self.poller.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            task.abort();
+        }
+    }
+}
+
+/// The embedded event store; clones share one connection.
+///
+/// ```no_run
+/// use synckit::sqlite::SqliteStore;
+/// use synckit::{Cursor, EventStore};
+///
+/// # async fn demo() -> synckit::Result<()> {
+/// let store = SqliteStore::open("events.db").await?;
+/// let events = store.load(Cursor::START).await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct SqliteStore {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore")
+            .field("path", &self.inner.config.path)
+            .finish()
+    }
+}
+
+#[derive(QueryableByName)]
+struct Row {
+    #[diesel(sql_type = BigInt)]
+    version: i64,
+    #[diesel(sql_type = BigInt)]
+    stream_version: i64,
+    #[diesel(sql_type = Text)]
+    id: String,
+    #[diesel(sql_type = Text)]
+    aggregate_id: String,
+    #[diesel(sql_type = Text)]
+    event_type: String,
+    #[diesel(sql_type = Nullable<Text>)]
+    data: Option<String>,
+    #[diesel(sql_type = Nullable<Text>)]
+    metadata: Option<String>,
+    #[diesel(sql_type = Text)]
+    created_at: String,
+}
+
+fn parse_time(text: &str) -> Result<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(text)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| Error::database("load", format!("bad created_at {text:?}: {e}")))
+}
+
+impl Row {
+    fn into_recorded(self) -> Result<Recorded> {
+        let json = |text: Option<String>| -> Result<Value> {
+            match text {
+                None => Ok(Value::Null),
+                Some(t) => serde_json::from_str(&t).map_err(|e| {
+                    Error::database("load", format!("stored JSON of {:?}: {e}", self.id))
+                }),
+            }
+        };
+        let data = json(self.data.clone())?;
+        let metadata = match json(self.metadata.clone())? {
+            Value::Object(map) => map,
+            _ => Map::new(),
+        };
+        Ok(Recorded {
+            version: self.version.max(0) as u64,
+            stream_version: self.stream_version.max(0) as u64,
+            created_at: parse_time(&self.created_at)?,
+            id: self.id,
+            aggregate_id: self.aggregate_id,
+            event_type: self.event_type,
+            data,
+            metadata,
+        })
+    }
+}
+
+#[derive(QueryableByName)]
+struct Number {
+    #[diesel(sql_type = Nullable<BigInt>)]
+    n: Option<i64>,
+}
+
+#[derive(QueryableByName)]
+struct Name {
+    #[diesel(sql_type = Text)]
+    name: String,
+}
+
+/// Errors inside a blocking closure: the store's own, or the database's.
+enum TxError {
+    Db(DieselError),
+    Store(Error),
+}
+
+impl From<DieselError> for TxError {
+    fn from(e: DieselError) -> Self {
+        TxError::Db(e)
+    }
+}
+
+impl From<Error> for TxError {
+    fn from(e: Error) -> Self {
+        TxError::Store(e)
+    }
+}
+
+fn invalid_file(path: &Path, reason: impl std::fmt::Display) -> Error {
+    Error::InvalidConnection {
+        reason: format!("{}: {reason}", path.display()),
+    }
+}
+
+/// Opens the file and checks it before anything is written: a SQLite
+/// database, writable, and either empty or synckit's.
+fn open_checked(config: &SqliteConfig) -> Result<SqliteConnection> {
+    let path = &config.path;
+    if path.is_dir() {
+        return Err(invalid_file(path, "is a directory, not a database file"));
+    }
+    let url = path
+        .to_str()
+        .ok_or_else(|| invalid_file(path, "the path is not valid UTF-8"))?;
+    let mut conn = SqliteConnection::establish(url)
+        .map_err(|e| invalid_file(path, format!("cannot open: {e}")))?;
+    conn.batch_execute(&format!(
+        "PRAGMA busy_timeout = {};",
+        config.busy_timeout.as_millis()
+    ))
+    .map_err(|e| invalid_file(path, e))?;
+    let tables: Vec<Name> = diesel::sql_query(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'",
+    )
+    .load(&mut conn)
+    .map_err(|e| invalid_file(path, format!("not a SQLite database ({e})")))?;
+    let names: Vec<&str> = tables.iter().map(|t| t.name.as_str()).collect();
+    let ours = names.contains(&"__diesel_schema_migrations");
+    if !names.is_empty() && !ours {
+        return Err(invalid_file(
+            path,
+            format!(
+                "holds tables synckit did not create ({}); use another file",
+                names.join(", ")
+            ),
+        ));
+    }
+    // Writable? Taking the write lock and releasing it changes nothing.
+    conn.batch_execute("BEGIN IMMEDIATE; ROLLBACK;")
+        .map_err(|e| invalid_file(path, format!("cannot be written: {e}")))?;
+    conn.batch_execute("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;")
+        .map_err(|e| invalid_file(path, e))?;
+    let pending = conn
+        .pending_migrations(MIGRATIONS)
+        .map_err(|e| Error::database("migrate", e.to_string()))?;
+    if !pending.is_empty() {
+        // Under the write lock, so that processes opening the file together
+        // migrate one after the other.
+        conn.immediate_transaction::<_, DieselError, _>(|c| {
+            c.run_pending_migrations(MIGRATIONS)
+                .map(|_| ())
+                .map_err(|e| DieselError::QueryBuilderError(e.to_string().into()))
+        })
+        .map_err(|e| Error::database("migrate", e))?;
+    }
+    Ok(conn)
+}
+
+impl SqliteStore {
+    /// Opens (or creates) the database file with default settings.
+    pub async fn open(path: impl Into<PathBuf>) -> Result<Self> {
+        SqliteStore::connect(SqliteConfig::new(path)).await
+    }
+
+    /// Opens (or creates) the database file, runs the embedded migrations,
+    /// and starts watching for other processes' commits. A directory, a
+    /// read-only file, a file that is not a SQLite database or a database
+    /// with tables synckit did not create is refused, unmodified.
+    pub async fn connect(config: SqliteConfig) -> Result<Self> {
+        if config.batch_size == 0 {
+            return Err(Error::invalid("config", "batch_size must be at least 1"));
+        }
+        let opening = config.clone();
+        let conn = tokio::task::spawn_blocking(move || open_checked(&opening))
+            .await
+            .map_err(|e| Error::database("open", e))??;
+        let poll_config = config.clone();
+        let hub = Hub::new();
+        let inner = Arc::new(Inner {
+            conn: tokio::sync::Mutex::new(Some(SyncConnectionWrapper::new(conn))),
+            config,
+            closed: AtomicBool::new(false),
+            hub: hub.clone(),
+            poller: std::sync::Mutex::new(None),
+        });
+        let poller = tokio::spawn(watch_other_processes(poll_config, hub));
+        *inner.poller.lock().unwrap_or_else(|p| p.into_inner()) = Some(poller);
+        Ok(SqliteStore { inner })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.inner.config.path
+    }
+
+    /// Runs `task` on the connection, on a blocking thread.
+    async fn run<R: Send + 'static>(
+        &self,
+        operation: &'static str,
+        task: impl FnOnce(&mut SqliteConnection) -> std::result::Result<R, TxError> + Send + 'static,
+    ) -> Result<R> {
+        if self.inner.closed.load(Ordering::Acquire) {
+            return Err(Error::StoreClosed);
+        }
+        let mut guard = self.inner.conn.lock().await;
+        let conn = guard.as_mut().ok_or(Error::StoreClosed)?;
+        let outcome = conn
+            .spawn_blocking(move |c| Ok(task(c)))
+            .await
+            .map_err(|e| Error::database(operation, e))?;
+        outcome.map_err(|e| match e {
+            TxError::Store(e) => e,
+            TxError::Db(e) => Error::database(operation, e),
+        })
+    }
+}
+
+/// Wakes every subscription when another connection commits.
+async fn watch_other_processes(config: SqliteConfig, hub: Hub) {
+    let path = config.path.clone();
+    let opened = tokio::task::spawn_blocking(move || {
+        let url = path.to_str().unwrap_or_default().to_owned();
+        SqliteConnection::establish(&url).ok()
+    })
+    .await;
+    let Ok(Some(conn)) = opened else {
+        return;
+    };
+    let mut conn: Conn = SyncConnectionWrapper::new(conn);
+    let mut last = None;
+    let mut ticks = tokio::time::interval(config.poll_interval.max(Duration::from_millis(5)));
+    loop {
+        ticks.tick().await;
+        let version = conn
+            .spawn_blocking(|c| {
+                diesel::sql_query("SELECT data_version AS n FROM pragma_data_version")
+                    .load::<Number>(c)
+            })
+            .await
+            .ok()
+            .and_then(|rows| rows.into_iter().next())
+            .and_then(|r| r.n);
+        if version.is_some() && last.is_some() && version != last {
+            hub.notify_all();
+        }
+        if version.is_some() {
+            last = version;
+        }
+    }
+}
+
+fn load_rows(
+    conn: &mut SqliteConnection,
+    sql: &str,
+    binds: Vec<String>,
+    tail: &[i64],
+) -> std::result::Result<Vec<Recorded>, TxError> {
+    let mut query = diesel::sql_query(sql).into_boxed::<diesel::sqlite::Sqlite>();
+    for b in binds {
+        query = query.bind::<Text, _>(b);
+    }
+    for n in tail {
+        query = query.bind::<BigInt, _>(*n);
+    }
+    let rows: Vec<Row> = query.load(conn)?;
+    Ok(rows
+        .into_iter()
+        .map(Row::into_recorded)
+        .collect::<Result<_>>()?)
+}
+
+fn append_blocking(
+    conn: &mut SqliteConnection,
+    expected: ExpectedVersion,
+    events: &[NewEvent],
+) -> std::result::Result<Vec<Recorded>, TxError> {
+    conn.immediate_transaction::<_, TxError, _>(|c| {
+        let ids = serde_json::to_string(&events.iter().map(|e| &e.id).collect::<Vec<_>>())
+            .map_err(|e| Error::database("append", e))?;
+        let stored = load_rows(
+            c,
+            &format!(
+                "SELECT {EVENT_COLUMNS} FROM events WHERE id IN (SELECT value FROM json_each(?))"
+            ),
+            vec![ids],
+            &[],
+        )?;
+        let by_id: HashMap<&str, &Recorded> = stored.iter().map(|r| (r.id.as_str(), r)).collect();
+        if let Some(replay) = idempotent_replay(events.iter(), |id| by_id.get(id).copied())? {
+            return Ok(replay);
+        }
+        let mut heads: HashMap<String, i64> = HashMap::new();
+        for e in events {
+            if heads.contains_key(&e.aggregate_id) {
+                continue;
+            }
+            let n: Vec<Number> = diesel::sql_query(
+                "SELECT max(stream_version) AS n FROM events WHERE aggregate_id = ?",
+            )
+            .bind::<Text, _>(&e.aggregate_id)
+            .load(c)?;
+            heads.insert(
+                e.aggregate_id.clone(),
+                n.into_iter().next().and_then(|r| r.n).unwrap_or(0),
+            );
+        }
+        if let Some(first) = events.first() {
+            let actual = heads
+                .get(&first.aggregate_id)
+                .copied()
+                .filter(|v| *v > 0)
+                .map(|v| v as u64);
+            expected.check(&first.aggregate_id, actual)?;
+        }
+        let mut recorded = Vec::with_capacity(events.len());
+        for e in events {
+            let head = heads.entry(e.aggregate_id.clone()).or_insert(0);
+            *head += 1;
+            let data = serde_json::to_string(&e.data).map_err(|err| Error::Serialization {
+                event_type: e.event_type.clone(),
+                source: err,
+            })?;
+            let metadata =
+                serde_json::to_string(&e.metadata).map_err(|err| Error::Serialization {
+                    event_type: e.event_type.clone(),
+                    source: err,
+                })?;
+            #[derive(QueryableByName)]
+            struct Inserted {
+                #[diesel(sql_type = BigInt)]
+                version: i64,
+                #[diesel(sql_type = Text)]
+                created_at: String,
+            }
+            let row: Vec<Inserted> = diesel::sql_query(
+                "INSERT INTO events (id, aggregate_id, event_type, data, metadata, stream_version) \
+                 VALUES (?, ?, ?, ?, ?, ?) RETURNING version, created_at",
+            )
+            .bind::<Text, _>(&e.id)
+            .bind::<Text, _>(&e.aggregate_id)
+            .bind::<Text, _>(&e.event_type)
+            .bind::<Text, _>(&data)
+            .bind::<Text, _>(&metadata)
+            .bind::<BigInt, _>(*head)
+            .load(c)?;
+            let row = row
+                .into_iter()
+                .next()
+                .ok_or_else(|| Error::database("append", "no row returned"))?;
+            recorded.push(e.clone().into_recorded(
+                row.version.max(0) as u64,
+                *head as u64,
+                parse_time(&row.created_at)?,
+            ));
+        }
+        Ok(recorded)
+    })
+}
+
+impl EventStore for SqliteStore {
+    async fn append(
+        &self,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> Result<Vec<Recorded>> {
+        validate::check_append(expected, &events)?;
+        if events.is_empty() {
+            if self.inner.closed.load(Ordering::Acquire) {
+                return Err(Error::StoreClosed);
+            }
+            return Ok(Vec::new());
+        }
+        // The immediate transaction holds the write lock from the id and
+        // stream checks to the commit, so no other writer can race them.
+        let recorded = self
+            .run("append", move |c| append_blocking(c, expected, &events))
+            .await?;
+        for e in &recorded {
+            self.inner.hub.notify(&e.aggregate_id, &e.event_type);
+        }
+        Ok(recorded)
+    }
+
+    async fn read(&self, filter: &Filter, after: Cursor, limit: usize) -> Result<Vec<Recorded>> {
+        validate::check_filter(filter)?;
+        let mut sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE version > ?");
+        let mut binds = Vec::new();
+        if let Some(streams) = filter.aggregate_ids() {
+            sql.push_str(" AND aggregate_id IN (SELECT value FROM json_each(?))");
+            binds.push(serde_json::to_string(streams).map_err(|e| Error::database("read", e))?);
+        }
+        if let Some(types) = filter.event_types() {
+            sql.push_str(" AND event_type IN (SELECT value FROM json_each(?))");
+            binds.push(serde_json::to_string(types).map_err(|e| Error::database("read", e))?);
+        }
+        sql.push_str(" ORDER BY version LIMIT ?");
+        let after = after.as_i64();
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.run("read", move |c| {
+            let mut query = diesel::sql_query(sql).into_boxed::<diesel::sqlite::Sqlite>();
+            query = query.bind::<BigInt, _>(after);
+            for b in binds {
+                query = query.bind::<Text, _>(b);
+            }
+            let rows: Vec<Row> = query.bind::<BigInt, _>(limit).load(c)?;
+            Ok(rows
+                .into_iter()
+                .map(Row::into_recorded)
+                .collect::<Result<_>>()?)
+        })
+        .await
+    }
+
+    async fn latest_version(&self) -> Result<Cursor> {
+        self.run("latest_version", |c| {
+            let n: Vec<Number> =
+                diesel::sql_query("SELECT max(version) AS n FROM events").load(c)?;
+            Ok(Cursor::new(
+                n.into_iter().next().and_then(|r| r.n).unwrap_or(0).max(0) as u64,
+            ))
+        })
+        .await
+    }
+
+    async fn stream_version(&self, aggregate_id: &str) -> Result<Option<u64>> {
+        validate::check_aggregate_id(aggregate_id)?;
+        let aggregate_id = aggregate_id.to_owned();
+        self.run("stream_version", move |c| {
+            let n: Vec<Number> = diesel::sql_query(
+                "SELECT max(stream_version) AS n FROM events WHERE aggregate_id = ?",
+            )
+            .bind::<Text, _>(&aggregate_id)
+            .load(c)?;
+            Ok(n.into_iter().next().and_then(|r| r.n).map(|v| v as u64))
+        })
+        .await
+    }
+
+    async fn close(&self) -> Result<()> {
+        self.inner.closed.store(true, Ordering::Release);
+        if let Some(task) = self
+            .inner
+            .poller
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        {
+            task.abort();
+        }
+        // Dropping the connection closes the file.
+        self.inner.conn.lock().await.take();
+        self.inner.hub.close();
+        Ok(())
+    }
+
+    fn batch_size(&self) -> usize {
+        self.inner.config.batch_size
+    }
+}
+
+impl SubscriptionSource for SqliteStore {
+    fn hub(&self) -> &Hub {
+        &self.inner.hub
+    }
+
+    async fn load_checkpoint(&self, name: &str) -> Result<Option<Cursor>> {
+        let name = name.to_owned();
+        self.run("load_checkpoint", move |c| {
+            let n: Vec<Number> =
+                diesel::sql_query("SELECT position AS n FROM synckit_checkpoints WHERE name = ?")
+                    .bind::<Text, _>(&name)
+                    .load(c)?;
+            Ok(n.into_iter()
+                .next()
+                .and_then(|r| r.n)
+                .map(|v| Cursor::new(v.max(0) as u64)))
+        })
+        .await
+    }
+
+    async fn save_checkpoint(&self, name: &str, position: Cursor) -> Result<()> {
+        let name = name.to_owned();
+        self.run("save_checkpoint", move |c| {
+            diesel::sql_query(
+                "INSERT INTO synckit_checkpoints (name, position) VALUES (?, ?) \
+                 ON CONFLICT (name) DO UPDATE SET position = excluded.position, \
+                 updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')",
+            )
+            .bind::<Text, _>(&name)
+            .bind::<BigInt, _>(position.as_i64())
+            .execute(c)?;
+            Ok(())
+        })
+        .await
+    }
+
+    fn retry_delay(&self, attempt: u32) -> impl std::future::Future<Output = ()> + Send {
+        tokio::time::sleep(Duration::from_millis(20u64 << attempt.min(8)))
+    }
+}

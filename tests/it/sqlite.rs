@@ -1,0 +1,141 @@
+//! The embedded SQLite store: the shared behaviour suite on real files,
+//! another process's commits, and files that must be refused untouched.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use synckit::sqlite::{SqliteConfig, SqliteStore};
+use synckit::{Error, EventStore, ExpectedVersion, Filter, Start, SubscriptionSource};
+
+use crate::behaviour::{Account, next_within};
+
+/// A store on a new file in its own temporary directory (kept alive with
+/// the store by leaking the guard: the directory goes with the process's
+/// temp cleanup).
+pub(crate) async fn fresh_store(batch_size: usize) -> SqliteStore {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut config = SqliteConfig::new(dir.path().join("events.db"));
+    config.batch_size = batch_size;
+    config.poll_interval = Duration::from_millis(20);
+    let store = SqliteStore::connect(config).await.expect("open");
+    std::mem::forget(dir);
+    store
+}
+
+mod suite {
+    crate::behaviour_suite!(async { super::fresh_store(7).await });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_connection_on_the_same_file_wakes_subscribers() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("shared.db");
+    let mut config = SqliteConfig::new(&path);
+    config.poll_interval = Duration::from_millis(20);
+    let reader = SqliteStore::connect(config.clone()).await.unwrap();
+    let writer = SqliteStore::connect(config).await.unwrap();
+    let mut sub = reader.subscribe(Filter::all(), Start::Now).await.unwrap();
+    writer
+        .append_event(
+            ExpectedVersion::NoStream,
+            &Account::Opened {
+                id: "a".into(),
+                owner: "Ada".into(),
+            },
+        )
+        .await
+        .unwrap();
+    let got = next_within(&mut sub).await.unwrap();
+    assert_eq!(got.aggregate_id, "a");
+    // The file really is shared: the writer's stream continues in the reader.
+    let err = reader
+        .append_event(
+            ExpectedVersion::NoStream,
+            &Account::Opened {
+                id: "a".into(),
+                owner: "Eve".into(),
+            },
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Conflict {
+                actual: Some(1),
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(sub.next().now_or_never_pending());
+}
+
+trait NowOrNever {
+    fn now_or_never_pending(self) -> bool;
+}
+
+impl<F: std::future::Future> NowOrNever for F {
+    fn now_or_never_pending(self) -> bool {
+        futures::FutureExt::now_or_never(self).is_none()
+    }
+}
+
+fn file_bytes(path: &std::path::Path) -> Vec<u8> {
+    std::fs::read(path).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_files_are_refused_and_left_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+
+    let err = SqliteStore::open(dir.path()).await.unwrap_err();
+    assert!(err.to_string().contains("is a directory"), "{err}");
+
+    let text = dir.path().join("notes.txt");
+    std::fs::write(
+        &text,
+        b"these are not the bytes of a database, just a note\n".repeat(100),
+    )
+    .unwrap();
+    let before = file_bytes(&text);
+    let err = SqliteStore::open(&text).await.unwrap_err();
+    assert!(err.to_string().contains("not a SQLite database"), "{err}");
+    assert_eq!(file_bytes(&text), before);
+
+    let foreign = dir.path().join("foreign.db");
+    {
+        use diesel::Connection;
+        use diesel::connection::SimpleConnection;
+        let mut c = diesel::SqliteConnection::establish(foreign.to_str().unwrap()).unwrap();
+        c.batch_execute("CREATE TABLE events (id INTEGER PRIMARY KEY, body TEXT); INSERT INTO events (body) VALUES ('x');")
+            .unwrap();
+    }
+    let before = file_bytes(&foreign);
+    let err = SqliteStore::open(&foreign).await.unwrap_err();
+    assert!(err.to_string().contains("did not create"), "{err}");
+    assert_eq!(file_bytes(&foreign), before);
+
+    let readonly = dir.path().join("readonly.db");
+    {
+        let store = SqliteStore::open(&readonly).await.unwrap();
+        store.close().await.unwrap();
+    }
+    let mut perms = std::fs::metadata(&readonly).unwrap().permissions();
+    perms.set_readonly(true);
+    std::fs::set_permissions(&readonly, perms).unwrap();
+    let running_as_root = std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false);
+    let before = file_bytes(&readonly);
+    match SqliteStore::open(&readonly).await {
+        Err(err) => assert!(err.to_string().contains("cannot be written"), "{err}"),
+        // root writes through file permissions; nothing to refuse then.
+        Ok(_) => assert!(running_as_root, "a read-only file was opened for writing"),
+    }
+    if !running_as_root {
+        assert_eq!(file_bytes(&readonly), before);
+    }
+}
