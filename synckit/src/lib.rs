@@ -36,15 +36,16 @@
 //!
 //! Every backend implements [`EventStore`] and [`SubscriptionSource`] with
 //! the same guarantees (see [`EventStore`]). [`MemoryStore`] runs anywhere,
-//! including `wasm32-unknown-unknown`; `postgres::PgStore` (feature
-//! `postgres`) is the production backend.
+//! including `wasm32-unknown-unknown`; `sqlite::SqliteStore` (feature
+//! `sqlite`) is the embedded default and `postgres::PgStore` (feature
+//! `postgres`) the production backend.
 //!
 //! ## Features
 //!
 //! | feature    | gives | default |
 //! |------------|-------|---------|
 //! | `derive`   | `#[derive(Event)]` | yes |
-//! | `sqlite`   | embedded SQLite store (reserved: the backend is not in this release yet) | yes |
+//! | `sqlite`   | embedded SQLite store, bundled ([`sqlite`]) | yes |
 //! | `postgres` | PostgreSQL store and LISTEN/NOTIFY subscriptions ([`postgres`]) | yes |
 //! | `schema`   | JSON Schema of every event type ([`Event::event_schemas`]) | yes |
 //! | `tls`      | TLS for PostgreSQL connections (rustls) | no |
