@@ -2,6 +2,7 @@
 
 mod behaviour;
 mod derive;
+mod import;
 mod memory;
 mod postgres;
 mod realtime;

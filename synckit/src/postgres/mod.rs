@@ -5,6 +5,7 @@
 
 mod config;
 mod connect;
+mod import;
 mod listener;
 mod migrate;
 mod rows;
@@ -23,6 +24,7 @@ use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use serde_json::Value;
 
 pub use config::Config;
+pub use import::{ImportProgress, ImportReport};
 pub use migrate::{MigrationReport, migrate};
 use rows::{Count, EVENT_COLUMNS, EventRow, Fence, FenceText, Inserted, Position, StreamHead};
 use statement::Statement;

@@ -203,6 +203,14 @@ fn open_checked(config: &SqliteConfig) -> Result<SqliteConnection> {
     if path.is_dir() {
         return Err(invalid_file(path, "is a directory, not a database file"));
     }
+    // Refused from the permission bits too, so that a privileged user (who
+    // could write anyway) gets the same answer as everyone else.
+    if std::fs::metadata(path).is_ok_and(|m| m.permissions().readonly()) {
+        return Err(invalid_file(
+            path,
+            "cannot be written: the file is read-only",
+        ));
+    }
     let url = path
         .to_str()
         .ok_or_else(|| invalid_file(path, "the path is not valid UTF-8"))?;

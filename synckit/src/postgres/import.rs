@@ -1,0 +1,212 @@
+//! Copying another store (the embedded SQLite one, typically) into
+//! PostgreSQL: in order, in batches, resumable, verified.
+
+use chrono::{DateTime, Utc};
+use diesel::sql_types::{Array, BigInt, Jsonb, Text, Timestamptz};
+use diesel_async::{AsyncConnection, RunQueryDsl};
+use futures::TryStreamExt;
+use md5::{Digest, Md5};
+use serde_json::Value;
+
+use super::PgStore;
+use super::rows::{Count, Position};
+use super::statement::Statement;
+use crate::cursor::Cursor;
+use crate::error::{Error, Result};
+use crate::filter::Filter;
+use crate::recorded::Recorded;
+use crate::store::EventStore;
+
+/// Progress of an import, reported after each batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ImportProgress {
+    /// Events copied so far, this run and earlier runs.
+    pub copied: u64,
+    /// Version in the source of the last event copied.
+    pub source_position: u64,
+}
+
+/// What an import did and found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ImportReport {
+    /// Events copied by this run (0 when an earlier run finished).
+    pub copied_now: u64,
+    /// Events in the source.
+    pub source_count: u64,
+    /// Events in the target.
+    pub target_count: u64,
+    /// Checksum over the source's events, in order.
+    pub source_checksum: String,
+    /// Checksum over the target's events, in order; equal to the source's.
+    pub target_checksum: String,
+}
+
+/// The checkpoint row that records how far an import got.
+fn checkpoint_name(source_name: &str) -> String {
+    format!("synckit.import:{source_name}")
+}
+
+/// An order-sensitive checksum and count over a store's events: id,
+/// aggregate, type, stream version, data, metadata and creation time (to the
+/// microsecond).
+pub(crate) async fn checksum<S: EventStore>(store: &S) -> Result<(u64, String)> {
+    let mut hasher = Md5::new();
+    let mut count = 0u64;
+    let mut events = store.read_stream(Filter::all(), Cursor::START);
+    while let Some(e) = events.try_next().await? {
+        let line = serde_json::to_string(&(
+            &e.id,
+            &e.aggregate_id,
+            &e.event_type,
+            e.stream_version,
+            &e.data,
+            &e.metadata,
+            e.created_at.timestamp_micros(),
+        ))
+        .map_err(|err| Error::database("checksum", err))?;
+        hasher.update(line.as_bytes());
+        hasher.update(b"\n");
+        count += 1;
+    }
+    let digest = hasher.finalize();
+    Ok((count, digest.iter().map(|b| format!("{b:02x}")).collect()))
+}
+
+impl PgStore {
+    /// Copies every event of `source` into this store, in order and in
+    /// batches of [`Config::batch_size`](super::Config), keeping ids,
+    /// aggregates, types, data, metadata, creation times and stream
+    /// versions; then verifies counts and checksums over both stores.
+    ///
+    /// `source_name` identifies the source (a file path, say): progress is
+    /// recorded under it in the same transaction as each batch, so a run
+    /// that is interrupted continues where it stopped when started again,
+    /// and never copies an event twice. The target must be empty or hold
+    /// only an earlier run of the same import.
+    pub async fn import_from<S: EventStore>(
+        &self,
+        source: &S,
+        source_name: &str,
+        mut on_progress: impl FnMut(ImportProgress) + Send,
+    ) -> Result<ImportReport> {
+        let name = checkpoint_name(source_name);
+        if name.len() > crate::validate::MAX_ID_LEN {
+            return Err(Error::invalid("source name", "is too long"));
+        }
+        let (mut position, mut copied) = self.import_start(&name).await?;
+        let mut copied_now = 0u64;
+        let batch = self.inner.config.batch_size.max(1);
+        loop {
+            let page = source
+                .read(&Filter::all(), Cursor::new(position), batch)
+                .await?;
+            let Some(last) = page.last().map(|e| e.version) else {
+                break;
+            };
+            self.import_batch(&name, &page, last).await?;
+            position = last;
+            copied += page.len() as u64;
+            copied_now += page.len() as u64;
+            on_progress(ImportProgress {
+                copied,
+                source_position: position,
+            });
+            if page.len() < batch {
+                break;
+            }
+        }
+        let (source_count, source_checksum) = checksum(source).await?;
+        let (target_count, target_checksum) = checksum(self).await?;
+        if source_count != target_count || source_checksum != target_checksum {
+            return Err(Error::database(
+                "import",
+                format!(
+                    "verification failed: source has {source_count} events ({source_checksum}), \
+                     target {target_count} ({target_checksum})"
+                ),
+            ));
+        }
+        Ok(ImportReport {
+            copied_now,
+            source_count,
+            target_count,
+            source_checksum,
+            target_checksum,
+        })
+    }
+
+    /// Where an import resumes: the source version after which to read, and
+    /// how many events earlier runs copied.
+    async fn import_start(&self, name: &str) -> Result<(u64, u64)> {
+        let name = name.to_owned();
+        self.with_conn("import", async |conn| {
+            let done: Vec<Position> =
+                Statement::new("SELECT position FROM synckit_checkpoints WHERE name = $1")
+                    .bind::<Text, _>(&name)
+                    .load(&mut *conn)
+                    .await
+                    .map_err(|e| Error::database("import", e))?;
+            let count: Vec<Count> = Statement::new("SELECT count(*) AS count FROM events")
+                .load(&mut *conn)
+                .await
+                .map_err(|e| Error::database("import", e))?;
+            let count = count.into_iter().next().map_or(0, |c| c.count.max(0) as u64);
+            match done.into_iter().next() {
+                Some(p) => Ok((p.position.max(0) as u64, count)),
+                None if count == 0 => Ok((0, 0)),
+                None => Err(Error::invalid(
+                    "import target",
+                    format!("holds {count} events that no earlier run of this import copied; import into an empty database"),
+                )),
+            }
+        })
+        .await
+    }
+
+    async fn import_batch(&self, name: &str, page: &[Recorded], last: u64) -> Result<()> {
+        let ids: Vec<&str> = page.iter().map(|e| e.id.as_str()).collect();
+        let aggregates: Vec<&str> = page.iter().map(|e| e.aggregate_id.as_str()).collect();
+        let types: Vec<&str> = page.iter().map(|e| e.event_type.as_str()).collect();
+        let data: Vec<&Value> = page.iter().map(|e| &e.data).collect();
+        let metadata: Vec<Value> = page
+            .iter()
+            .map(|e| Value::Object(e.metadata.clone()))
+            .collect();
+        let stream_versions: Vec<i64> = page.iter().map(|e| e.stream_version as i64).collect();
+        let created: Vec<DateTime<Utc>> = page.iter().map(|e| e.created_at).collect();
+        let name = name.to_owned();
+        let position = Cursor::new(last).as_i64();
+        self.with_conn("import", async |conn| {
+            conn.transaction::<_, diesel::result::Error, _>(async |conn| {
+                Statement::new(
+                    "INSERT INTO events (id, aggregate_id, event_type, data, metadata, stream_version, created_at) \
+                     SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::jsonb[], $5::jsonb[], $6::bigint[], $7::timestamptz[])",
+                )
+                .bind::<Array<Text>, _>(&ids)
+                .bind::<Array<Text>, _>(&aggregates)
+                .bind::<Array<Text>, _>(&types)
+                .bind::<Array<Jsonb>, _>(&data)
+                .bind::<Array<Jsonb>, _>(&metadata)
+                .bind::<Array<BigInt>, _>(&stream_versions)
+                .bind::<Array<Timestamptz>, _>(&created)
+                .execute(&mut *conn)
+                .await?;
+                // Progress commits with the batch: all or nothing.
+                Statement::new(
+                    "INSERT INTO synckit_checkpoints (name, position) VALUES ($1, $2) \
+                     ON CONFLICT (name) DO UPDATE SET position = EXCLUDED.position, updated_at = now()",
+                )
+                .bind::<Text, _>(&name)
+                .bind::<BigInt, _>(position)
+                .execute(&mut *conn)
+                .await?;
+                Ok(())
+            })
+            .await
+            .map_err(|e| Error::database("import", e))
+        })
+        .await
+    }
+}
