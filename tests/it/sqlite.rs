@@ -129,3 +129,55 @@ async fn bad_files_are_refused_and_left_untouched() {
     assert!(err.to_string().contains("cannot be written"), "{err}");
     assert_eq!(file_bytes(&readonly), before);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_by_another_os_process_reaches_subscribers() {
+    let Ok(python) = which_python() else {
+        panic!(
+            "this test writes from a second process with python3's sqlite3 module: install python3"
+        );
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("shared.db");
+    let mut config = SqliteConfig::new(&path);
+    config.poll_interval = Duration::from_millis(20);
+    let store = SqliteStore::connect(config).await.unwrap();
+    let mut sub = store.subscribe(Filter::all(), Start::Now).await.unwrap();
+    let status = std::process::Command::new(python)
+        .arg("-c")
+        .arg(
+            "import sqlite3, sys\n\
+             c = sqlite3.connect(sys.argv[1], timeout=10)\n\
+             c.execute(\"INSERT INTO events (id, aggregate_id, event_type, data, metadata, stream_version) \
+             VALUES ('from-python', 'py', 'Deposited', '{\\\"id\\\": \\\"py\\\", \\\"amount\\\": 5}', '{}', 1)\")\n\
+             c.commit()\n",
+        )
+        .arg(&path)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let got = next_within(&mut sub).await.unwrap();
+    assert_eq!(got.id, "from-python");
+    let typed = got.decode::<Account>().unwrap();
+    assert_eq!(
+        typed.data,
+        Account::Deposited {
+            id: "py".into(),
+            amount: 5
+        }
+    );
+}
+
+fn which_python() -> Result<&'static str, ()> {
+    for candidate in ["python3", "python"] {
+        if std::process::Command::new(candidate)
+            .arg("-c")
+            .arg("import sqlite3")
+            .status()
+            .is_ok_and(|s| s.success())
+        {
+            return Ok(candidate);
+        }
+    }
+    Err(())
+}
