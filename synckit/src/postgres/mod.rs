@@ -44,6 +44,22 @@ use crate::validate;
 /// the one a serial execution would give.
 const APPEND_RETRIES: u32 = 8;
 
+/// Figures about what a PostgreSQL store holds.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct Summary {
+    /// Events stored.
+    pub events: u64,
+    /// Version of the last event readers can see.
+    pub latest_version: u64,
+    /// Distinct aggregates.
+    pub streams: u64,
+    /// Events per type, most frequent first.
+    pub per_type: Vec<(String, u64)>,
+    /// The server's notification queue usage, 0.0 to 1.0.
+    pub notification_queue_usage: f64,
+}
+
 /// Connection pool figures (the seed's `Stats`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -247,6 +263,56 @@ impl PgStore {
             metrics::gauge!("synckit_pool_idle_connections").set(stats.idle);
         }
         Ok(stats)
+    }
+
+    /// Counts of events, streams and types, and the server's notification
+    /// queue usage (0.0 to 1.0).
+    pub async fn summary(&self) -> Result<Summary> {
+        #[derive(diesel::QueryableByName)]
+        struct Totals {
+            #[diesel(sql_type = BigInt)]
+            events: i64,
+            #[diesel(sql_type = BigInt)]
+            streams: i64,
+            #[diesel(sql_type = diesel::sql_types::Double)]
+            queue_usage: f64,
+        }
+        #[derive(diesel::QueryableByName)]
+        struct TypeCount {
+            #[diesel(sql_type = Text)]
+            event_type: String,
+            #[diesel(sql_type = BigInt)]
+            count: i64,
+        }
+        let latest_version = self.latest_version().await?.version();
+        self.with_conn("summary", async |conn| {
+            let totals: Vec<Totals> = Statement::new(
+                "SELECT count(*) AS events, count(DISTINCT aggregate_id) AS streams, \
+                 pg_notification_queue_usage() AS queue_usage FROM events",
+            )
+            .load(&mut *conn)
+            .await
+            .map_err(db("summary"))?;
+            let per_type: Vec<TypeCount> = Statement::new(
+                "SELECT event_type, count(*) AS count FROM events GROUP BY event_type \
+                 ORDER BY count DESC, event_type",
+            )
+            .load(&mut *conn)
+            .await
+            .map_err(db("summary"))?;
+            let totals = totals.into_iter().next();
+            Ok(Summary {
+                events: totals.as_ref().map_or(0, |t| t.events.max(0) as u64),
+                latest_version,
+                streams: totals.as_ref().map_or(0, |t| t.streams.max(0) as u64),
+                per_type: per_type
+                    .into_iter()
+                    .map(|t| (t.event_type, t.count.max(0) as u64))
+                    .collect(),
+                notification_queue_usage: totals.map_or(0.0, |t| t.queue_usage),
+            })
+        })
+        .await
     }
 
     /// The event with this id, or [`Error::EventNotFound`].

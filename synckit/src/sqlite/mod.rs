@@ -198,7 +198,7 @@ fn invalid_file(path: &Path, reason: impl std::fmt::Display) -> Error {
 
 /// Opens the file and checks it before anything is written: a SQLite
 /// database, writable, and either empty or synckit's.
-fn open_checked(config: &SqliteConfig) -> Result<SqliteConnection> {
+fn open_checked(config: &SqliteConfig) -> Result<(SqliteConnection, Vec<String>)> {
     let path = &config.path;
     if path.is_dir() {
         return Err(invalid_file(path, "is a directory, not a database file"));
@@ -245,17 +245,44 @@ fn open_checked(config: &SqliteConfig) -> Result<SqliteConnection> {
     let pending = conn
         .pending_migrations(MIGRATIONS)
         .map_err(|e| Error::database("migrate", e.to_string()))?;
+    let mut applied = Vec::new();
     if !pending.is_empty() {
         // Under the write lock, so that processes opening the file together
         // migrate one after the other.
-        conn.immediate_transaction::<_, DieselError, _>(|c| {
-            c.run_pending_migrations(MIGRATIONS)
-                .map(|_| ())
-                .map_err(|e| DieselError::QueryBuilderError(e.to_string().into()))
-        })
-        .map_err(|e| Error::database("migrate", e))?;
+        applied = conn
+            .immediate_transaction::<_, DieselError, _>(|c| {
+                c.run_pending_migrations(MIGRATIONS)
+                    .map(|done| done.iter().map(ToString::to_string).collect())
+                    .map_err(|e| DieselError::QueryBuilderError(e.to_string().into()))
+            })
+            .map_err(|e| Error::database("migrate", e))?;
     }
-    Ok(conn)
+    Ok((conn, applied))
+}
+
+/// Creates or migrates the database file and returns the migrations it
+/// applied (none when it was up to date); refuses the same files as
+/// [`SqliteStore::connect`].
+pub async fn migrate(config: &SqliteConfig) -> Result<Vec<String>> {
+    let config = config.clone();
+    let (_, applied) = tokio::task::spawn_blocking(move || open_checked(&config))
+        .await
+        .map_err(|e| Error::database("migrate", e))??;
+    Ok(applied)
+}
+
+/// Figures about what a store holds.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct StoreSummary {
+    /// Events stored.
+    pub events: u64,
+    /// Version of the last event readers can see.
+    pub latest_version: u64,
+    /// Distinct aggregates.
+    pub streams: u64,
+    /// Events per type, most frequent first.
+    pub per_type: Vec<(String, u64)>,
 }
 
 impl SqliteStore {
@@ -273,7 +300,7 @@ impl SqliteStore {
             return Err(Error::invalid("config", "batch_size must be at least 1"));
         }
         let opening = config.clone();
-        let conn = tokio::task::spawn_blocking(move || open_checked(&opening))
+        let (conn, _) = tokio::task::spawn_blocking(move || open_checked(&opening))
             .await
             .map_err(|e| Error::database("open", e))??;
         let poll_config = config.clone();
@@ -288,6 +315,37 @@ impl SqliteStore {
         let poller = tokio::spawn(watch_other_processes(poll_config, hub));
         *inner.poller.lock().unwrap_or_else(|p| p.into_inner()) = Some(poller);
         Ok(SqliteStore { inner })
+    }
+
+    /// Counts of events, streams and types.
+    pub async fn summary(&self) -> Result<StoreSummary> {
+        #[derive(QueryableByName)]
+        struct TypeCount {
+            #[diesel(sql_type = Text)]
+            event_type: String,
+            #[diesel(sql_type = BigInt)]
+            count: i64,
+        }
+        self.run("summary", |c| {
+            let one = |c: &mut SqliteConnection, sql: &str| -> std::result::Result<u64, TxError> {
+                let n: Vec<Number> = diesel::sql_query(sql).load(c)?;
+                Ok(n.into_iter().next().and_then(|r| r.n).unwrap_or(0).max(0) as u64)
+            };
+            let events = one(c, "SELECT count(*) AS n FROM events")?;
+            let latest_version = one(c, "SELECT max(version) AS n FROM events")?;
+            let streams = one(c, "SELECT count(DISTINCT aggregate_id) AS n FROM events")?;
+            let per_type: Vec<TypeCount> = diesel::sql_query(
+                "SELECT event_type, count(*) AS count FROM events GROUP BY event_type ORDER BY count DESC, event_type",
+            )
+            .load(c)?;
+            Ok(StoreSummary {
+                events,
+                latest_version,
+                streams,
+                per_type: per_type.into_iter().map(|t| (t.event_type, t.count.max(0) as u64)).collect(),
+            })
+        })
+        .await
     }
 
     /// The database file.

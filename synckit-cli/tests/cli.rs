@@ -1,0 +1,183 @@
+//! The real `synckit` binary against a real server.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use serde_json::json;
+use synckit::postgres::{Config, PgStore};
+use synckit::sqlite::SqliteStore;
+use synckit::{EventStore, ExpectedVersion, NewEvent};
+use synckit_workspace::{database_url, raw_client};
+
+fn synckit(database: &str, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_synckit"))
+        .args(args)
+        .env("DATABASE_URL", database)
+        .output()
+        .expect("run synckit")
+}
+
+fn stdout(output: &std::process::Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_twice_is_a_no_op_the_second_time() {
+    let url = database_url().await;
+    let first = synckit(&url, &["migrate"]);
+    assert!(first.status.success(), "{first:?}");
+    assert!(
+        stdout(&first).contains("applied 20261124000001"),
+        "{}",
+        stdout(&first)
+    );
+    let second = synckit(&url, &["migrate"]);
+    assert!(second.status.success());
+    assert_eq!(stdout(&second).trim(), "up to date: no migration applied");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_are_one_line_and_a_failure_exit() {
+    let out = Command::new(env!("CARGO_BIN_EXE_synckit"))
+        .arg("stats")
+        .env_remove("DATABASE_URL")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("DATABASE_URL"), "{err}");
+    let out = synckit("postgres://u:secret@127.0.0.1:1/db", &["stats"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(!err.contains("secret"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn import_sqlite_moves_10k_events_and_a_second_run_adds_none() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("events.db");
+    let source = SqliteStore::open(&file).await.unwrap();
+    for chunk in 0..10 {
+        let batch: Vec<_> = (0..1000)
+            .map(|k| {
+                NewEvent::new(
+                    format!("a-{}", k % 50),
+                    "T",
+                    json!({ "n": chunk * 1000 + k }),
+                )
+            })
+            .collect();
+        source.append(ExpectedVersion::Any, batch).await.unwrap();
+    }
+    source.close().await.unwrap();
+    let url = database_url().await;
+    let file = file.display().to_string();
+    let first = synckit(&url, &["import-sqlite", &file]);
+    assert!(first.status.success(), "{first:?}");
+    assert!(
+        stdout(&first).contains("copied 10000 events now"),
+        "{}",
+        stdout(&first)
+    );
+    let second = synckit(&url, &["import-sqlite", &file]);
+    assert!(second.status.success(), "{second:?}");
+    assert!(
+        stdout(&second).contains("copied 0 events now"),
+        "{}",
+        stdout(&second)
+    );
+    let stats = synckit(&url, &["stats"]);
+    assert!(
+        stdout(&stats).contains("events:                   10000"),
+        "{}",
+        stdout(&stats)
+    );
+    assert!(
+        stdout(&stats).contains("streams:                  50"),
+        "{}",
+        stdout(&stats)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tail_json_follows_another_process_and_survives_a_killed_connection() {
+    let url = database_url().await;
+    let store = PgStore::connect(Config::new(url.clone())).await.unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_synckit"))
+        .args(["tail", "--json", "--from", "beginning"])
+        .env("DATABASE_URL", &url)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = mpsc::channel();
+    let out = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let next = |what: &str| {
+        rx.recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|_| panic!("no line for {what} within 30 s"))
+    };
+    for i in 0..3 {
+        store
+            .append(
+                ExpectedVersion::Any,
+                vec![NewEvent::new("t", "T", json!({ "i": i }))],
+            )
+            .await
+            .unwrap();
+    }
+    for i in 0..3u64 {
+        let v: serde_json::Value = serde_json::from_str(&next("the first events")).unwrap();
+        assert_eq!(v["version"], i + 1);
+        assert_eq!(v["data"]["i"], i);
+    }
+    // Kill every connection of the tail (pool and listener).
+    let admin = raw_client(&url).await;
+    admin
+        .execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE datname = current_database() AND pid <> pg_backend_pid() \
+             AND application_name IN ('synckit', 'synckit-listener')",
+            &[],
+        )
+        .await
+        .unwrap();
+    for i in 3..6 {
+        let mut attempts = 0;
+        loop {
+            match store
+                .append(
+                    ExpectedVersion::Any,
+                    vec![NewEvent::new("t", "T", json!({ "i": i }))],
+                )
+                .await
+            {
+                Ok(_) => break,
+                // Our own pooled connections were killed too: retry.
+                Err(e) if e.is_transient() && attempts < 20 => attempts += 1,
+                Err(e) => panic!("{e}"),
+            }
+        }
+    }
+    let mut seen = Vec::new();
+    while seen.len() < 3 {
+        let v: serde_json::Value = serde_json::from_str(&next("events after the kill")).unwrap();
+        seen.push(v["data"]["i"].as_u64().unwrap());
+    }
+    assert_eq!(seen, vec![3, 4, 5]);
+    // Ctrl-C ends it cleanly.
+    Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+}
