@@ -15,7 +15,7 @@ use crate::error::{Error, Result};
 use crate::filter::Filter;
 use crate::hub::Hub;
 use crate::recorded::{NewEvent, Recorded};
-use crate::store::{DEFAULT_BATCH_SIZE, EventStore, SubscriptionSource};
+use crate::store::{DEFAULT_BATCH_SIZE, EventStore, SubscriptionSource, idempotent_replay};
 use crate::validate;
 
 #[derive(Default)]
@@ -147,43 +147,6 @@ impl MemoryStore {
             state.events.push(event.clone());
         }
         Ok(recorded)
-    }
-}
-
-/// Decides whether an append repeats events stored earlier.
-///
-/// `Ok(Some(stored))` when every event exists with the same content (a retry:
-/// nothing to write), `Ok(None)` when none exists, and
-/// [`Error::DuplicateEvent`] when an id exists with other content or the
-/// batch overlaps stored events only in part.
-pub(crate) fn idempotent_replay<'a, F>(
-    events: impl Iterator<Item = &'a NewEvent>,
-    lookup: F,
-) -> Result<Option<Vec<Recorded>>>
-where
-    F: Fn(&str) -> Option<&'a Recorded>,
-{
-    let mut found = Vec::new();
-    let mut missing = None;
-    for event in events {
-        match lookup(&event.id) {
-            Some(stored) if event.same_content(stored) => found.push(stored.clone()),
-            Some(_) => {
-                return Err(Error::DuplicateEvent {
-                    id: event.id.clone(),
-                    reason: "an event with this id exists with other content".to_owned(),
-                });
-            }
-            None => missing = Some(event.id.clone()),
-        }
-    }
-    match (found.first(), missing) {
-        (None, _) => Ok(None),
-        (Some(_), None) => Ok(Some(found)),
-        (Some(stored), Some(_)) => Err(Error::DuplicateEvent {
-            id: stored.id.clone(),
-            reason: "the batch repeats some stored events but not all".to_owned(),
-        }),
     }
 }
 

@@ -33,9 +33,8 @@ use crate::cursor::{Cursor, ExpectedVersion};
 use crate::error::{Error, Result};
 use crate::filter::Filter;
 use crate::hub::Hub;
-use crate::memory::idempotent_replay;
 use crate::recorded::{NewEvent, Recorded};
-use crate::store::{EventStore, SubscriptionSource};
+use crate::store::{EventStore, SubscriptionSource, idempotent_replay};
 use crate::validate;
 
 /// How often an append is retried after losing a race on a unique index

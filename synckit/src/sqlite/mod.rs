@@ -26,9 +26,8 @@ use crate::cursor::{Cursor, ExpectedVersion};
 use crate::error::{Error, Result};
 use crate::filter::Filter;
 use crate::hub::Hub;
-use crate::memory::idempotent_replay;
 use crate::recorded::{NewEvent, Recorded};
-use crate::store::{DEFAULT_BATCH_SIZE, EventStore, SubscriptionSource};
+use crate::store::{DEFAULT_BATCH_SIZE, EventStore, SubscriptionSource, idempotent_replay};
 use crate::validate;
 
 /// The SQLite migrations of `migrations/sqlite`, embedded.
