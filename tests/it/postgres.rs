@@ -487,3 +487,27 @@ async fn least_privilege_role_appends_and_reads_with_migrations_run_separately()
         .await;
     assert!(err.is_err());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn appends_at_every_length_limit_never_fail_on_notification_limits() {
+    use synckit::validate::{MAX_AGGREGATE_ID_LEN, MAX_EVENT_TYPE_LEN, MAX_ID_LEN};
+    let (store, _) = store_with(10).await;
+    // Multi-byte characters: the limits are in bytes, and so are PostgreSQL's
+    // 63-byte channel names and 8000-byte payloads.
+    let aggregate = "é".repeat(MAX_AGGREGATE_ID_LEN / 2);
+    let event = NewEvent::new(aggregate.clone(), "t".repeat(MAX_EVENT_TYPE_LEN), json!({}))
+        .with_id("i".repeat(MAX_ID_LEN));
+    let recorded = store
+        .append(ExpectedVersion::NoStream, vec![event])
+        .await
+        .unwrap();
+    assert_eq!(recorded[0].aggregate_id, aggregate);
+    assert_eq!(
+        store
+            .load_by_aggregate(&aggregate, Cursor::START)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+}

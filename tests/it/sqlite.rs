@@ -68,17 +68,7 @@ async fn another_connection_on_the_same_file_wakes_subscribers() {
         ),
         "{err}"
     );
-    assert!(sub.next().now_or_never_pending());
-}
-
-trait NowOrNever {
-    fn now_or_never_pending(self) -> bool;
-}
-
-impl<F: std::future::Future> NowOrNever for F {
-    fn now_or_never_pending(self) -> bool {
-        futures::FutureExt::now_or_never(self).is_none()
-    }
+    assert!(futures::FutureExt::now_or_never(sub.next()).is_none());
 }
 
 fn file_bytes(path: &std::path::Path) -> Vec<u8> {

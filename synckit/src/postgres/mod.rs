@@ -609,10 +609,16 @@ impl EventStore for PgStore {
                 Err(TxError::Db(e)) => return Err(Error::database("append", e)),
             }
         };
-        for event in &recorded {
-            self.inner
-                .hub
-                .notify(&event.aggregate_id, &event.event_type);
+        // The listener's NOTIFY wakes the subscriptions of this process as
+        // it wakes those of every other; waking them here as well would make
+        // each read twice per event. Only while it is down does the writer
+        // wake them itself (and the reconnect wakes everyone anyway).
+        if !self.inner.listener.is_connected() {
+            for event in &recorded {
+                self.inner
+                    .hub
+                    .notify(&event.aggregate_id, &event.event_type);
+            }
         }
         if self.inner.config.metrics {
             metrics::counter!("synckit_events_appended_total").increment(recorded.len() as u64);

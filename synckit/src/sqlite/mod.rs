@@ -408,19 +408,15 @@ async fn watch_other_processes(config: SqliteConfig, hub: Hub) {
     }
 }
 
+/// Runs an event query and decodes its rows.
 fn load_rows(
     conn: &mut SqliteConnection,
-    sql: &str,
-    binds: Vec<String>,
-    tail: &[i64],
+    query: diesel::query_builder::BoxedSqlQuery<
+        '_,
+        diesel::sqlite::Sqlite,
+        diesel::query_builder::SqlQuery,
+    >,
 ) -> std::result::Result<Vec<Recorded>, TxError> {
-    let mut query = diesel::sql_query(sql).into_boxed::<diesel::sqlite::Sqlite>();
-    for b in binds {
-        query = query.bind::<Text, _>(b);
-    }
-    for n in tail {
-        query = query.bind::<BigInt, _>(*n);
-    }
     let rows: Vec<Row> = query.load(conn)?;
     Ok(rows
         .into_iter()
@@ -438,11 +434,11 @@ fn append_blocking(
             .map_err(|e| Error::database("append", e))?;
         let stored = load_rows(
             c,
-            &format!(
+            diesel::sql_query(format!(
                 "SELECT {EVENT_COLUMNS} FROM events WHERE id IN (SELECT value FROM json_each(?))"
-            ),
-            vec![ids],
-            &[],
+            ))
+            .into_boxed()
+            .bind::<Text, _>(ids),
         )?;
         let by_id: HashMap<&str, &Recorded> = stored.iter().map(|r| (r.id.as_str(), r)).collect();
         if let Some(replay) = idempotent_replay(events.iter(), |id| by_id.get(id).copied())? {
@@ -556,16 +552,13 @@ impl EventStore for SqliteStore {
         let after = after.as_i64();
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         self.run("read", move |c| {
-            let mut query = diesel::sql_query(sql).into_boxed::<diesel::sqlite::Sqlite>();
-            query = query.bind::<BigInt, _>(after);
+            let mut query = diesel::sql_query(sql)
+                .into_boxed::<diesel::sqlite::Sqlite>()
+                .bind::<BigInt, _>(after);
             for b in binds {
                 query = query.bind::<Text, _>(b);
             }
-            let rows: Vec<Row> = query.bind::<BigInt, _>(limit).load(c)?;
-            Ok(rows
-                .into_iter()
-                .map(Row::into_recorded)
-                .collect::<Result<_>>()?)
+            load_rows(c, query.bind::<BigInt, _>(limit))
         })
         .await
     }
