@@ -311,6 +311,92 @@ async fn large_batches_are_chunked_and_atomic() {
     assert_eq!(again[0].stream_version, 2501);
 }
 
+/// Several streams interleaved in one batch that spans chunks, on streams
+/// that already hold events: each stream's positions continue from its head
+/// without gaps, in the order given, and the global versions follow the
+/// input order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interleaved_streams_continue_their_positions_across_chunks() {
+    let (store, _url) = store_with(4).await;
+    store
+        .append(
+            ExpectedVersion::Any,
+            vec![event("a", 0), event("b", 0), event("b", 1)],
+        )
+        .await
+        .unwrap();
+    let batch: Vec<_> = (0..11)
+        .map(|i| event(["a", "b", "c"][i % 3], i as u64 + 10))
+        .collect();
+    let recorded = store
+        .append(ExpectedVersion::Any, batch.clone())
+        .await
+        .unwrap();
+    let ids: Vec<&str> = recorded.iter().map(|r| r.id.as_str()).collect();
+    let sent: Vec<&str> = batch.iter().map(NewEvent::id).collect();
+    assert_eq!(ids, sent, "recorded in input order");
+    assert!(
+        recorded
+            .windows(2)
+            .all(|w| w[1].version == w[0].version + 1)
+    );
+    for (aggregate, head) in [("a", 1), ("b", 2), ("c", 0)] {
+        let positions: Vec<u64> = recorded
+            .iter()
+            .filter(|r| r.aggregate_id == aggregate)
+            .map(|r| r.stream_version)
+            .collect();
+        let expected: Vec<u64> = (head + 1..=head + positions.len() as u64).collect();
+        assert_eq!(positions, expected, "stream {aggregate}");
+    }
+    let stored = store.load_by_aggregate("b", Cursor::START).await.unwrap();
+    let positions: Vec<u64> = stored.iter().map(|r| r.stream_version).collect();
+    assert_eq!(positions, (1..=6).collect::<Vec<_>>());
+    // One stream over several chunks with an expectation: checked once,
+    // against the head before the batch; a failed one writes nothing.
+    let more: Vec<_> = (0..9).map(|i| event("a", 100 + i)).collect();
+    let err = store
+        .append(ExpectedVersion::Exact(1), more.clone())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Conflict {
+                actual: Some(5),
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert_eq!(store.count().await.unwrap(), 14);
+    let recorded = store.append(ExpectedVersion::Exact(5), more).await.unwrap();
+    let positions: Vec<u64> = recorded.iter().map(|r| r.stream_version).collect();
+    assert_eq!(positions, (6..=14).collect::<Vec<_>>());
+}
+
+/// Writers that do not expect a version never fail on each other: racing
+/// appends to one stream all land, at distinct consecutive positions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_appends_without_expectation_all_land_in_one_stream() {
+    let (store, _url) = store_with(100).await;
+    let writers = (0..8u64).map(|w| {
+        let store = store.clone();
+        async move {
+            for i in 0..10 {
+                store
+                    .append(ExpectedVersion::Any, vec![event("hot", w * 100 + i)])
+                    .await
+                    .unwrap();
+            }
+        }
+    });
+    futures::future::join_all(writers).await;
+    let stored = store.load_by_aggregate("hot", Cursor::START).await.unwrap();
+    let positions: Vec<u64> = stored.iter().map(|r| r.stream_version).collect();
+    assert_eq!(positions, (1..=80).collect::<Vec<_>>());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn get_missing_event_is_not_found() {
     let (store, _) = store_with(10).await;

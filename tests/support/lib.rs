@@ -40,6 +40,12 @@ impl Server {
         s
     }
 
+    /// A key=value connection string for the administrative database (the
+    /// one `DATABASE_URL` names, else `postgres`).
+    pub fn admin_url(&self) -> String {
+        self.url(&self.admin_db)
+    }
+
     /// The host (a name, an address or a socket directory).
     pub fn host(&self) -> &str {
         &self.host

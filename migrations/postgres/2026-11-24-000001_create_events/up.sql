@@ -57,12 +57,21 @@ BEGIN
         PERFORM pg_advisory_xact_lock_shared(4611686018427387904 + head + 1);
         PERFORM set_config('synckit.pending_mark', 'on', true);
     END IF;
-    NEW.version := nextval('events_version_seq');
     IF NEW.stream_version IS NULL THEN
-        -- Plain SQL inserts: the next position in the aggregate's stream.
+        -- The next position in the aggregate's stream (plain SQL inserts,
+        -- and appends without an expected version). The stream's lock
+        -- (two-key form, which the fence ignores) makes such writers take
+        -- turns: each reads the head after the previous one committed, as
+        -- this statement gets a fresh snapshot, so none of them loses a
+        -- race on the stream's unique position.
+        PERFORM pg_advisory_xact_lock(1937337195, hashtext(NEW.aggregate_id));
         SELECT coalesce(max(stream_version), 0) + 1 INTO NEW.stream_version
           FROM events WHERE aggregate_id = NEW.aggregate_id;
     END IF;
+    -- After the stream's lock: a writer that waited for it takes a higher
+    -- version than the one it waited for, so a stream's positions follow
+    -- the global order.
+    NEW.version := nextval('events_version_seq');
     RETURN NEW;
 END
 $$;
@@ -71,9 +80,13 @@ CREATE TRIGGER events_assign_positions
     BEFORE INSERT ON events
     FOR EACH ROW EXECUTE FUNCTION synckit_assign_positions();
 
+-- PL/pgSQL rather than SQL: the server keeps its plan for the session
+-- instead of planning the body on every call (a SQL function's body is
+-- planned per call), which more than halves the cost of every read.
 CREATE FUNCTION synckit_fence() RETURNS bigint
-LANGUAGE sql VOLATILE AS $$
-    SELECT LEAST(
+LANGUAGE plpgsql VOLATILE AS $$
+BEGIN
+    RETURN LEAST(
         (SELECT CASE WHEN is_called THEN last_value ELSE last_value - 1 END
            FROM events_version_seq),
         (SELECT min((((l.classid::bigint - 1073741824) << 32) | l.objid::bigint)) - 1
@@ -82,8 +95,8 @@ LANGUAGE sql VOLATILE AS $$
             AND l.objsubid = 1
             AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
             AND l.classid::bigint >= 1073741824
-            AND l.classid::bigint < 2147483648)
-    )
+            AND l.classid::bigint < 2147483648));
+END
 $$;
 
 -- Notifications: one on the aggregate's channel, one on `events_global`,

@@ -43,6 +43,56 @@ use crate::validate;
 /// the one a serial execution would give.
 const APPEND_RETRIES: u32 = 8;
 
+/// One chunk of an append in one round trip: the expected-version check
+/// on the first event's stream (its head must lie in `$8..=$9`) and the
+/// insert, all or nothing. `$6` numbers each event within its stream in
+/// this chunk (1, 2, ...); the statement adds the stream's head, read in
+/// the statement's snapshot. An ordinal of 0 leaves the position to the
+/// `events_assign_positions` trigger, which takes the stream's lock first.
+/// The rows go in input order, so the trigger takes the global versions in
+/// order.
+///
+/// The arrays sit in sub-selects so that the planner cannot see their
+/// lengths: its estimate is then the same with or without the values, and
+/// after five executions the server keeps one generic plan for the
+/// connection instead of planning every append anew (a custom plan costs
+/// more than executing a single-event append). The generic plan, an index
+/// probe per event, is the right one for every batch size.
+const APPEND_SQL: &str = "\
+INSERT INTO events (id, aggregate_id, event_type, data, metadata, stream_version) \
+SELECT i.id, i.aggregate_id, i.event_type, i.data, i.metadata, \
+       CASE WHEN i.n > 0 THEN coalesce(h.head, 0) + i.n END \
+  FROM unnest((SELECT $1::text[]), (SELECT $2::text[]), (SELECT $3::text[]), \
+              (SELECT $4::jsonb[]), (SELECT $5::jsonb[]), (SELECT $6::bigint[])) \
+       AS i(id, aggregate_id, event_type, data, metadata, n) \
+  LEFT JOIN LATERAL (SELECT e.stream_version AS head FROM events e \
+                      WHERE e.aggregate_id = i.aggregate_id \
+                      ORDER BY e.stream_version DESC LIMIT 1) h ON true \
+ WHERE (SELECT coalesce(max(e.stream_version), 0) FROM events e \
+         WHERE e.aggregate_id = $7) BETWEEN $8 AND $9 \
+RETURNING id, version, stream_version, created_at";
+
+/// Waits before an append retries after losing a race: a random delay that
+/// doubles with each attempt (up to ~13 ms), so that writers piling onto
+/// one stream spread out instead of colliding again.
+async fn race_backoff(attempt: u32) {
+    let ceiling = 200u64 << attempt.min(6);
+    tokio::time::sleep(Duration::from_micros(fastrand::u64(0..=ceiling))).await;
+}
+
+/// The stream heads `expected` accepts, as an inclusive range.
+fn head_range(expected: ExpectedVersion) -> (i64, i64) {
+    match expected {
+        ExpectedVersion::Any => (0, i64::MAX),
+        ExpectedVersion::NoStream => (0, 0),
+        ExpectedVersion::StreamExists => (1, i64::MAX),
+        ExpectedVersion::Exact(n) => {
+            let n = i64::try_from(n).unwrap_or(i64::MAX);
+            (n, n)
+        }
+    }
+}
+
 /// Figures about what a PostgreSQL store holds.
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
@@ -137,6 +187,8 @@ impl fmt::Debug for PgStore {
 enum TxError {
     Db(DieselError),
     Store(Error),
+    /// A concurrent append moved a stream between two statements: retry.
+    Raced,
 }
 
 impl From<DieselError> for TxError {
@@ -420,70 +472,69 @@ impl PgStore {
         events: &[NewEvent],
         chunk_size: usize,
     ) -> std::result::Result<Vec<Recorded>, TxError> {
-        // Stream heads, one index probe per aggregate.
-        let mut aggregates: Vec<&str> = events.iter().map(|e| e.aggregate_id.as_str()).collect();
-        aggregates.sort_unstable();
-        aggregates.dedup();
-        let heads: HashMap<String, i64> = Statement::new(
-            "SELECT a.aggregate_id, h.stream_version \
-             FROM unnest($1::text[]) AS a(aggregate_id) \
-             CROSS JOIN LATERAL (SELECT max(e.stream_version) AS stream_version \
-                                 FROM events e WHERE e.aggregate_id = a.aggregate_id) h \
-             WHERE h.stream_version IS NOT NULL",
-        )
-        .bind::<Array<Text>, _>(&aggregates)
-        .load::<StreamHead>(&mut *conn)
-        .await?
-        .into_iter()
-        .map(|h| (h.aggregate_id, h.stream_version))
-        .collect();
-        if let Some(first) = events.first() {
-            let actual = heads.get(&first.aggregate_id).map(|v| *v as u64);
-            if let Err(conflict) = expected.check(&first.aggregate_id, actual) {
-                // A retry of an append that succeeded meets its own events.
-                return match Self::replay_of(conn, events).await? {
-                    Some(replay) => Ok(replay),
-                    None => Err(conflict.into()),
-                };
-            }
-        }
-
-        let mut next: HashMap<&str, i64> = HashMap::new();
         let mut recorded = Vec::with_capacity(events.len());
-        for chunk in events.chunks(chunk_size) {
+        for (n, chunk) in events.chunks(chunk_size).enumerate() {
+            // Only the first chunk checks the expectation: later chunks of
+            // the same transaction see the earlier ones as the stream head.
+            let (lowest, highest) = if n == 0 {
+                head_range(expected)
+            } else {
+                head_range(ExpectedVersion::Any)
+            };
             let mut ids = Vec::with_capacity(chunk.len());
             let mut aggregate_ids = Vec::with_capacity(chunk.len());
             let mut types = Vec::with_capacity(chunk.len());
             let mut data = Vec::with_capacity(chunk.len());
             let mut metadata = Vec::with_capacity(chunk.len());
-            let mut stream_versions = Vec::with_capacity(chunk.len());
+            let mut ordinals = Vec::with_capacity(chunk.len());
+            let mut in_stream: HashMap<&str, i64> = HashMap::new();
             for e in chunk {
-                let slot = next
-                    .entry(e.aggregate_id.as_str())
-                    .or_insert_with(|| heads.get(&e.aggregate_id).copied().unwrap_or(0));
-                *slot += 1;
+                let n = in_stream.entry(e.aggregate_id.as_str()).or_insert(0);
+                *n += 1;
+                ordinals.push(*n);
+            }
+            // Without an expectation on one stream, the trigger assigns the
+            // positions under the stream's lock (ordinal 0), so such writers
+            // take turns instead of racing. Chunks over several streams stay
+            // optimistic: taking several locks in input order could
+            // deadlock against another writer's order.
+            if n == 0 && expected == ExpectedVersion::Any && in_stream.len() == 1 {
+                ordinals.fill(0);
+            }
+            for e in chunk {
                 ids.push(e.id.as_str());
                 aggregate_ids.push(e.aggregate_id.as_str());
                 types.push(e.event_type.as_str());
                 data.push(&e.data);
                 metadata.push(Value::Object(e.metadata.clone()));
-                stream_versions.push(*slot);
             }
+            let first = chunk[0].aggregate_id.as_str();
             // The database returns positions only; the rest is what we sent,
             // so no JSON travels back.
-            let rows: Vec<Inserted> = Statement::new(
-                "INSERT INTO events (id, aggregate_id, event_type, data, metadata, stream_version) \
-                 SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::jsonb[], $5::jsonb[], $6::bigint[]) \
-                 RETURNING id, version, stream_version, created_at",
-            )
-            .bind::<Array<Text>, _>(&ids)
-            .bind::<Array<Text>, _>(&aggregate_ids)
-            .bind::<Array<Text>, _>(&types)
-            .bind::<Array<Jsonb>, _>(&data)
-            .bind::<Array<Jsonb>, _>(&metadata)
-            .bind::<Array<BigInt>, _>(&stream_versions)
-            .load(&mut *conn)
-            .await?;
+            let rows: Vec<Inserted> = Statement::new(APPEND_SQL)
+                .bind::<Array<Text>, _>(&ids)
+                .bind::<Array<Text>, _>(&aggregate_ids)
+                .bind::<Array<Text>, _>(&types)
+                .bind::<Array<Jsonb>, _>(&data)
+                .bind::<Array<Jsonb>, _>(&metadata)
+                .bind::<Array<BigInt>, _>(&ordinals)
+                .bind::<Text, _>(first)
+                .bind::<BigInt, _>(lowest)
+                .bind::<BigInt, _>(highest)
+                .load(&mut *conn)
+                .await?;
+            if rows.is_empty() {
+                // The expectation failed (the statement inserts all or
+                // nothing). A retry of an append that succeeded meets its
+                // own events; otherwise report what the stream holds.
+                if let Some(replay) = Self::replay_of(conn, events).await? {
+                    return Ok(replay);
+                }
+                let actual = Self::stream_head(conn, first).await?;
+                expected.check(first, actual)?;
+                // The stream moved between the statement and this read.
+                return Err(TxError::Raced);
+            }
             let mut by_id: HashMap<String, Inserted> =
                 rows.into_iter().map(|r| (r.id.clone(), r)).collect();
             for e in chunk {
@@ -502,6 +553,24 @@ impl PgStore {
         }
         recorded.sort_by_key(|r| r.version);
         Ok(recorded)
+    }
+
+    /// The `stream_version` of an aggregate's last event.
+    async fn stream_head(
+        conn: &mut AsyncPgConnection,
+        aggregate_id: &str,
+    ) -> std::result::Result<Option<u64>, TxError> {
+        let rows: Vec<StreamHead> = Statement::new(
+            "SELECT stream_version FROM events \
+             WHERE aggregate_id = $1 ORDER BY stream_version DESC LIMIT 1",
+        )
+        .bind::<Text, _>(aggregate_id)
+        .load(&mut *conn)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .next()
+            .map(|h| h.stream_version.max(0) as u64))
     }
 
     /// Stores a durable subscription's position.
@@ -602,9 +671,21 @@ impl EventStore for PgStore {
                             Ok(None) => {}
                             Err(TxError::Store(e)) => return Err(e),
                             Err(TxError::Db(e)) => return Err(Error::database("append", e)),
+                            Err(TxError::Raced) => {}
                         }
                     }
                     tracing::debug!(constraint = ?info.constraint_name(), attempt, "append lost a race; retrying");
+                    race_backoff(attempt).await;
+                }
+                Err(TxError::Raced) if attempt < APPEND_RETRIES => {
+                    tracing::debug!(attempt, "a stream moved during the append; retrying");
+                    race_backoff(attempt).await;
+                }
+                Err(TxError::Raced) => {
+                    return Err(Error::database(
+                        "append",
+                        format!("streams kept moving: gave up after {APPEND_RETRIES} attempts"),
+                    ));
                 }
                 Err(TxError::Db(e)) => return Err(Error::database("append", e)),
             }
@@ -697,7 +778,7 @@ impl EventStore for PgStore {
         let aggregate_id = aggregate_id.to_owned();
         self.with_conn("stream_version", async |conn| {
             let heads: Vec<StreamHead> = Statement::new(
-                "SELECT aggregate_id, stream_version FROM events \
+                "SELECT stream_version FROM events \
                  WHERE aggregate_id = $1 ORDER BY stream_version DESC LIMIT 1",
             )
             .bind::<Text, _>(&aggregate_id)

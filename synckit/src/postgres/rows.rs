@@ -96,8 +96,6 @@ pub(crate) struct FenceText {
 
 #[derive(QueryableByName)]
 pub(crate) struct StreamHead {
-    #[diesel(sql_type = Text)]
-    pub(crate) aggregate_id: String,
     #[diesel(sql_type = BigInt)]
     pub(crate) stream_version: i64,
 }

@@ -1,0 +1,218 @@
+//! Per-operation timings of the stores (criterion): `cargo bench`.
+//!
+//! The comparison with raw SQL, peak memory and subscription latency live
+//! in the report program (`cargo run --release --example bench`); these
+//! track the cost of single operations across commits. PostgreSQL comes
+//! from `DATABASE_URL`, else the local server, else a private cluster.
+
+use std::time::Duration;
+
+use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use serde::{Deserialize, Serialize};
+use synckit::postgres::{Config, PgStore};
+use synckit::sqlite::SqliteStore;
+use synckit::{Cursor, Event, EventStore, ExpectedVersion, NewEvent};
+
+#[derive(Debug, Clone, Serialize, Deserialize, synckit::Event)]
+struct OrderLinePlaced {
+    #[event(aggregate_id)]
+    order_id: String,
+    line: u64,
+    customer: String,
+    sku: String,
+    quantity: u32,
+    unit_price_cents: u64,
+    currency: String,
+    channel: String,
+    note: String,
+}
+
+fn order_line(i: u64) -> OrderLinePlaced {
+    OrderLinePlaced {
+        order_id: format!("order-{:05}", i % 1000),
+        line: i,
+        customer: format!("customer-{:04}", i * 31 % 10_000),
+        sku: format!("SKU-{:06}", i * 7919 % 1_000_000),
+        quantity: (i % 5 + 1) as u32,
+        unit_price_cents: 1999 + i % 100,
+        currency: "EUR".to_owned(),
+        channel: "web-checkout".to_owned(),
+        note: "standard shipping, leave at the door".to_owned(),
+    }
+}
+
+fn batch(first: u64, n: u64) -> Vec<NewEvent> {
+    (first..first + n)
+        .map(|i| NewEvent::from_event(&order_line(i)).expect("encodable"))
+        .collect()
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+/// Encoding and decoding of typed events, without a database.
+fn typed(c: &mut Criterion) {
+    let mut g = c.benchmark_group("typed");
+    g.throughput(Throughput::Elements(1));
+    let event = order_line(7);
+    g.bench_function("encode", |b| {
+        b.iter(|| NewEvent::from_event(std::hint::black_box(&event)).expect("encode"))
+    });
+    let data = NewEvent::from_event(&event).expect("encode").data().clone();
+    g.bench_function("decode", |b| {
+        b.iter(|| OrderLinePlaced::decode("OrderLinePlaced", std::hint::black_box(data.clone())))
+    });
+    g.finish();
+}
+
+/// A fresh database for the benchmarks; its connection string.
+async fn fresh_database() -> String {
+    let server = synckit_workspace::server();
+    let admin = synckit_workspace::raw_client(&server.admin_url()).await;
+    admin
+        .batch_execute("DROP DATABASE IF EXISTS synckit_criterion WITH (FORCE)")
+        .await
+        .expect("drop");
+    admin
+        .batch_execute("CREATE DATABASE synckit_criterion")
+        .await
+        .expect("create");
+    server.url("synckit_criterion")
+}
+
+fn postgres(c: &mut Criterion) {
+    let rt = runtime();
+    let store = rt.block_on(async {
+        let store = PgStore::connect(Config::new(fresh_database().await))
+            .await
+            .expect("connect");
+        // Something to read.
+        for b in 0..10 {
+            store
+                .append(ExpectedVersion::Any, batch(b * 1000, 1000))
+                .await
+                .expect("seed");
+        }
+        store
+    });
+    let mut g = c.benchmark_group("postgres");
+    g.measurement_time(Duration::from_secs(5));
+    let mut next = 1_000_000;
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("append 1 event", |b| {
+        b.to_async(&rt).iter_batched(
+            || {
+                next += 1;
+                batch(next, 1)
+            },
+            |events| async {
+                store
+                    .append(ExpectedVersion::Any, events)
+                    .await
+                    .expect("append")
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    g.throughput(Throughput::Elements(1000));
+    g.sample_size(20);
+    g.bench_function("append 1,000 events", |b| {
+        b.to_async(&rt).iter_batched(
+            || {
+                next += 1000;
+                batch(next, 1000)
+            },
+            |events| async {
+                store
+                    .append(ExpectedVersion::Any, events)
+                    .await
+                    .expect("append")
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    g.bench_function("read 1,000 events, typed", |b| {
+        b.to_async(&rt).iter(|| async {
+            store
+                .read(&OrderLinePlaced::filter(), Cursor::START, 1000)
+                .await
+                .expect("read")
+                .into_iter()
+                .map(|r| r.decode::<OrderLinePlaced>().expect("decode"))
+                .collect::<Vec<_>>()
+        })
+    });
+    g.finish();
+    rt.block_on(store.close()).expect("close");
+}
+
+fn sqlite(c: &mut Criterion) {
+    let rt = runtime();
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let store = rt.block_on(async {
+        let store = SqliteStore::open(dir.path().join("bench.db"))
+            .await
+            .expect("open");
+        store
+            .append(ExpectedVersion::Any, batch(0, 10_000))
+            .await
+            .expect("seed");
+        store
+    });
+    let mut g = c.benchmark_group("sqlite");
+    let mut next = 1_000_000;
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("append 1 event", |b| {
+        b.to_async(&rt).iter_batched(
+            || {
+                next += 1;
+                batch(next, 1)
+            },
+            |events| async {
+                store
+                    .append(ExpectedVersion::Any, events)
+                    .await
+                    .expect("append")
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    g.throughput(Throughput::Elements(1000));
+    g.sample_size(20);
+    g.bench_function("append 1,000 events", |b| {
+        b.to_async(&rt).iter_batched(
+            || {
+                next += 1000;
+                batch(next, 1000)
+            },
+            |events| async {
+                store
+                    .append(ExpectedVersion::Any, events)
+                    .await
+                    .expect("append")
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    g.bench_function("read 1,000 events, typed", |b| {
+        b.to_async(&rt).iter(|| async {
+            store
+                .read(&OrderLinePlaced::filter(), Cursor::START, 1000)
+                .await
+                .expect("read")
+                .into_iter()
+                .map(|r| r.decode::<OrderLinePlaced>().expect("decode"))
+                .collect::<Vec<_>>()
+        })
+    });
+    g.finish();
+    rt.block_on(store.close()).expect("close");
+}
+
+criterion_group!(benches, typed, postgres, sqlite);
+criterion_main!(benches);

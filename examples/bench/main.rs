@@ -1,0 +1,86 @@
+//! synckit beside the fastest hand-written path, measured in one run on
+//! this machine: one table on stdout, and the same as JSON under
+//! `target/bench/` (`latest.json` and one file per run) for comparing
+//! commits.
+//!
+//! Run: `cargo run --release --example bench` (PostgreSQL from
+//! `DATABASE_URL`, else the local server, else a private cluster; it
+//! creates and drops its own databases). `-- --help` lists the sizes;
+//! `-- --only sqlite` runs the rows whose key matches.
+#![allow(clippy::print_stdout)]
+
+mod pg;
+mod report;
+mod sqlite;
+mod workload;
+
+use clap::Parser;
+
+#[derive(Parser)]
+#[command(about = "synckit beside raw SQL on this machine, one table")]
+struct Args {
+    /// 1,000-event batches each of the two writers appends per batch row.
+    #[arg(long, default_value_t = 30)]
+    batches: u64,
+    /// Single appends per single-append row (split among the writers).
+    #[arg(long, default_value_t = 3000)]
+    singles: u64,
+    /// Events of the PostgreSQL load row.
+    #[arg(long, default_value_t = 1_000_000)]
+    load_events: u64,
+    /// Stream subscriptions of the fan-out row.
+    #[arg(long, default_value_t = 10_000)]
+    streams: usize,
+    /// Latency samples per latency row.
+    #[arg(long, default_value_t = 500)]
+    samples: usize,
+    /// Events of the SQLite load row.
+    #[arg(long, default_value_t = 200_000)]
+    sqlite_load_events: u64,
+    /// Only the rows whose key contains one of these (keys: batch, single,
+    /// load, latency, fanout, notify, sqlite).
+    #[arg(long)]
+    only: Vec<String>,
+}
+
+#[tokio::main]
+async fn main() {
+    let args = Args::parse();
+    let run =
+        |key: &str| args.only.is_empty() || args.only.iter().any(|o| key.contains(o.as_str()));
+    let bench = pg::Bench::connect().await;
+    let machine = report::machine(&bench.server_version().await);
+    println!("machine: {machine}\n");
+    let mut table = report::Report::default();
+    if run("batch") {
+        table.push(bench.batch_append(args.batches).await);
+    }
+    if run("single") {
+        for writers in [1, 8, 32] {
+            table.push(bench.single_append(writers, args.singles).await);
+        }
+    }
+    if run("load") {
+        table.push(bench.load(args.load_events).await);
+    }
+    if run("latency") {
+        table.push(bench.commit_to_subscriber(args.samples).await);
+    }
+    if run("fanout") {
+        table.push(bench.many_subscriptions(args.streams, args.samples).await);
+    }
+    if run("notify") {
+        table.push(bench.notify_cost(args.batches).await);
+    }
+    bench.drop_databases().await;
+    if run("sqlite") {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        table.push(sqlite::batch_append(dir.path(), args.batches * 2).await);
+        table.push(sqlite::single_append(dir.path(), args.singles).await);
+        table.push(sqlite::load(dir.path(), args.sqlite_load_events).await);
+    }
+    match table.write_json(machine) {
+        Ok(path) => println!("\nwritten to {}", path.display()),
+        Err(e) => println!("\nnot written: {e}"),
+    }
+}

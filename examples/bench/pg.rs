@@ -1,0 +1,758 @@
+//! The PostgreSQL rows: each measures synckit and, in the same run on a
+//! fresh database with the identical schema (indexes and triggers
+//! included), the fastest path a hand-written tokio-postgres program takes.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use futures::{StreamExt, TryStreamExt};
+use serde_json::{Map, Value, json};
+use synckit::postgres::{Config, PgStore};
+use synckit::{Cursor, Event, EventStore, ExpectedVersion, NewEvent};
+use tokio::sync::Barrier;
+use tokio_postgres::binary_copy::BinaryCopyInWriter;
+use tokio_postgres::types::{Json, ToSql, Type};
+
+use crate::report::{self, Goal, Row};
+use crate::workload::{self, Heads, OrderLinePlaced};
+
+/// Rounds of the latency rows run before measuring.
+const WARM_UP: usize = 30;
+const BATCH: u64 = 1000;
+const INSERT_COLUMNS: &str =
+    "events (id, aggregate_id, event_type, data, metadata, stream_version)";
+
+/// The server and the databases the rows create (and drop at the end).
+pub struct Bench {
+    admin: tokio_postgres::Client,
+    server: synckit_workspace::Server,
+}
+
+impl Bench {
+    pub async fn connect() -> Bench {
+        let server = synckit_workspace::server();
+        let admin = raw(&server.admin_url()).await;
+        Bench { admin, server }
+    }
+
+    pub async fn server_version(&self) -> String {
+        let row = self
+            .admin
+            .query_one("SELECT version()", &[])
+            .await
+            .expect("version");
+        row.get(0)
+    }
+
+    /// A fresh database with synckit's schema; its connection string.
+    async fn fresh(&self, name: &str) -> String {
+        // One statement per call: DROP/CREATE DATABASE refuse to run in the
+        // implicit transaction of a multi-statement query.
+        self.admin
+            .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            .await
+            .expect("drop database");
+        self.admin
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await
+            .expect("create database");
+        let url = self.server.url(name);
+        store(&url).await.close().await.expect("close");
+        url
+    }
+
+    pub async fn drop_databases(&self) {
+        for name in ["synckit_bench_a", "synckit_bench_b"] {
+            let _ = self
+                .admin
+                .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                .await;
+        }
+    }
+
+    /// 1,000-event batches by 2 writers: synckit beside raw `unnest` and
+    /// binary COPY inserts of the same rows (the faster is the baseline).
+    pub async fn batch_append(&self, batches: u64) -> Row {
+        let s = batch_synckit(&self.fresh("synckit_bench_a").await, batches).await;
+        let u = batch_raw(
+            &self.fresh("synckit_bench_b").await,
+            batches,
+            RawBatch::Unnest,
+        )
+        .await;
+        let c = batch_raw(
+            &self.fresh("synckit_bench_b").await,
+            batches,
+            RawBatch::Copy,
+        )
+        .await;
+        let (b, how) = if u >= c { (u, "unnest") } else { (c, "COPY") };
+        Row {
+            measurement: "batch append, 1,000-event batches, 2 writers".into(),
+            synckit: report::rate(s),
+            baseline: format!(
+                "{} (raw {how}; {} unnest, {} COPY)",
+                report::rate(b),
+                report::rate(u),
+                report::rate(c)
+            ),
+            ratio: s / b,
+            goal: Goal::AtLeast(0.8),
+            figures: json!({"synckit": s, "raw_unnest": u, "raw_copy": c}),
+        }
+    }
+
+    /// The cost of the per-event NOTIFY: synckit's batch append with the
+    /// notify trigger beside the same without it.
+    pub async fn notify_cost(&self, batches: u64) -> Row {
+        let with = batch_synckit(&self.fresh("synckit_bench_a").await, batches).await;
+        let url = self.fresh("synckit_bench_b").await;
+        raw(&url)
+            .await
+            .batch_execute("DROP TRIGGER events_notify_trigger ON events")
+            .await
+            .expect("drop trigger");
+        let without = batch_synckit(&url, batches).await;
+        Row {
+            measurement: "NOTIFY cost: batch append with the notify trigger".into(),
+            synckit: report::rate(with),
+            baseline: format!("{} without the trigger", report::rate(without)),
+            ratio: with / without,
+            goal: Goal::Reported,
+            figures: json!({"with_trigger": with, "without_trigger": without}),
+        }
+    }
+
+    /// Single-event appends by `writers` concurrent writers.
+    pub async fn single_append(&self, writers: u64, total: u64) -> Row {
+        let per = (total / writers).max(1);
+        let (s, sp) = single_synckit(&self.fresh("synckit_bench_a").await, writers, per).await;
+        let (r, rp) = single_raw(&self.fresh("synckit_bench_b").await, writers, per).await;
+        Row {
+            measurement: format!(
+                "single appends, {writers} writer{}",
+                if writers == 1 { "" } else { "s" }
+            ),
+            synckit: format!("{}, p99 {}", report::rate(s), report::ms(sp)),
+            baseline: format!(
+                "{}, p99 {} (raw single-row INSERT)",
+                report::rate(r),
+                report::ms(rp)
+            ),
+            ratio: s / r,
+            goal: Goal::AtLeast(0.8),
+            figures: json!({"synckit": s, "synckit_p99_ms": sp.as_secs_f64() * 1e3,
+                            "raw": r, "raw_p99_ms": rp.as_secs_f64() * 1e3}),
+        }
+    }
+
+    /// Loads `events` events into typed structs, and a tenth of them, to
+    /// show that memory does not grow with the count.
+    pub async fn load(&self, events: u64) -> Row {
+        let url = self.fresh("synckit_bench_a").await;
+        seed(&url, events).await;
+        let small = (events / 10).max(1);
+        let (s_small, s_small_peak) = load_synckit(&url, small).await;
+        let (r_small, r_small_peak) = load_raw(&url, small).await;
+        let (s, s_peak) = load_synckit(&url, events).await;
+        let (r, r_peak) = load_raw(&url, events).await;
+        Row {
+            measurement: format!("load {} events into typed structs", thousands(events)),
+            synckit: format!(
+                "{}, peak RSS +{} (+{} at {})",
+                report::rate(s),
+                report::mib(s_peak),
+                report::mib(s_small_peak),
+                thousands(small)
+            ),
+            baseline: format!(
+                "{}, peak RSS +{} (raw SELECT + serde_json; +{} at {})",
+                report::rate(r),
+                report::mib(r_peak),
+                report::mib(r_small_peak),
+                thousands(small)
+            ),
+            ratio: s / r,
+            goal: Goal::AtLeast(0.8),
+            figures: json!({"events": events, "synckit": s, "synckit_peak_rss_bytes": s_peak,
+                            "raw": r, "raw_peak_rss_bytes": r_peak,
+                            "small_events": small, "synckit_small": s_small,
+                            "synckit_small_peak_rss_bytes": s_small_peak,
+                            "raw_small": r_small, "raw_small_peak_rss_bytes": r_small_peak}),
+        }
+    }
+
+    /// Append (from another store, as another process would) until a
+    /// typed live subscriber holds the event, beside the same row inserted
+    /// by a raw client until a raw LISTEN connection holds its NOTIFY. Both
+    /// include the insert and its commit; the bare NOTIFY round trip (no
+    /// insert, no commit to flush) is shown for scale.
+    pub async fn commit_to_subscriber(&self, samples: usize) -> Row {
+        let url = self.fresh("synckit_bench_a").await;
+        let mut s = fan_out(&url, 1, 0, samples).await.latencies;
+        let mut r = insert_to_listen(&url, samples).await;
+        let mut n = notify_round_trip(&url, samples).await;
+        let (s50, s99) = (
+            workload::percentile(&mut s, 50),
+            workload::percentile(&mut s, 99),
+        );
+        let (r50, r99) = (
+            workload::percentile(&mut r, 50),
+            workload::percentile(&mut r, 99),
+        );
+        let (n50, n99) = (
+            workload::percentile(&mut n, 50),
+            workload::percentile(&mut n, 99),
+        );
+        Row {
+            measurement: "append commit → typed live subscriber".into(),
+            synckit: format!("p50 {}, p99 {}", report::ms(s50), report::ms(s99)),
+            baseline: format!(
+                "p50 {}, p99 {} (raw INSERT → LISTEN; bare NOTIFY → LISTEN: p50 {}, p99 {})",
+                report::ms(r50),
+                report::ms(r99),
+                report::ms(n50),
+                report::ms(n99)
+            ),
+            ratio: s99.as_secs_f64() / r99.as_secs_f64(),
+            goal: Goal::AtMost(2.0),
+            figures: json!({"synckit_p50_ms": s50.as_secs_f64() * 1e3, "synckit_p99_ms": s99.as_secs_f64() * 1e3,
+                            "raw_p50_ms": r50.as_secs_f64() * 1e3, "raw_p99_ms": r99.as_secs_f64() * 1e3,
+                            "notify_p50_ms": n50.as_secs_f64() * 1e3, "notify_p99_ms": n99.as_secs_f64() * 1e3}),
+        }
+    }
+
+    /// `streams` stream subscriptions and 10 global ones on one store,
+    /// beside the same store with one subscription.
+    pub async fn many_subscriptions(&self, streams: usize, samples: usize) -> Row {
+        let many = fan_out(&self.fresh("synckit_bench_a").await, streams, 10, samples).await;
+        let one = fan_out(&self.fresh("synckit_bench_b").await, 1, 0, samples).await;
+        let (mut m, mut o) = (many.latencies, one.latencies);
+        let (m99, o99) = (
+            workload::percentile(&mut m, 99),
+            workload::percentile(&mut o, 99),
+        );
+        Row {
+            measurement: format!(
+                "{} stream + 10 global subscriptions on one store",
+                thousands(streams as u64)
+            ),
+            synckit: format!(
+                "p99 {}, RSS +{} (opened in {:.1} s)",
+                report::ms(m99),
+                report::mib(many.rss),
+                many.opening.as_secs_f64()
+            ),
+            baseline: format!(
+                "p99 {}, RSS +{} (1 subscription)",
+                report::ms(o99),
+                report::mib(one.rss)
+            ),
+            ratio: m99.as_secs_f64() / o99.as_secs_f64(),
+            goal: Goal::AtMost(2.0),
+            figures: json!({"streams": streams, "p99_ms": m99.as_secs_f64() * 1e3, "rss_bytes": many.rss,
+                            "opening_s": many.opening.as_secs_f64(),
+                            "one_p99_ms": o99.as_secs_f64() * 1e3, "one_rss_bytes": one.rss}),
+        }
+    }
+}
+
+fn thousands(n: u64) -> String {
+    report::rate(n as f64).trim_end_matches(" ev/s").to_owned()
+}
+
+async fn store(url: &str) -> PgStore {
+    let mut config = Config::new(url);
+    config.max_open_conns = 40;
+    config.max_idle_conns = 40;
+    PgStore::connect(config).await.expect("connect")
+}
+
+async fn raw(url: &str) -> tokio_postgres::Client {
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .expect("connect");
+    tokio::spawn(conn);
+    client
+}
+
+/// Runs `writers` tasks that each prepare, run their warm-up, wait for the
+/// others, then run the measured part and return its latencies. Returns
+/// the measured part's wall time and every latency.
+async fn run_writers<F, Fut>(writers: u64, body: F) -> (Duration, Vec<Duration>)
+where
+    F: Fn(u64, Arc<Barrier>) -> Fut,
+    Fut: Future<Output = Vec<Duration>> + Send + 'static,
+{
+    let barrier = Arc::new(Barrier::new(writers as usize + 1));
+    let tasks: Vec<_> = (0..writers)
+        .map(|w| tokio::spawn(body(w, barrier.clone())))
+        .collect();
+    barrier.wait().await;
+    let started = Instant::now();
+    let mut latencies = Vec::new();
+    for t in tasks {
+        latencies.extend(t.await.expect("writer"));
+    }
+    (started.elapsed(), latencies)
+}
+
+/// Events per second of 1,000-event batches by 2 writers, after one
+/// warm-up batch each.
+async fn batch_synckit(url: &str, batches: u64) -> f64 {
+    let store = store(url).await;
+    let (elapsed, _) = run_writers(2, |w, barrier| {
+        let store = store.clone();
+        async move {
+            let mut all: Vec<Vec<NewEvent>> = (0..=batches)
+                .map(|b| workload::owned_events(b * BATCH, BATCH, w, 2))
+                .collect();
+            let warm = all.remove(0);
+            store
+                .append(ExpectedVersion::Any, warm)
+                .await
+                .expect("append");
+            barrier.wait().await;
+            for events in all {
+                store
+                    .append(ExpectedVersion::Any, events)
+                    .await
+                    .expect("append");
+            }
+            Vec::new()
+        }
+    })
+    .await;
+    (batches * 2 * BATCH) as f64 / elapsed.as_secs_f64()
+}
+
+#[derive(Clone, Copy)]
+enum RawBatch {
+    Unnest,
+    Copy,
+}
+
+/// The same batches as rows: the writer tracks its stream positions in
+/// memory and sends no query but the insert.
+async fn batch_raw(url: &str, batches: u64, how: RawBatch) -> f64 {
+    let (elapsed, _) = run_writers(2, |w, barrier| {
+        let url = url.to_owned();
+        async move {
+            let mut client = raw(&url).await;
+            let unnest = client
+                .prepare(&format!(
+                    "INSERT INTO {INSERT_COLUMNS} SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::jsonb[], $5::jsonb[], $6::bigint[])"
+                ))
+                .await
+                .expect("prepare");
+            let mut heads = Heads::default();
+            let all: Vec<Vec<NewEvent>> = (0..=batches)
+                .map(|b| workload::owned_events(b * BATCH, BATCH, w, 2))
+                .collect();
+            for (b, events) in all.iter().enumerate() {
+                if b == 1 {
+                    barrier.wait().await;
+                }
+                let versions: Vec<i64> = events.iter().map(|e| heads.next(e.aggregate_id())).collect();
+                match how {
+                    RawBatch::Unnest => unnest_insert(&client, &unnest, events, &versions).await,
+                    RawBatch::Copy => copy_insert(&mut client, events, &versions).await,
+                }
+            }
+            Vec::new()
+        }
+    })
+    .await;
+    (batches * 2 * BATCH) as f64 / elapsed.as_secs_f64()
+}
+
+async fn unnest_insert(
+    client: &tokio_postgres::Client,
+    statement: &tokio_postgres::Statement,
+    events: &[NewEvent],
+    versions: &[i64],
+) {
+    let ids: Vec<&str> = events.iter().map(NewEvent::id).collect();
+    let aggregates: Vec<&str> = events.iter().map(NewEvent::aggregate_id).collect();
+    let types: Vec<&str> = events.iter().map(NewEvent::event_type).collect();
+    let data: Vec<&Value> = events.iter().map(NewEvent::data).collect();
+    let metadata: Vec<Json<&Map<String, Value>>> =
+        events.iter().map(|e| Json(e.metadata())).collect();
+    client
+        .execute(
+            statement,
+            &[&ids, &aggregates, &types, &data, &metadata, &versions],
+        )
+        .await
+        .expect("insert");
+}
+
+async fn copy_insert(client: &mut tokio_postgres::Client, events: &[NewEvent], versions: &[i64]) {
+    let tx = client.transaction().await.expect("begin");
+    let sink = tx
+        .copy_in(&format!("COPY {INSERT_COLUMNS} FROM STDIN BINARY"))
+        .await
+        .expect("copy");
+    let writer = BinaryCopyInWriter::new(
+        sink,
+        &[
+            Type::TEXT,
+            Type::TEXT,
+            Type::TEXT,
+            Type::JSONB,
+            Type::JSONB,
+            Type::INT8,
+        ],
+    );
+    let mut writer = std::pin::pin!(writer);
+    for (e, v) in events.iter().zip(versions) {
+        let metadata = Json(e.metadata());
+        let row: [&(dyn ToSql + Sync); 6] = [
+            &e.id(),
+            &e.aggregate_id(),
+            &e.event_type(),
+            e.data(),
+            &metadata,
+            v,
+        ];
+        writer.as_mut().write(&row).await.expect("copy row");
+    }
+    writer.finish().await.expect("copy end");
+    tx.commit().await.expect("commit");
+}
+
+/// Single appends by `writers`, `per_writer` each after 10 warm-up
+/// appends; events per second and p99 latency. Each append passes the
+/// stream's expected version, as a command handler does.
+async fn single_synckit(url: &str, writers: u64, per_writer: u64) -> (f64, Duration) {
+    let store = store(url).await;
+    let (elapsed, mut latencies) = run_writers(writers, |w, barrier| {
+        let store = store.clone();
+        async move {
+            let mut heads = Heads::default();
+            let events = workload::owned_events(0, per_writer + 10, w, writers);
+            let mut latencies = Vec::with_capacity(per_writer as usize);
+            for (i, e) in events.into_iter().enumerate() {
+                if i == 10 {
+                    barrier.wait().await;
+                }
+                let expected = ExpectedVersion::Exact(heads.current(e.aggregate_id()) as u64);
+                heads.next(e.aggregate_id());
+                let t = Instant::now();
+                store.append(expected, vec![e]).await.expect("append");
+                latencies.push(t.elapsed());
+            }
+            latencies.split_off(10)
+        }
+    })
+    .await;
+    let rate = (writers * per_writer) as f64 / elapsed.as_secs_f64();
+    (rate, workload::percentile(&mut latencies, 99))
+}
+
+async fn single_raw(url: &str, writers: u64, per_writer: u64) -> (f64, Duration) {
+    let (elapsed, mut latencies) = run_writers(writers, |w, barrier| {
+        let url = url.to_owned();
+        async move {
+            let client = raw(&url).await;
+            let insert = client
+                .prepare(&format!(
+                    "INSERT INTO {INSERT_COLUMNS} VALUES ($1, $2, $3, $4, $5, $6)"
+                ))
+                .await
+                .expect("prepare");
+            let mut heads = Heads::default();
+            let events = workload::owned_events(0, per_writer + 10, w, writers);
+            let mut latencies = Vec::with_capacity(per_writer as usize);
+            for (i, e) in events.iter().enumerate() {
+                if i == 10 {
+                    barrier.wait().await;
+                }
+                let version = heads.next(e.aggregate_id());
+                let t = Instant::now();
+                client
+                    .execute(
+                        &insert,
+                        &[
+                            &e.id(),
+                            &e.aggregate_id(),
+                            &e.event_type(),
+                            e.data(),
+                            &Json(e.metadata()),
+                            &version,
+                        ],
+                    )
+                    .await
+                    .expect("insert");
+                latencies.push(t.elapsed());
+            }
+            latencies.split_off(10)
+        }
+    })
+    .await;
+    let rate = (writers * per_writer) as f64 / elapsed.as_secs_f64();
+    (rate, workload::percentile(&mut latencies, 99))
+}
+
+/// Writes `events` events over 1,000 aggregates by binary COPY, 50,000 per
+/// transaction.
+async fn seed(url: &str, events: u64) {
+    let mut client = raw(url).await;
+    let mut heads = Heads::default();
+    let mut first = 0;
+    while first < events {
+        let count = (events - first).min(50_000);
+        let chunk = workload::owned_events(first, count, 0, 1);
+        let versions: Vec<i64> = chunk.iter().map(|e| heads.next(e.aggregate_id())).collect();
+        copy_insert(&mut client, &chunk, &versions).await;
+        first += count;
+    }
+    client
+        .batch_execute("VACUUM ANALYZE events")
+        .await
+        .expect("vacuum");
+}
+
+/// Events per second and peak RSS growth of loading `events` typed events
+/// with synckit's paged read.
+async fn load_synckit(url: &str, events: u64) -> (f64, u64) {
+    let store = store(url).await;
+    report::reset_peak_rss();
+    let before = report::rss();
+    let started = Instant::now();
+    let quantities = store
+        .read_stream(OrderLinePlaced::filter(), Cursor::START)
+        .take(events as usize)
+        .map(|r| r.and_then(|r| r.decode::<OrderLinePlaced>()))
+        .try_fold(0u64, |sum, e| async move {
+            Ok(sum + u64::from(e.data.quantity))
+        })
+        .await
+        .expect("load");
+    let elapsed = started.elapsed();
+    assert!(quantities >= events, "every event loaded");
+    (
+        events as f64 / elapsed.as_secs_f64(),
+        report::peak_rss().saturating_sub(before),
+    )
+}
+
+/// The same rows, their columns decoded as synckit gives them, by one
+/// streamed SELECT decoding JSON straight into the types.
+async fn load_raw(url: &str, events: u64) -> (f64, u64) {
+    let client = raw(url).await;
+    report::reset_peak_rss();
+    let before = report::rss();
+    let started = Instant::now();
+    let limit = events as i64;
+    let rows = client
+        .query_raw(
+            "SELECT version, stream_version, id, aggregate_id, event_type, data, metadata, created_at \
+             FROM events WHERE event_type = 'OrderLinePlaced' ORDER BY version LIMIT $1",
+            [&limit as &(dyn ToSql + Sync)],
+        )
+        .await
+        .expect("select");
+    let quantities = rows
+        .map_ok(|row| {
+            let e = RawEvent {
+                version: row.get(0),
+                stream_version: row.get(1),
+                id: row.get(2),
+                aggregate_id: row.get(3),
+                event_type: row.get(4),
+                data: row.get::<_, Json<OrderLinePlaced>>(5).0,
+                metadata: row.get::<_, Json<Map<String, Value>>>(6).0,
+                created_at: row.get(7),
+            };
+            std::hint::black_box(&e);
+            u64::from(e.data.quantity)
+        })
+        .try_fold(0u64, |sum, q| async move { Ok(sum + q) })
+        .await
+        .expect("load");
+    let elapsed = started.elapsed();
+    assert!(quantities >= events, "every event loaded");
+    (
+        events as f64 / elapsed.as_secs_f64(),
+        report::peak_rss().saturating_sub(before),
+    )
+}
+
+/// What the raw program decodes each row into (synckit's `Recorded`).
+#[allow(dead_code)]
+struct RawEvent {
+    version: i64,
+    stream_version: i64,
+    id: String,
+    aggregate_id: String,
+    event_type: String,
+    data: OrderLinePlaced,
+    metadata: Map<String, Value>,
+    created_at: chrono::DateTime<chrono::Utc>,
+}
+
+struct FanOut {
+    latencies: Vec<Duration>,
+    /// RSS growth from opening the subscriptions.
+    rss: u64,
+    opening: Duration,
+}
+
+/// Opens `streams` typed stream subscriptions and `globals` typed global
+/// ones on one store, then appends from another store, each time to one of
+/// the streams, until that stream's subscriber holds the event.
+async fn fan_out(url: &str, streams: usize, globals: usize, samples: usize) -> FanOut {
+    let subscriber = store(url).await;
+    let writer = store(url).await;
+    while !subscriber.is_listener_connected() {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let before = report::rss();
+    let opened = Instant::now();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    for s in 0..streams {
+        let mut sub = OrderLinePlaced::subscribe_stream(&subscriber, workload::aggregate(s as u64))
+            .await
+            .expect("subscribe");
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            while let Some(Ok(e)) = sub.next().await {
+                let _ = tx.send((e.data.line, Instant::now()));
+            }
+        });
+    }
+    let seen = Arc::new(AtomicU64::new(0));
+    for _ in 0..globals {
+        let mut sub = OrderLinePlaced::subscribe(&subscriber)
+            .await
+            .expect("subscribe");
+        let seen = seen.clone();
+        tokio::spawn(async move {
+            while let Some(Ok(_)) = sub.next().await {
+                seen.fetch_add(1, Ordering::Relaxed);
+            }
+        });
+    }
+    let opening = opened.elapsed();
+    let rss = report::rss().saturating_sub(before);
+    let mut latencies = Vec::with_capacity(samples);
+    for n in 0..(samples + WARM_UP) as u64 {
+        let a = n * 7919 % streams as u64;
+        let started = Instant::now();
+        writer
+            .append_event(ExpectedVersion::Any, &workload::order_line(n, a))
+            .await
+            .expect("append");
+        let received = loop {
+            let (line, at) = rx.recv().await.expect("subscriber");
+            if line == n {
+                break at;
+            }
+        };
+        if n >= WARM_UP as u64 {
+            latencies.push(received - started);
+        }
+    }
+    subscriber.close().await.expect("close");
+    writer.close().await.expect("close");
+    FanOut {
+        latencies,
+        rss,
+        opening,
+    }
+}
+
+/// A raw connection listening on `channel`; its notifications' payloads
+/// and arrival times.
+async fn raw_listener(
+    url: &str,
+    channel: &str,
+) -> (
+    tokio_postgres::Client,
+    tokio::sync::mpsc::UnboundedReceiver<(String, Instant)>,
+) {
+    let (listener, mut connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .expect("connect");
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
+        while let Some(Ok(m)) = messages.next().await {
+            if let tokio_postgres::AsyncMessage::Notification(n) = m {
+                let _ = tx.send((n.payload().to_owned(), Instant::now()));
+            }
+        }
+    });
+    listener
+        .batch_execute(&format!("LISTEN {channel}"))
+        .await
+        .expect("listen");
+    (listener, rx)
+}
+
+/// The event row inserted by a raw client until a raw LISTEN connection
+/// receives the trigger's notification of it.
+async fn insert_to_listen(url: &str, samples: usize) -> Vec<Duration> {
+    let (_listener, mut rx) = raw_listener(url, "events_global").await;
+    let client = raw(url).await;
+    let insert = client
+        .prepare(&format!(
+            "INSERT INTO {INSERT_COLUMNS} VALUES ($1, $2, $3, $4, $5, $6)"
+        ))
+        .await
+        .expect("prepare");
+    let mut heads = Heads::default();
+    let mut out = Vec::with_capacity(samples);
+    for n in 0..(samples + WARM_UP) as u64 {
+        let e = workload::new_event(n, 1);
+        let version = heads.next(e.aggregate_id());
+        let started = Instant::now();
+        client
+            .execute(
+                &insert,
+                &[
+                    &e.id(),
+                    &e.aggregate_id(),
+                    &e.event_type(),
+                    e.data(),
+                    &Json(e.metadata()),
+                    &version,
+                ],
+            )
+            .await
+            .expect("insert");
+        let received = loop {
+            let (payload, at) = rx.recv().await.expect("notification");
+            if payload.contains(e.id()) {
+                break at;
+            }
+        };
+        if n >= WARM_UP as u64 {
+            out.push(received - started);
+        }
+    }
+    out
+}
+
+/// A bare NOTIFY from one connection until another connection's LISTEN
+/// receives it.
+async fn notify_round_trip(url: &str, samples: usize) -> Vec<Duration> {
+    let (_listener, mut rx) = raw_listener(url, "bench_ping").await;
+    let notifier = raw(url).await;
+    let mut out = Vec::with_capacity(samples);
+    for n in 0..samples + WARM_UP {
+        let started = Instant::now();
+        notifier
+            .execute("SELECT pg_notify('bench_ping', $1)", &[&n.to_string()])
+            .await
+            .expect("notify");
+        let (got, at) = rx.recv().await.expect("notification");
+        assert_eq!(got, n.to_string());
+        if n >= WARM_UP {
+            out.push(at - started);
+        }
+    }
+    out
+}

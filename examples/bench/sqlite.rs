@@ -1,0 +1,255 @@
+//! The SQLite rows: synckit's embedded store beside raw statements
+//! (rusqlite, cached prepared statements) on a file with the same schema
+//! and the same settings (WAL, `synchronous = NORMAL`).
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use futures::{StreamExt, TryStreamExt};
+use serde_json::{Map, Value, json};
+use synckit::sqlite::{SqliteConfig, SqliteStore};
+use synckit::{Cursor, Event, EventStore, ExpectedVersion, NewEvent};
+
+use crate::report::{self, Goal, Row};
+use crate::workload::{self, Heads, OrderLinePlaced};
+
+const BATCH: u64 = 1000;
+const INSERT: &str = "INSERT INTO events (id, aggregate_id, event_type, data, metadata, stream_version) \
+                      VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
+
+/// A migrated database file in `dir`, opened by synckit.
+async fn store(dir: &Path, name: &str) -> SqliteStore {
+    SqliteStore::connect(SqliteConfig::new(dir.join(name)))
+        .await
+        .expect("open")
+}
+
+/// A raw connection to a file synckit created and migrated.
+async fn raw(dir: &Path, name: &str) -> rusqlite::Connection {
+    store(dir, name).await.close().await.expect("close");
+    let conn = rusqlite::Connection::open(dir.join(name)).expect("open");
+    conn.execute_batch(
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 5000;",
+    )
+    .expect("pragmas");
+    conn
+}
+
+fn insert_rows(tx: &rusqlite::Connection, events: &[NewEvent], heads: &mut Heads) {
+    let mut insert = tx.prepare_cached(INSERT).expect("prepare");
+    for e in events {
+        let version = heads.next(e.aggregate_id());
+        insert
+            .execute(rusqlite::params![
+                e.id(),
+                e.aggregate_id(),
+                e.event_type(),
+                serde_json::to_string(e.data()).expect("json"),
+                serde_json::to_string(e.metadata()).expect("json"),
+                version
+            ])
+            .expect("insert");
+    }
+}
+
+/// 1,000-event batches, one writer (SQLite has one).
+pub async fn batch_append(dir: &Path, batches: u64) -> Row {
+    let all = |_: ()| -> Vec<Vec<NewEvent>> {
+        (0..=batches)
+            .map(|b| workload::owned_events(b * BATCH, BATCH, 0, 1))
+            .collect()
+    };
+    let store = store(dir, "batch-synckit.db").await;
+    let mut batches_s = all(());
+    store
+        .append(ExpectedVersion::Any, batches_s.remove(0))
+        .await
+        .expect("append");
+    let started = Instant::now();
+    for events in batches_s {
+        store
+            .append(ExpectedVersion::Any, events)
+            .await
+            .expect("append");
+    }
+    let s = (batches * BATCH) as f64 / started.elapsed().as_secs_f64();
+
+    let mut conn = raw(dir, "batch-raw.db").await;
+    let mut heads = Heads::default();
+    let mut batches_r = all(());
+    let mut write = |events: &[NewEvent], heads: &mut Heads| {
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .expect("begin");
+        insert_rows(&tx, events, heads);
+        tx.commit().expect("commit");
+    };
+    write(&batches_r.remove(0), &mut heads);
+    let started = Instant::now();
+    for events in &batches_r {
+        write(events, &mut heads);
+    }
+    let r = (batches * BATCH) as f64 / started.elapsed().as_secs_f64();
+    Row {
+        measurement: "SQLite batch append, 1,000-event batches".into(),
+        synckit: report::rate(s),
+        baseline: format!(
+            "{} (raw prepared INSERTs, one transaction)",
+            report::rate(r)
+        ),
+        ratio: s / r,
+        goal: Goal::AtLeast(0.8),
+        figures: json!({"synckit": s, "raw": r}),
+    }
+}
+
+/// Single-event appends, each its own transaction, with the expected
+/// version.
+pub async fn single_append(dir: &Path, events: u64) -> Row {
+    let store = store(dir, "single-synckit.db").await;
+    let mut heads = Heads::default();
+    let mut latencies = Vec::with_capacity(events as usize);
+    let all = workload::owned_events(0, events + 10, 0, 1);
+    let mut started = Instant::now();
+    for (i, e) in all.into_iter().enumerate() {
+        if i == 10 {
+            started = Instant::now();
+        }
+        let expected = ExpectedVersion::Exact(heads.current(e.aggregate_id()) as u64);
+        heads.next(e.aggregate_id());
+        let t = Instant::now();
+        store.append(expected, vec![e]).await.expect("append");
+        latencies.push(t.elapsed());
+    }
+    let s = events as f64 / started.elapsed().as_secs_f64();
+    let mut s_lat = latencies.split_off(10);
+
+    let mut conn = raw(dir, "single-raw.db").await;
+    let mut heads = Heads::default();
+    let mut latencies = Vec::with_capacity(events as usize);
+    let all = workload::owned_events(0, events + 10, 0, 1);
+    let mut started = Instant::now();
+    for (i, e) in all.iter().enumerate() {
+        if i == 10 {
+            started = Instant::now();
+        }
+        let t = Instant::now();
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .expect("begin");
+        insert_rows(&tx, std::slice::from_ref(e), &mut heads);
+        tx.commit().expect("commit");
+        latencies.push(t.elapsed());
+    }
+    let r = events as f64 / started.elapsed().as_secs_f64();
+    let mut r_lat = latencies.split_off(10);
+    let (sp, rp) = (
+        workload::percentile(&mut s_lat, 99),
+        workload::percentile(&mut r_lat, 99),
+    );
+    Row {
+        measurement: "SQLite single appends, 1 writer".into(),
+        synckit: format!("{}, p99 {}", report::rate(s), report::ms(sp)),
+        baseline: format!(
+            "{}, p99 {} (raw prepared INSERT)",
+            report::rate(r),
+            report::ms(rp)
+        ),
+        ratio: s / r,
+        goal: Goal::AtLeast(0.8),
+        figures: json!({"synckit": s, "synckit_p99_ms": ms(sp), "raw": r, "raw_p99_ms": ms(rp)}),
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+/// Loads `events` events into typed structs.
+pub async fn load(dir: &Path, events: u64) -> Row {
+    let store = store(dir, "load.db").await;
+    let mut first = 0;
+    while first < events {
+        let count = (events - first).min(10_000);
+        store
+            .append(
+                ExpectedVersion::Any,
+                workload::owned_events(first, count, 0, 1),
+            )
+            .await
+            .expect("seed");
+        first += count;
+    }
+    report::reset_peak_rss();
+    let before = report::rss();
+    let started = Instant::now();
+    let quantities = store
+        .read_stream(OrderLinePlaced::filter(), Cursor::START)
+        .map(|r| r.and_then(|r| r.decode::<OrderLinePlaced>()))
+        .try_fold(0u64, |sum, e| async move {
+            Ok(sum + u64::from(e.data.quantity))
+        })
+        .await
+        .expect("load");
+    let s = events as f64 / started.elapsed().as_secs_f64();
+    let s_peak = report::peak_rss().saturating_sub(before);
+    assert!(quantities >= events, "every event loaded");
+    store.close().await.expect("close");
+
+    let conn = rusqlite::Connection::open(dir.join("load.db")).expect("open");
+    report::reset_peak_rss();
+    let before = report::rss();
+    let started = Instant::now();
+    let mut select = conn
+        .prepare(
+            "SELECT version, stream_version, id, aggregate_id, event_type, data, metadata, created_at \
+             FROM events WHERE event_type = 'OrderLinePlaced' ORDER BY version",
+        )
+        .expect("prepare");
+    let mut rows = select.query([]).expect("select");
+    let mut quantities = 0u64;
+    while let Some(row) = rows.next().expect("row") {
+        let e = RawEvent {
+            version: row.get(0).expect("column"),
+            stream_version: row.get(1).expect("column"),
+            id: row.get(2).expect("column"),
+            aggregate_id: row.get(3).expect("column"),
+            event_type: row.get(4).expect("column"),
+            data: serde_json::from_str(row.get_ref(5).expect("column").as_str().expect("text"))
+                .expect("json"),
+            metadata: serde_json::from_str(row.get_ref(6).expect("column").as_str().expect("text"))
+                .expect("json"),
+            created_at: row.get(7).expect("column"),
+        };
+        quantities += u64::from(std::hint::black_box(&e).data.quantity);
+    }
+    let r = events as f64 / started.elapsed().as_secs_f64();
+    let r_peak = report::peak_rss().saturating_sub(before);
+    assert!(quantities >= events, "every event loaded");
+    Row {
+        measurement: format!("SQLite load {} events into typed structs", events),
+        synckit: format!("{}, peak RSS +{}", report::rate(s), report::mib(s_peak)),
+        baseline: format!(
+            "{}, peak RSS +{} (raw SELECT + serde_json)",
+            report::rate(r),
+            report::mib(r_peak)
+        ),
+        ratio: s / r,
+        goal: Goal::AtLeast(0.8),
+        figures: json!({"events": events, "synckit": s, "synckit_peak_rss_bytes": s_peak,
+                        "raw": r, "raw_peak_rss_bytes": r_peak}),
+    }
+}
+
+/// What the raw program decodes each row into (synckit's `Recorded`).
+#[allow(dead_code)]
+struct RawEvent {
+    version: i64,
+    stream_version: i64,
+    id: String,
+    aggregate_id: String,
+    event_type: String,
+    data: OrderLinePlaced,
+    metadata: Map<String, Value>,
+    created_at: String,
+}
