@@ -15,6 +15,11 @@ mod sqlite;
 mod workload;
 
 use clap::Parser;
+use peak_alloc::PeakAlloc;
+
+/// Counts heap bytes, for the memory figures.
+#[global_allocator]
+static HEAP: PeakAlloc = PeakAlloc;
 
 #[derive(Parser)]
 #[command(about = "synckit beside raw SQL on this machine, one table")]

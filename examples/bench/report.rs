@@ -101,6 +101,7 @@ impl Report {
             .collect();
         let doc = serde_json::json!({
             "unix_time": now,
+            "peak_rss_bytes": peak_rss(),
             "commit": git_commit(),
             "machine": machine,
             "rows": rows,
@@ -130,36 +131,42 @@ fn git_commit() -> Option<String> {
         .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
 }
 
-/// Resident set size now, in bytes (Linux; 0 elsewhere).
-pub fn rss() -> u64 {
-    status_kib("VmRSS:") * 1024
+/// Bytes allocated on the heap now (the program's counting allocator).
+pub fn heap() -> u64 {
+    crate::HEAP.current_usage() as u64
 }
 
-/// Peak resident set size since the last [`reset_peak_rss`], in bytes.
+/// The most bytes allocated at once since the last [`reset_peak_heap`].
+pub fn peak_heap() -> u64 {
+    crate::HEAP.peak_usage() as u64
+}
+
+/// Starts a new peak at the current allocation.
+pub fn reset_peak_heap() {
+    crate::HEAP.reset_peak_usage();
+}
+
+/// The process's peak resident set size, in bytes (Linux; 0 elsewhere).
 pub fn peak_rss() -> u64 {
-    status_kib("VmHWM:") * 1024
-}
-
-/// Resets the peak to the current RSS (Linux `clear_refs`, value 5).
-pub fn reset_peak_rss() {
-    let _ = std::fs::write("/proc/self/clear_refs", "5");
-}
-
-fn status_kib(field: &str) -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
             s.lines()
-                .find(|l| l.starts_with(field))
+                .find(|l| l.starts_with("VmHWM:"))
                 .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|n| n.parse().ok())
+                .and_then(|n| n.parse::<u64>().ok())
         })
         .unwrap_or(0)
+        * 1024
 }
 
-/// Mebibytes, for the table.
+/// Bytes in MiB (KiB below one MiB), for the table.
 pub fn mib(bytes: u64) -> String {
-    format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
+    if bytes < 1024 * 1024 {
+        format!("{:.1} KiB", bytes as f64 / 1024.0)
+    } else {
+        format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
+    }
 }
 
 /// Milliseconds, for the table.

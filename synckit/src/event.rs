@@ -117,6 +117,36 @@ pub trait Event: Serialize + DeserializeOwned + Send + Sync + 'static {
         Ok(value)
     }
 
+    /// Rebuilds an event from its stored type and JSON text, without a
+    /// [`Value`] in between for a struct (what typed loads use); otherwise
+    /// as [`Event::decode`].
+    fn decode_json(event_type: &str, json: &[u8]) -> Result<Self> {
+        match Self::layout() {
+            Layout::Struct { event_type: own } => {
+                if *own != event_type {
+                    return Err(Error::UnknownEventType {
+                        event_type: event_type.to_owned(),
+                        event_id: None,
+                        expected: Self::event_types(),
+                    });
+                }
+                serde_json::from_slice(json).map_err(|source| Error::Decode {
+                    event_type: event_type.to_owned(),
+                    event_id: None,
+                    source,
+                })
+            }
+            Layout::Enum { .. } => {
+                let data = serde_json::from_slice(json).map_err(|source| Error::Decode {
+                    event_type: event_type.to_owned(),
+                    event_id: None,
+                    source,
+                })?;
+                Self::decode(event_type, data)
+            }
+        }
+    }
+
     /// The subscription filter of exactly this type's event types.
     fn filter() -> Filter {
         Filter::types(Self::event_types().iter().copied())

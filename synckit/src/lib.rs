@@ -78,6 +78,8 @@ mod schema;
 #[cfg(feature = "sqlite")]
 #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
 pub mod sqlite;
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
+mod statement;
 mod store;
 mod subscription;
 pub mod validate;

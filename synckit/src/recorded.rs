@@ -79,9 +79,9 @@ impl<T> Recorded<T> {
 
 impl Recorded<Value> {
     /// Decodes `data` into the event type `E`; the error names the event.
-    pub fn decode<E: Event>(self) -> Result<Recorded<E>> {
-        let event = E::decode(&self.event_type, self.data.clone())
-            .map_err(|e| e.with_event_id(&self.id))?;
+    pub fn decode<E: Event>(mut self) -> Result<Recorded<E>> {
+        let data = std::mem::take(&mut self.data);
+        let event = E::decode(&self.event_type, data).map_err(|e| e.with_event_id(&self.id))?;
         Ok(self.map(|_| event))
     }
 }

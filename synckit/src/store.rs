@@ -2,7 +2,14 @@
 
 use std::future::Future;
 
-use futures::stream::{self, BoxStream, StreamExt, TryStreamExt};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use futures::future::BoxFuture;
+use futures::stream::{BoxStream, Stream, StreamExt, TryStreamExt};
+use futures::{FutureExt, ready};
+
+use serde_json::Value;
 
 use crate::cursor::{Cursor, ExpectedVersion};
 use crate::error::{Error, Result};
@@ -10,7 +17,7 @@ use crate::event::Event;
 use crate::filter::{Filter, Start};
 use crate::hub::Hub;
 use crate::recorded::{NewEvent, Recorded};
-use crate::subscription::Subscription;
+use crate::subscription::{Payload, Subscription};
 
 /// Page size of loads and catch-up reads when a backend does not say.
 pub const DEFAULT_BATCH_SIZE: usize = 1000;
@@ -91,28 +98,59 @@ pub trait EventStore: Clone + Send + Sync + 'static {
     }
 
     /// A stream of every event after `after` that passes `filter`, fetched
-    /// one page ([`EventStore::batch_size`]) at a time: constant memory
-    /// whatever the store holds. It ends at the head as of its last page.
+    /// one page ([`EventStore::batch_size`]) at a time: memory bounded by
+    /// two pages whatever the store holds. The next page is requested as
+    /// soon as one arrives, so the database reads it while the caller goes
+    /// through this one. It ends at the head as of its last page, or after
+    /// the first error.
     fn read_stream(&self, filter: Filter, after: Cursor) -> BoxStream<'static, Result<Recorded>> {
-        let store = self.clone();
-        let limit = self.batch_size().max(1);
-        stream::try_unfold(Some(after), move |position| {
-            let store = store.clone();
-            let filter = filter.clone();
-            async move {
-                let Some(position) = position else {
-                    return Ok(None);
-                };
-                let page = store.read(&filter, position, limit).await?;
-                let next = match page.last() {
-                    Some(last) if page.len() >= limit => Some(last.cursor()),
-                    _ => None,
-                };
-                Ok(Some((stream::iter(page.into_iter().map(Ok)), next)))
-            }
-        })
-        .try_flatten()
-        .boxed()
+        self.read_stream_as::<Value>(filter, after)
+    }
+
+    /// [`EventStore::read_stream`] decoded into `P`: an [`Event`] type
+    /// (or raw JSON). The backends decode each event straight from its
+    /// stored JSON; an event that does not decode is an error item, after
+    /// which the stream goes on.
+    ///
+    /// ```
+    /// # use synckit::{Cursor, Event, EventStore, MemoryStore};
+    /// # #[derive(serde::Serialize, serde::Deserialize, synckit::Event)]
+    /// # struct Deposited { #[event(aggregate_id)] account: String, amount: u64 }
+    /// # async fn demo(store: MemoryStore) -> synckit::Result<()> {
+    /// use futures::TryStreamExt;
+    ///
+    /// let total: u64 = store
+    ///     .read_stream_as::<Deposited>(Deposited::filter(), Cursor::START)
+    ///     .try_fold(0, |sum, e| async move { Ok(sum + e.data.amount) })
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    fn read_stream_as<P: Payload>(
+        &self,
+        filter: Filter,
+        after: Cursor,
+    ) -> BoxStream<'static, Result<Recorded<P>>> {
+        Pages::<Self, P>::new(self.clone(), filter, after).boxed()
+    }
+
+    /// One page of [`EventStore::read_stream_as`]: each event's cursor and
+    /// its decoded form. Backends override it to decode from the stored
+    /// JSON without building a [`Value`] first.
+    #[doc(hidden)]
+    fn read_page_as<P: Payload>(
+        &self,
+        filter: &Filter,
+        after: Cursor,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<(Cursor, Result<Recorded<P>>)>>> + Send {
+        let page = self.read(filter, after, limit);
+        async move {
+            Ok(page
+                .await?
+                .into_iter()
+                .map(|r| (r.cursor(), P::from_recorded(r)))
+                .collect())
+        }
     }
 
     /// Parses cursor text (the seed's `ParseVersion`).
@@ -224,5 +262,85 @@ where
             id: stored.id.clone(),
             reason: "the batch repeats some stored events but not all".to_owned(),
         }),
+    }
+}
+
+/// One page of a typed read: each event's cursor and its decoded form.
+pub(crate) type TypedPage<P> = Vec<(Cursor, Result<Recorded<P>>)>;
+
+/// The pages of [`EventStore::read_stream_as`], one read ahead.
+struct Pages<S, P> {
+    store: S,
+    filter: Filter,
+    limit: usize,
+    current: std::vec::IntoIter<(Cursor, Result<Recorded<P>>)>,
+    /// The page being read, and its result once in.
+    next: Option<BoxFuture<'static, Result<TypedPage<P>>>>,
+    arrived: Option<Result<TypedPage<P>>>,
+}
+
+impl<S: EventStore, P: Payload> Pages<S, P> {
+    fn new(store: S, filter: Filter, after: Cursor) -> Self {
+        let limit = store.batch_size().max(1);
+        let mut pages = Pages {
+            store,
+            filter,
+            limit,
+            current: Vec::new().into_iter(),
+            next: None,
+            arrived: None,
+        };
+        pages.request(after);
+        pages
+    }
+
+    fn request(&mut self, after: Cursor) {
+        let store = self.store.clone();
+        let filter = self.filter.clone();
+        let limit = self.limit;
+        self.next =
+            Some(async move { store.read_page_as::<P>(&filter, after, limit).await }.boxed());
+    }
+
+    /// Drives the page being read; keeps its result when it arrives.
+    fn poll_next_page(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if let Some(read) = &mut self.next {
+            let page = ready!(read.poll_unpin(cx));
+            self.next = None;
+            self.arrived = Some(page);
+        }
+        Poll::Ready(())
+    }
+}
+
+// Neither the store handle nor the events are pinned in place.
+impl<S, P> Unpin for Pages<S, P> {}
+
+impl<S: EventStore, P: Payload> Stream for Pages<S, P> {
+    type Item = Result<Recorded<P>>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        if let Some((_, event)) = this.current.next() {
+            // Hand out this page while the next one is read.
+            let _ = this.poll_next_page(cx);
+            return Poll::Ready(Some(event));
+        }
+        ready!(this.poll_next_page(cx));
+        match this.arrived.take() {
+            None => Poll::Ready(None),
+            Some(Err(e)) => Poll::Ready(Some(Err(e))),
+            Some(Ok(page)) => {
+                if page.len() >= this.limit
+                    && let Some((last, _)) = page.last()
+                {
+                    this.request(*last);
+                    // Sends the request now rather than at the next poll.
+                    let _ = this.poll_next_page(cx);
+                }
+                this.current = page.into_iter();
+                Poll::Ready(this.current.next().map(|(_, event)| event))
+            }
+        }
     }
 }

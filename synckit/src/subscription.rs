@@ -45,17 +45,30 @@ pub enum Message<T = Value> {
 pub trait Payload: Sized + Send + 'static {
     /// Turns a raw recorded event into this payload.
     fn from_recorded(raw: Recorded) -> Result<Recorded<Self>>;
+
+    /// Builds this payload from an event's stored JSON text (`data`), the
+    /// way a backend reads it.
+    fn from_json(event_type: &str, event_id: &str, json: &[u8]) -> Result<Self>;
 }
 
 impl Payload for Value {
     fn from_recorded(raw: Recorded) -> Result<Recorded<Self>> {
         Ok(raw)
     }
+
+    fn from_json(_event_type: &str, event_id: &str, json: &[u8]) -> Result<Self> {
+        serde_json::from_slice(json)
+            .map_err(|e| Error::database("load", format!("stored JSON of {event_id:?}: {e}")))
+    }
 }
 
 impl<E: Event> Payload for E {
     fn from_recorded(raw: Recorded) -> Result<Recorded<Self>> {
         raw.decode()
+    }
+
+    fn from_json(event_type: &str, event_id: &str, json: &[u8]) -> Result<Self> {
+        E::decode_json(event_type, json).map_err(|e| e.with_event_id(event_id))
     }
 }
 

@@ -302,6 +302,91 @@ pub async fn loads_page_in_order_after_a_cursor<S: SubscriptionSource>(store: S)
     assert!(matches!(err, Error::InvalidInput { .. }), "{err}");
 }
 
+pub async fn typed_loads_decode_each_event_and_go_on_after_a_bad_one<S: SubscriptionSource>(
+    store: S,
+) {
+    store
+        .append_event(ExpectedVersion::NoStream, &opened("t"))
+        .await
+        .unwrap();
+    for i in 0..20u64 {
+        store
+            .append_event(ExpectedVersion::Any, &deposited("t", i))
+            .await
+            .unwrap();
+        if i % 4 == 0 {
+            let note = AuditNote {
+                id: "t".into(),
+                text: format!("note {i}"),
+            };
+            store
+                .append_event(ExpectedVersion::Any, &note)
+                .await
+                .unwrap();
+        }
+    }
+    // Data a plain-SQL writer could store: the type is known, the shape not.
+    let bad = NewEvent::new("t", "Deposited", json!({"id": "t", "amount": "lots"}));
+    let bad_id = bad.id().to_owned();
+    store.append(ExpectedVersion::Any, vec![bad]).await.unwrap();
+    store
+        .append_event(ExpectedVersion::Any, &deposited("t", 99))
+        .await
+        .unwrap();
+
+    let items: Vec<synckit::Result<synckit::Recorded<Account>>> = store
+        .read_stream_as::<Account>(Account::filter(), Cursor::START)
+        .collect()
+        .await;
+    assert_eq!(
+        items.len(),
+        23,
+        "every Account event, the bad one as an error"
+    );
+    match &items[21] {
+        Err(Error::Decode {
+            event_id: Some(id), ..
+        }) => assert_eq!(id, &bad_id),
+        other => panic!("expected a decode error for the bad event, got {other:?}"),
+    }
+    let good: Vec<_> = items
+        .into_iter()
+        .enumerate()
+        .filter(|(i, _)| *i != 21)
+        .map(|(_, r)| r.unwrap())
+        .collect();
+    assert_eq!(good[0].data, opened("t"));
+    assert_eq!(good[1].data, deposited("t", 0));
+    assert_eq!(good.last().unwrap().data, deposited("t", 99));
+    assert!(good.windows(2).all(|w| w[0].version < w[1].version));
+    // The same events, the same way as reading raw and decoding.
+    let raw: Vec<synckit::Recorded> = store
+        .read_stream(Account::filter(), Cursor::START)
+        .try_collect()
+        .await
+        .unwrap();
+    let decoded: Vec<_> = raw
+        .into_iter()
+        .filter(|r| r.id != bad_id)
+        .map(|r| r.decode::<Account>().unwrap())
+        .collect();
+    assert_eq!(good, decoded);
+    // Raw JSON through the typed path equals the untyped read.
+    let as_value: Vec<synckit::Recorded> = store
+        .read_stream_as::<serde_json::Value>(Filter::all(), Cursor::START)
+        .try_collect()
+        .await
+        .unwrap();
+    assert_eq!(as_value, store.load(Cursor::START).await.unwrap());
+    let notes: Vec<_> = store
+        .read_stream_as::<AuditNote>(AuditNote::filter(), Cursor::new(good[10].version))
+        .try_collect::<Vec<_>>()
+        .await
+        .unwrap();
+    assert_eq!(notes.len(), 2);
+    assert_eq!(notes[0].data.text, "note 12");
+}
+
 pub async fn typed_subscriptions_by_type_and_stream<S: SubscriptionSource>(store: S) {
     store
         .append_event(ExpectedVersion::Any, &opened("before"))
@@ -517,6 +602,7 @@ macro_rules! behaviour_suite {
             same_id_is_idempotent_other_content_is_a_duplicate,
             batches_are_atomic_and_bad_input_leaves_nothing,
             loads_page_in_order_after_a_cursor,
+            typed_loads_decode_each_event_and_go_on_after_a_bad_one,
             typed_subscriptions_by_type_and_stream,
             two_subscribers_are_independent_and_drop_alone,
             decode_failure_is_an_error_item_and_the_subscription_goes_on,

@@ -9,8 +9,8 @@ use md5::{Digest, Md5};
 use serde_json::Value;
 
 use super::PgStore;
+use super::Statement;
 use super::rows::{Count, Position};
-use super::statement::Statement;
 use crate::cursor::Cursor;
 use crate::error::{Error, Result};
 use crate::filter::Filter;

@@ -9,7 +9,6 @@ mod import;
 mod listener;
 mod migrate;
 mod rows;
-mod statement;
 mod tls;
 
 use std::collections::HashMap;
@@ -23,11 +22,14 @@ use diesel::sql_types::{Array, BigInt, Jsonb, Text};
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use serde_json::Value;
 
+use crate::statement;
 pub use config::Config;
 pub use import::{ImportProgress, ImportReport};
 pub use migrate::{MigrationReport, migrate};
 use rows::{Count, EVENT_COLUMNS, EventRow, Fence, FenceText, Inserted, Position, StreamHead};
-use statement::Statement;
+
+/// Cacheable raw SQL on PostgreSQL.
+type Statement<'f> = statement::Statement<'f, diesel::pg::Pg>;
 
 use crate::cursor::{Cursor, ExpectedVersion};
 use crate::error::{Error, Result};
@@ -35,6 +37,7 @@ use crate::filter::Filter;
 use crate::hub::Hub;
 use crate::recorded::{NewEvent, Recorded};
 use crate::store::{EventStore, SubscriptionSource, idempotent_replay};
+use crate::subscription::Payload;
 use crate::validate;
 
 /// How often an append is retried after losing a race on a unique index
@@ -573,6 +576,69 @@ impl PgStore {
             .map(|h| h.stream_version.max(0) as u64))
     }
 
+    /// The rows of a read: up to `limit` events after `after` that pass
+    /// `filter`, up to the fence.
+    async fn read_rows(
+        &self,
+        filter: &Filter,
+        after: Cursor,
+        limit: usize,
+    ) -> Result<Vec<EventRow>> {
+        validate::check_filter(filter)?;
+        let after = after.as_i64();
+        let filter = filter.clone();
+        let rows = self
+            .with_conn("read", async |conn| {
+                if limit == 0 {
+                    return Ok(Vec::new());
+                }
+                // One round trip, two statements: the first stores the fence
+                // in a session setting, the second reads up to it with a
+                // snapshot taken after it (Read Committed: one snapshot per
+                // statement). Should they ever run in the other order, the
+                // read sees an older fence (still a valid one) or none
+                // (reads nothing), never a wrong one.
+                let mut sql = format!(
+                    "SELECT {EVENT_COLUMNS} FROM events WHERE version > $1 \
+                     AND version <= coalesce(nullif(current_setting('synckit.fence', true), '')::bigint, 0)"
+                );
+                let mut next_param = 2;
+                if filter.aggregate_ids().is_some() {
+                    sql.push_str(&format!(" AND aggregate_id = ANY(${next_param})"));
+                    next_param += 1;
+                }
+                if filter.event_types().is_some() {
+                    sql.push_str(&format!(" AND event_type = ANY(${next_param})"));
+                    next_param += 1;
+                }
+                sql.push_str(&format!(" ORDER BY version LIMIT ${next_param}"));
+                let mut query = Statement::new(sql).bind::<BigInt, _>(after);
+                if let Some(streams) = filter.aggregate_ids() {
+                    query =
+                        query.bind::<Array<Text>, _>(streams.iter().cloned().collect::<Vec<_>>());
+                }
+                if let Some(types) = filter.event_types() {
+                    query = query.bind::<Array<Text>, _>(types.iter().cloned().collect::<Vec<_>>());
+                }
+                let query = query.bind::<BigInt, _>(to_i64(limit));
+                let set_fence = Statement::new(
+                    "SELECT set_config('synckit.fence', synckit_fence()::text, false) AS fence",
+                );
+                let conn: &AsyncPgConnection = conn;
+                let (_, rows): (Vec<FenceText>, Vec<EventRow>) = futures::try_join!(
+                    set_fence.load::<FenceText>(&mut &*conn),
+                    query.load::<EventRow>(&mut &*conn)
+                )
+                .map_err(db("read"))?;
+                Ok(rows)
+            })
+            .await?;
+        if self.inner.config.metrics {
+            metrics::counter!("synckit_events_read_total").increment(rows.len() as u64);
+        }
+        Ok(rows)
+    }
+
     /// Stores a durable subscription's position.
     async fn store_checkpoint(&self, name: &str, position: Cursor) -> Result<()> {
         let name = name.to_owned();
@@ -709,59 +775,18 @@ impl EventStore for PgStore {
     }
 
     async fn read(&self, filter: &Filter, after: Cursor, limit: usize) -> Result<Vec<Recorded>> {
-        validate::check_filter(filter)?;
-        let after = after.as_i64();
-        let filter = filter.clone();
-        let rows = self
-            .with_conn("read", async |conn| {
-                if limit == 0 {
-                    return Ok(Vec::new());
-                }
-                // One round trip, two statements: the first stores the fence
-                // in a session setting, the second reads up to it with a
-                // snapshot taken after it (Read Committed: one snapshot per
-                // statement). Should they ever run in the other order, the
-                // read sees an older fence (still a valid one) or none
-                // (reads nothing), never a wrong one.
-                let mut sql = format!(
-                    "SELECT {EVENT_COLUMNS} FROM events WHERE version > $1 \
-                     AND version <= coalesce(nullif(current_setting('synckit.fence', true), '')::bigint, 0)"
-                );
-                let mut next_param = 2;
-                if filter.aggregate_ids().is_some() {
-                    sql.push_str(&format!(" AND aggregate_id = ANY(${next_param})"));
-                    next_param += 1;
-                }
-                if filter.event_types().is_some() {
-                    sql.push_str(&format!(" AND event_type = ANY(${next_param})"));
-                    next_param += 1;
-                }
-                sql.push_str(&format!(" ORDER BY version LIMIT ${next_param}"));
-                let mut query = Statement::new(sql).bind::<BigInt, _>(after);
-                if let Some(streams) = filter.aggregate_ids() {
-                    query =
-                        query.bind::<Array<Text>, _>(streams.iter().cloned().collect::<Vec<_>>());
-                }
-                if let Some(types) = filter.event_types() {
-                    query = query.bind::<Array<Text>, _>(types.iter().cloned().collect::<Vec<_>>());
-                }
-                let query = query.bind::<BigInt, _>(to_i64(limit));
-                let set_fence = Statement::new(
-                    "SELECT set_config('synckit.fence', synckit_fence()::text, false) AS fence",
-                );
-                let conn: &AsyncPgConnection = conn;
-                let (_, rows): (Vec<FenceText>, Vec<EventRow>) = futures::try_join!(
-                    set_fence.load::<FenceText>(&mut &*conn),
-                    query.load::<EventRow>(&mut &*conn)
-                )
-                .map_err(db("read"))?;
-                Ok(rows)
-            })
-            .await?;
-        if self.inner.config.metrics {
-            metrics::counter!("synckit_events_read_total").increment(rows.len() as u64);
-        }
+        let rows = self.read_rows(filter, after, limit).await?;
         rows.into_iter().map(EventRow::into_recorded).collect()
+    }
+
+    async fn read_page_as<P: Payload>(
+        &self,
+        filter: &Filter,
+        after: Cursor,
+        limit: usize,
+    ) -> Result<Vec<(Cursor, Result<Recorded<P>>)>> {
+        let rows = self.read_rows(filter, after, limit).await?;
+        Ok(rows.into_iter().map(EventRow::into_payload).collect())
     }
 
     async fn latest_version(&self) -> Result<Cursor> {

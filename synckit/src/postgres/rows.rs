@@ -2,11 +2,15 @@
 
 use chrono::{DateTime, Utc};
 use diesel::QueryableByName;
+use diesel::deserialize::{self, FromSql};
+use diesel::pg::{Pg, PgValue};
 use diesel::sql_types::{BigInt, Jsonb, Nullable, Text, Timestamptz};
 use serde_json::{Map, Value};
 
+use crate::cursor::Cursor;
 use crate::error::{Error, Result};
 use crate::recorded::Recorded;
+use crate::subscription::Payload;
 
 /// Columns every event query returns, in this order.
 pub(crate) const EVENT_COLUMNS: &str =
@@ -26,17 +30,42 @@ pub(crate) struct EventRow {
     #[diesel(sql_type = Text)]
     event_type: String,
     #[diesel(sql_type = Nullable<Jsonb>)]
-    data: Option<Value>,
+    data: Option<RawJson>,
     #[diesel(sql_type = Nullable<Jsonb>)]
     metadata: Option<Value>,
     #[diesel(sql_type = Timestamptz)]
     created_at: DateTime<Utc>,
 }
 
+/// A `jsonb` value as its JSON text, decoded later into whatever the
+/// caller wants (a [`Value`], or an event type directly).
+pub(crate) struct RawJson(Vec<u8>);
+
+impl FromSql<Jsonb, Pg> for RawJson {
+    fn from_sql(value: PgValue<'_>) -> deserialize::Result<Self> {
+        // The binary form is a version byte (1) and the text.
+        match value.as_bytes().split_first() {
+            Some((1, text)) => Ok(RawJson(text.to_vec())),
+            _ => Err("unsupported jsonb encoding".into()),
+        }
+    }
+}
+
 impl EventRow {
     /// The recorded event; rows written by plain SQL may have no data (JSON
     /// `null`) or no metadata (an empty object).
     pub(crate) fn into_recorded(self) -> Result<Recorded> {
+        self.into_payload::<Value>().1
+    }
+
+    /// The event's cursor, and the event decoded into `P` straight from the
+    /// stored JSON (an error for this event alone when it does not decode).
+    pub(crate) fn into_payload<P: Payload>(self) -> (Cursor, Result<Recorded<P>>) {
+        let cursor = Cursor::new(self.version.max(0) as u64);
+        (cursor, self.decode())
+    }
+
+    fn decode<P: Payload>(self) -> Result<Recorded<P>> {
         let metadata = match self.metadata {
             None | Some(Value::Null) => Map::new(),
             Some(Value::Object(map)) => map,
@@ -54,13 +83,15 @@ impl EventRow {
                 format!("negative stream version {}", self.stream_version),
             )
         })?;
+        let json = self.data.as_ref().map_or(&b"null"[..], |d| d.0.as_slice());
+        let data = P::from_json(&self.event_type, &self.id, json)?;
         Ok(Recorded {
             version,
             stream_version,
             id: self.id,
             aggregate_id: self.aggregate_id,
             event_type: self.event_type,
-            data: self.data.unwrap_or(Value::Null),
+            data,
             metadata,
             created_at: self.created_at,
         })

@@ -28,10 +28,14 @@ use crate::filter::Filter;
 use crate::hub::Hub;
 use crate::recorded::{NewEvent, Recorded};
 use crate::store::{DEFAULT_BATCH_SIZE, EventStore, SubscriptionSource, idempotent_replay};
+use crate::subscription::Payload;
 use crate::validate;
 
 /// The SQLite migrations of `migrations/sqlite`, embedded.
 const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
+
+/// Cacheable raw SQL on SQLite.
+type Statement<'f> = crate::statement::Statement<'f, diesel::sqlite::Sqlite>;
 
 const EVENT_COLUMNS: &str =
     "version, stream_version, id, aggregate_id, event_type, data, metadata, created_at";
@@ -133,19 +137,31 @@ fn parse_time(text: &str) -> Result<DateTime<Utc>> {
 
 impl Row {
     fn into_recorded(self) -> Result<Recorded> {
-        let json = |text: Option<String>| -> Result<Value> {
-            match text {
-                None => Ok(Value::Null),
-                Some(t) => serde_json::from_str(&t).map_err(|e| {
-                    Error::database("load", format!("stored JSON of {:?}: {e}", self.id))
-                }),
-            }
+        self.into_payload::<Value>().1
+    }
+
+    /// The event's cursor, and the event decoded into `P` straight from the
+    /// stored JSON (an error for this event alone when it does not decode).
+    fn into_payload<P: Payload>(self) -> (Cursor, Result<Recorded<P>>) {
+        (Cursor::new(self.version.max(0) as u64), self.decode())
+    }
+
+    fn decode<P: Payload>(self) -> Result<Recorded<P>> {
+        let metadata = match &self.metadata {
+            None => Map::new(),
+            Some(text) => match serde_json::from_str(text) {
+                Ok(Value::Object(map)) => map,
+                Ok(_) => Map::new(),
+                Err(e) => {
+                    return Err(Error::database(
+                        "load",
+                        format!("stored JSON of {:?}: {e}", self.id),
+                    ));
+                }
+            },
         };
-        let data = json(self.data.clone())?;
-        let metadata = match json(self.metadata.clone())? {
-            Value::Object(map) => map,
-            _ => Map::new(),
-        };
+        let json = self.data.as_deref().unwrap_or("null");
+        let data = P::from_json(&self.event_type, &self.id, json.as_bytes())?;
         Ok(Recorded {
             version: self.version.max(0) as u64,
             stream_version: self.stream_version.max(0) as u64,
@@ -347,6 +363,36 @@ impl SqliteStore {
         .await
     }
 
+    /// The rows of a read: up to `limit` events after `after` that pass
+    /// `filter`.
+    async fn read_rows(&self, filter: &Filter, after: Cursor, limit: usize) -> Result<Vec<Row>> {
+        validate::check_filter(filter)?;
+        let mut sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE version > $1");
+        let mut binds = Vec::new();
+        if let Some(streams) = filter.aggregate_ids() {
+            sql.push_str(" AND aggregate_id IN (SELECT value FROM json_each($2))");
+            binds.push(serde_json::to_string(streams).map_err(|e| Error::database("read", e))?);
+        }
+        if let Some(types) = filter.event_types() {
+            sql.push_str(&format!(
+                " AND event_type IN (SELECT value FROM json_each(${}))",
+                binds.len() + 2
+            ));
+            binds.push(serde_json::to_string(types).map_err(|e| Error::database("read", e))?);
+        }
+        sql.push_str(&format!(" ORDER BY version LIMIT ${}", binds.len() + 2));
+        let after = after.as_i64();
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.run("read", move |c| {
+            let mut query = Statement::new(sql).bind::<BigInt, _>(after);
+            for b in binds {
+                query = query.bind::<Text, _>(b);
+            }
+            Ok(query.bind::<BigInt, _>(limit).load(c)?)
+        })
+        .await
+    }
+
     /// The database file.
     pub fn path(&self) -> &Path {
         &self.inner.config.path
@@ -411,11 +457,7 @@ async fn watch_other_processes(config: SqliteConfig, hub: Hub) {
 /// Runs an event query and decodes its rows.
 fn load_rows(
     conn: &mut SqliteConnection,
-    query: diesel::query_builder::BoxedSqlQuery<
-        '_,
-        diesel::sqlite::Sqlite,
-        diesel::query_builder::SqlQuery,
-    >,
+    query: Statement<'_>,
 ) -> std::result::Result<Vec<Recorded>, TxError> {
     let rows: Vec<Row> = query.load(conn)?;
     Ok(rows
@@ -424,92 +466,139 @@ fn load_rows(
         .collect::<Result<_>>()?)
 }
 
+/// Appends under the write lock (an immediate transaction), so no other
+/// writer can move a stream between the checks and the commit; positions
+/// are therefore known before the rows go in: one query for the heads, then
+/// one cached INSERT per event. A repeated id or a failed expectation rolls
+/// back and checks whether the append repeats stored events (an idempotent
+/// retry).
 fn append_blocking(
     conn: &mut SqliteConnection,
     expected: ExpectedVersion,
-    events: &[NewEvent],
+    events: Vec<NewEvent>,
 ) -> std::result::Result<Vec<Recorded>, TxError> {
-    conn.immediate_transaction::<_, TxError, _>(|c| {
-        let ids = serde_json::to_string(&events.iter().map(|e| &e.id).collect::<Vec<_>>())
-            .map_err(|e| Error::database("append", e))?;
-        let stored = load_rows(
-            c,
-            diesel::sql_query(format!(
-                "SELECT {EVENT_COLUMNS} FROM events WHERE id IN (SELECT value FROM json_each(?))"
-            ))
-            .into_boxed()
-            .bind::<Text, _>(ids),
-        )?;
-        let by_id: HashMap<&str, &Recorded> = stored.iter().map(|r| (r.id.as_str(), r)).collect();
-        if let Some(replay) = idempotent_replay(events.iter(), |id| by_id.get(id).copied())? {
-            return Ok(replay);
-        }
-        let mut heads: HashMap<String, i64> = HashMap::new();
-        for e in events {
-            if heads.contains_key(&e.aggregate_id) {
-                continue;
+    let outcome = conn.immediate_transaction(|c| insert_events(c, expected, &events));
+    match outcome {
+        Ok((positions, created_at)) => Ok(events
+            .into_iter()
+            .zip(positions)
+            .map(|(e, (version, stream_version))| {
+                e.into_recorded(version, stream_version, created_at)
+            })
+            .collect()),
+        Err(TxError::Store(Error::Conflict { .. }))
+        | Err(TxError::Db(DieselError::DatabaseError(
+            diesel::result::DatabaseErrorKind::UniqueViolation,
+            _,
+        ))) => {
+            let replay = conn.immediate_transaction(|c| replay_of(c, &events))?;
+            match replay {
+                Some(replay) => Ok(replay),
+                None => outcome.map(|_| Vec::new()),
             }
-            let n: Vec<Number> = diesel::sql_query(
-                "SELECT max(stream_version) AS n FROM events WHERE aggregate_id = ?",
-            )
-            .bind::<Text, _>(&e.aggregate_id)
-            .load(c)?;
-            heads.insert(
-                e.aggregate_id.clone(),
-                n.into_iter().next().and_then(|r| r.n).unwrap_or(0),
-            );
         }
-        if let Some(first) = events.first() {
-            let actual = heads
-                .get(&first.aggregate_id)
-                .copied()
-                .filter(|v| *v > 0)
-                .map(|v| v as u64);
-            expected.check(&first.aggregate_id, actual)?;
-        }
-        let mut recorded = Vec::with_capacity(events.len());
-        for e in events {
-            let head = heads.entry(e.aggregate_id.clone()).or_insert(0);
-            *head += 1;
-            let data = serde_json::to_string(&e.data).map_err(|err| Error::Serialization {
-                event_type: e.event_type.clone(),
-                source: err,
-            })?;
-            let metadata =
-                serde_json::to_string(&e.metadata).map_err(|err| Error::Serialization {
-                    event_type: e.event_type.clone(),
-                    source: err,
-                })?;
-            #[derive(QueryableByName)]
-            struct Inserted {
-                #[diesel(sql_type = BigInt)]
-                version: i64,
-                #[diesel(sql_type = Text)]
-                created_at: String,
-            }
-            let row: Vec<Inserted> = diesel::sql_query(
-                "INSERT INTO events (id, aggregate_id, event_type, data, metadata, stream_version) \
-                 VALUES (?, ?, ?, ?, ?, ?) RETURNING version, created_at",
-            )
-            .bind::<Text, _>(&e.id)
-            .bind::<Text, _>(&e.aggregate_id)
-            .bind::<Text, _>(&e.event_type)
-            .bind::<Text, _>(&data)
-            .bind::<Text, _>(&metadata)
-            .bind::<BigInt, _>(*head)
-            .load(c)?;
-            let row = row
-                .into_iter()
-                .next()
-                .ok_or_else(|| Error::database("append", "no row returned"))?;
-            recorded.push(e.clone().into_recorded(
-                row.version.max(0) as u64,
-                *head as u64,
-                parse_time(&row.created_at)?,
-            ));
-        }
-        Ok(recorded)
-    })
+        Err(e) => Err(e),
+    }
+}
+
+/// The stored events with these ids, when the append repeats them all;
+/// [`Error::DuplicateEvent`] when it repeats some or with other content.
+fn replay_of(
+    conn: &mut SqliteConnection,
+    events: &[NewEvent],
+) -> std::result::Result<Option<Vec<Recorded>>, TxError> {
+    let ids = serde_json::to_string(&events.iter().map(|e| &e.id).collect::<Vec<_>>())
+        .map_err(|e| Error::database("append", e))?;
+    let stored = load_rows(
+        conn,
+        Statement::new(format!(
+            "SELECT {EVENT_COLUMNS} FROM events WHERE id IN (SELECT value FROM json_each($1))"
+        ))
+        .bind::<Text, _>(ids),
+    )?;
+    let by_id: HashMap<&str, &Recorded> = stored.iter().map(|r| (r.id.as_str(), r)).collect();
+    Ok(idempotent_replay(events.iter(), |id| {
+        by_id.get(id).copied()
+    })?)
+}
+
+/// Each event's `(version, stream_version)`, and the append's time.
+type Positions = (Vec<(u64, u64)>, DateTime<Utc>);
+
+/// Inserts the events; returns their positions.
+fn insert_events(
+    c: &mut SqliteConnection,
+    expected: ExpectedVersion,
+    events: &[NewEvent],
+) -> std::result::Result<Positions, TxError> {
+    #[derive(QueryableByName)]
+    struct Head {
+        #[diesel(sql_type = Text)]
+        aggregate_id: String,
+        #[diesel(sql_type = Nullable<BigInt>)]
+        n: Option<i64>,
+    }
+    let mut aggregates: Vec<&str> = events.iter().map(|e| e.aggregate_id.as_str()).collect();
+    aggregates.sort_unstable();
+    aggregates.dedup();
+    let aggregates =
+        serde_json::to_string(&aggregates).map_err(|e| Error::database("append", e))?;
+    // The last version ever taken (AUTOINCREMENT never reuses one) under the
+    // empty name, which no aggregate has, then each stream's head.
+    let rows: Vec<Head> = Statement::new(
+        "SELECT '' AS aggregate_id, max(coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'events'), 0), \
+                                        coalesce((SELECT max(version) FROM events), 0)) AS n \
+         UNION ALL \
+         SELECT aggregate_id, max(stream_version) AS n FROM events \
+          WHERE aggregate_id IN (SELECT value FROM json_each($1)) GROUP BY aggregate_id",
+    )
+    .bind::<Text, _>(aggregates)
+    .load(c)?;
+    let mut heads: HashMap<String, i64> = rows
+        .into_iter()
+        .map(|h| (h.aggregate_id, h.n.unwrap_or(0)))
+        .collect();
+    let mut version = heads.remove("").unwrap_or(0);
+    if let Some(first) = events.first() {
+        let actual = heads
+            .get(&first.aggregate_id)
+            .copied()
+            .filter(|v| *v > 0)
+            .map(|v| v as u64);
+        expected.check(&first.aggregate_id, actual)?;
+    }
+    // One time for the whole append, at the column's precision.
+    let created_at = Utc::now();
+    let created_text = created_at.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string();
+    let created_at = parse_time(&created_text)?;
+    let mut positions = Vec::with_capacity(events.len());
+    for e in events {
+        let serialization = |source| Error::Serialization {
+            event_type: e.event_type.clone(),
+            source,
+        };
+        let data = serde_json::to_string(&e.data).map_err(serialization)?;
+        let metadata = serde_json::to_string(&e.metadata).map_err(serialization)?;
+        version += 1;
+        let head = heads.entry(e.aggregate_id.clone()).or_insert(0);
+        *head += 1;
+        Statement::new(
+            "INSERT INTO events \
+             (version, id, aggregate_id, event_type, data, metadata, stream_version, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind::<BigInt, _>(version)
+        .bind::<Text, _>(&e.id)
+        .bind::<Text, _>(&e.aggregate_id)
+        .bind::<Text, _>(&e.event_type)
+        .bind::<Text, _>(&data)
+        .bind::<Text, _>(&metadata)
+        .bind::<BigInt, _>(*head)
+        .bind::<Text, _>(&created_text)
+        .execute(c)?;
+        positions.push((version.max(0) as u64, (*head).max(0) as u64));
+    }
+    Ok((positions, created_at))
 }
 
 impl EventStore for SqliteStore {
@@ -528,7 +617,7 @@ impl EventStore for SqliteStore {
         // The immediate transaction holds the write lock from the id and
         // stream checks to the commit, so no other writer can race them.
         let recorded = self
-            .run("append", move |c| append_blocking(c, expected, &events))
+            .run("append", move |c| append_blocking(c, expected, events))
             .await?;
         for e in &recorded {
             self.inner.hub.notify(&e.aggregate_id, &e.event_type);
@@ -537,36 +626,23 @@ impl EventStore for SqliteStore {
     }
 
     async fn read(&self, filter: &Filter, after: Cursor, limit: usize) -> Result<Vec<Recorded>> {
-        validate::check_filter(filter)?;
-        let mut sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE version > ?");
-        let mut binds = Vec::new();
-        if let Some(streams) = filter.aggregate_ids() {
-            sql.push_str(" AND aggregate_id IN (SELECT value FROM json_each(?))");
-            binds.push(serde_json::to_string(streams).map_err(|e| Error::database("read", e))?);
-        }
-        if let Some(types) = filter.event_types() {
-            sql.push_str(" AND event_type IN (SELECT value FROM json_each(?))");
-            binds.push(serde_json::to_string(types).map_err(|e| Error::database("read", e))?);
-        }
-        sql.push_str(" ORDER BY version LIMIT ?");
-        let after = after.as_i64();
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        self.run("read", move |c| {
-            let mut query = diesel::sql_query(sql)
-                .into_boxed::<diesel::sqlite::Sqlite>()
-                .bind::<BigInt, _>(after);
-            for b in binds {
-                query = query.bind::<Text, _>(b);
-            }
-            load_rows(c, query.bind::<BigInt, _>(limit))
-        })
-        .await
+        let rows = self.read_rows(filter, after, limit).await?;
+        rows.into_iter().map(Row::into_recorded).collect()
+    }
+
+    async fn read_page_as<P: Payload>(
+        &self,
+        filter: &Filter,
+        after: Cursor,
+        limit: usize,
+    ) -> Result<Vec<(Cursor, Result<Recorded<P>>)>> {
+        let rows = self.read_rows(filter, after, limit).await?;
+        Ok(rows.into_iter().map(Row::into_payload).collect())
     }
 
     async fn latest_version(&self) -> Result<Cursor> {
         self.run("latest_version", |c| {
-            let n: Vec<Number> =
-                diesel::sql_query("SELECT max(version) AS n FROM events").load(c)?;
+            let n: Vec<Number> = Statement::new("SELECT max(version) AS n FROM events").load(c)?;
             Ok(Cursor::new(
                 n.into_iter().next().and_then(|r| r.n).unwrap_or(0).max(0) as u64,
             ))
@@ -578,8 +654,8 @@ impl EventStore for SqliteStore {
         validate::check_aggregate_id(aggregate_id)?;
         let aggregate_id = aggregate_id.to_owned();
         self.run("stream_version", move |c| {
-            let n: Vec<Number> = diesel::sql_query(
-                "SELECT max(stream_version) AS n FROM events WHERE aggregate_id = ?",
+            let n: Vec<Number> = Statement::new(
+                "SELECT max(stream_version) AS n FROM events WHERE aggregate_id = $1",
             )
             .bind::<Text, _>(&aggregate_id)
             .load(c)?;
@@ -619,7 +695,7 @@ impl SubscriptionSource for SqliteStore {
         let name = name.to_owned();
         self.run("load_checkpoint", move |c| {
             let n: Vec<Number> =
-                diesel::sql_query("SELECT position AS n FROM synckit_checkpoints WHERE name = ?")
+                Statement::new("SELECT position AS n FROM synckit_checkpoints WHERE name = $1")
                     .bind::<Text, _>(&name)
                     .load(c)?;
             Ok(n.into_iter()
@@ -633,8 +709,8 @@ impl SubscriptionSource for SqliteStore {
     async fn save_checkpoint(&self, name: &str, position: Cursor) -> Result<()> {
         let name = name.to_owned();
         self.run("save_checkpoint", move |c| {
-            diesel::sql_query(
-                "INSERT INTO synckit_checkpoints (name, position) VALUES (?, ?) \
+            Statement::new(
+                "INSERT INTO synckit_checkpoints (name, position) VALUES ($1, $2) \
                  ON CONFLICT (name) DO UPDATE SET position = excluded.position, \
                  updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')",
             )

@@ -1,24 +1,27 @@
-//! Raw SQL that the connection may keep prepared.
+//! Raw SQL that the connection may keep prepared, on either backend.
 //!
 //! diesel marks every `sql_query` unsafe to cache, because its text may be
-//! built from anything; each execution then pays a Parse round trip. The
-//! texts synckit runs come from a fixed set (constants, or one of a few
-//! shapes chosen by the filter), so caching them by text is safe, and
-//! [`Config::prepared_statements`](super::Config) decides whether the
-//! connection does.
+//! built from anything; each execution then pays a Parse (a round trip on
+//! PostgreSQL, a compile on SQLite). The texts synckit runs come from a
+//! fixed set (constants, or one of a few shapes chosen by the filter), so
+//! caching them by text is safe; on PostgreSQL
+//! `Config::prepared_statements` decides whether the connection does.
+//!
+//! Placeholders are written `$1, $2, ...` for both backends; each becomes
+//! the backend's own (`$n` or `?`).
 
 use std::marker::PhantomData;
 
 use diesel::QueryResult;
-use diesel::pg::Pg;
+use diesel::backend::Backend;
 use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
 use diesel::serialize::ToSql;
 use diesel::sql_types::{HasSqlType, Untyped};
 
-/// A SQL text and its bind values.
-pub(crate) struct Statement<'f> {
+/// A SQL text and its bind values, for backend `DB`.
+pub(crate) struct Statement<'f, DB: Backend> {
     sql: String,
-    binds: Vec<Box<dyn QueryFragment<Pg> + Send + 'f>>,
+    binds: Vec<Box<dyn QueryFragment<DB> + Send + 'f>>,
 }
 
 struct Bind<ST, U> {
@@ -26,17 +29,17 @@ struct Bind<ST, U> {
     sql_type: PhantomData<ST>,
 }
 
-impl<ST, U> QueryFragment<Pg> for Bind<ST, U>
+impl<DB, ST, U> QueryFragment<DB> for Bind<ST, U>
 where
-    Pg: HasSqlType<ST>,
-    U: ToSql<ST, Pg>,
+    DB: Backend + HasSqlType<ST>,
+    U: ToSql<ST, DB>,
 {
-    fn walk_ast<'b>(&'b self, mut pass: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+    fn walk_ast<'b>(&'b self, mut pass: AstPass<'_, 'b, DB>) -> QueryResult<()> {
         pass.push_bind_param::<ST, U>(&self.value)
     }
 }
 
-impl<'f> Statement<'f> {
+impl<'f, DB: Backend> Statement<'f, DB> {
     /// A statement with this text, from synckit's fixed set.
     pub(crate) fn new(sql: impl Into<String>) -> Self {
         Statement {
@@ -48,8 +51,8 @@ impl<'f> Statement<'f> {
     /// Binds the next `$n` parameter.
     pub(crate) fn bind<ST, U>(mut self, value: U) -> Self
     where
-        Pg: HasSqlType<ST>,
-        U: ToSql<ST, Pg> + Send + 'f,
+        DB: HasSqlType<ST>,
+        U: ToSql<ST, DB> + Send + 'f,
         ST: Send + 'f,
     {
         self.binds.push(Box::new(Bind {
@@ -60,11 +63,11 @@ impl<'f> Statement<'f> {
     }
 }
 
-impl QueryFragment<Pg> for Statement<'_> {
+impl<DB: Backend> QueryFragment<DB> for Statement<'_, DB> {
     /// Writes the text with each `$n` replaced by the `n`-th bind, which
     /// writes its own placeholder. synckit's statements use `$1, $2, ...`
     /// once each, in order, so the text sent is the text written.
-    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, DB>) -> QueryResult<()> {
         let mut rest = self.sql.as_str();
         let mut binds = self.binds.iter();
         while let Some(at) = rest.find('$') {
@@ -91,12 +94,16 @@ impl QueryFragment<Pg> for Statement<'_> {
     }
 }
 
-impl QueryId for Statement<'_> {
+impl<DB: Backend> QueryId for Statement<'_, DB> {
     type QueryId = ();
     // Cached by SQL text (and bind types), not by a static type id.
     const HAS_STATIC_QUERY_ID: bool = false;
 }
 
-impl Query for Statement<'_> {
+impl<DB: Backend> Query for Statement<'_, DB> {
     type SqlType = Untyped;
 }
+
+// diesel's synchronous connections run only queries that opt in.
+#[cfg(feature = "sqlite")]
+impl<DB: Backend, Conn> diesel::RunQueryDsl<Conn> for Statement<'_, DB> {}
