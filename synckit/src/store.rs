@@ -133,23 +133,25 @@ pub trait EventStore: Clone + Send + Sync + 'static {
         Pages::<Self, P>::new(self.clone(), filter, after).boxed()
     }
 
-    /// One page of [`EventStore::read_stream_as`]: each event's cursor and
-    /// its decoded form. Backends override it to decode from the stored
-    /// JSON without building a [`Value`] first.
+    /// One page of [`EventStore::read_stream_as`], decoded as it is
+    /// iterated. Backends override it to decode from the stored JSON
+    /// without building a [`Value`] first.
     #[doc(hidden)]
     fn read_page_as<P: Payload>(
         &self,
         filter: &Filter,
         after: Cursor,
         limit: usize,
-    ) -> impl Future<Output = Result<Vec<(Cursor, Result<Recorded<P>>)>>> + Send {
+    ) -> impl Future<Output = Result<TypedPage<P>>> + Send {
         let page = self.read(filter, after, limit);
         async move {
-            Ok(page
-                .await?
-                .into_iter()
-                .map(|r| (r.cursor(), P::from_recorded(r)))
-                .collect())
+            let page = page.await?;
+            let last = page.last().map(Recorded::cursor);
+            Ok(TypedPage::new(
+                page.len(),
+                last,
+                page.into_iter().map(P::from_recorded),
+            ))
         }
     }
 
@@ -265,15 +267,36 @@ where
     }
 }
 
-/// One page of a typed read: each event's cursor and its decoded form.
-pub(crate) type TypedPage<P> = Vec<(Cursor, Result<Recorded<P>>)>;
+/// One page of a typed read: how many events it holds, the cursor of the
+/// last, and the events, decoded as they are taken (so that the next page
+/// can be requested before this one is decoded).
+#[doc(hidden)]
+pub struct TypedPage<P> {
+    len: usize,
+    last: Option<Cursor>,
+    events: Box<dyn Iterator<Item = Result<Recorded<P>>> + Send>,
+}
+
+impl<P> TypedPage<P> {
+    pub(crate) fn new(
+        len: usize,
+        last: Option<Cursor>,
+        events: impl Iterator<Item = Result<Recorded<P>>> + Send + 'static,
+    ) -> Self {
+        TypedPage {
+            len,
+            last,
+            events: Box::new(events),
+        }
+    }
+}
 
 /// The pages of [`EventStore::read_stream_as`], one read ahead.
 struct Pages<S, P> {
     store: S,
     filter: Filter,
     limit: usize,
-    current: std::vec::IntoIter<(Cursor, Result<Recorded<P>>)>,
+    current: Box<dyn Iterator<Item = Result<Recorded<P>>> + Send>,
     /// The page being read, and its result once in.
     next: Option<BoxFuture<'static, Result<TypedPage<P>>>>,
     arrived: Option<Result<TypedPage<P>>>,
@@ -286,7 +309,7 @@ impl<S: EventStore, P: Payload> Pages<S, P> {
             store,
             filter,
             limit,
-            current: Vec::new().into_iter(),
+            current: Box::new(std::iter::empty()),
             next: None,
             arrived: None,
         };
@@ -321,7 +344,7 @@ impl<S: EventStore, P: Payload> Stream for Pages<S, P> {
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
-        if let Some((_, event)) = this.current.next() {
+        if let Some(event) = this.current.next() {
             // Hand out this page while the next one is read.
             let _ = this.poll_next_page(cx);
             return Poll::Ready(Some(event));
@@ -331,15 +354,15 @@ impl<S: EventStore, P: Payload> Stream for Pages<S, P> {
             None => Poll::Ready(None),
             Some(Err(e)) => Poll::Ready(Some(Err(e))),
             Some(Ok(page)) => {
-                if page.len() >= this.limit
-                    && let Some((last, _)) = page.last()
+                if page.len >= this.limit
+                    && let Some(last) = page.last
                 {
-                    this.request(*last);
+                    this.request(last);
                     // Sends the request now rather than at the next poll.
                     let _ = this.poll_next_page(cx);
                 }
-                this.current = page.into_iter();
-                Poll::Ready(this.current.next().map(|(_, event)| event))
+                this.current = page.events;
+                Poll::Ready(this.current.next())
             }
         }
     }

@@ -26,6 +26,28 @@ mod suite {
     crate::behaviour_suite!(async { super::fresh_store(7).await });
 }
 
+/// On a single-threaded runtime the store cannot run its calls in place
+/// and hands them to blocking threads: the same behaviour.
+mod current_thread {
+    #[tokio::test(flavor = "current_thread")]
+    async fn appends_conflicts_and_replays() {
+        crate::behaviour::expected_versions_are_enforced(super::fresh_store(7).await).await;
+        crate::behaviour::same_id_is_idempotent_other_content_is_a_duplicate(
+            super::fresh_store(7).await,
+        )
+        .await;
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn loads_and_typed_loads() {
+        crate::behaviour::loads_page_in_order_after_a_cursor(super::fresh_store(7).await).await;
+        crate::behaviour::typed_loads_decode_each_event_and_go_on_after_a_bad_one(
+            super::fresh_store(7).await,
+        )
+        .await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn another_connection_on_the_same_file_wakes_subscribers() {
     let dir = tempfile::tempdir().unwrap();

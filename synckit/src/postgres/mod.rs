@@ -36,7 +36,7 @@ use crate::error::{Error, Result};
 use crate::filter::Filter;
 use crate::hub::Hub;
 use crate::recorded::{NewEvent, Recorded};
-use crate::store::{EventStore, SubscriptionSource, idempotent_replay};
+use crate::store::{EventStore, SubscriptionSource, TypedPage, idempotent_replay};
 use crate::subscription::Payload;
 use crate::validate;
 
@@ -784,9 +784,14 @@ impl EventStore for PgStore {
         filter: &Filter,
         after: Cursor,
         limit: usize,
-    ) -> Result<Vec<(Cursor, Result<Recorded<P>>)>> {
+    ) -> Result<TypedPage<P>> {
         let rows = self.read_rows(filter, after, limit).await?;
-        Ok(rows.into_iter().map(EventRow::into_payload).collect())
+        let last = rows.last().map(EventRow::cursor);
+        Ok(TypedPage::new(
+            rows.len(),
+            last,
+            rows.into_iter().map(EventRow::into_payload),
+        ))
     }
 
     async fn latest_version(&self) -> Result<Cursor> {

@@ -32,7 +32,7 @@ pub(crate) struct EventRow {
     #[diesel(sql_type = Nullable<Jsonb>)]
     data: Option<RawJson>,
     #[diesel(sql_type = Nullable<Jsonb>)]
-    metadata: Option<Value>,
+    metadata: Option<RawJson>,
     #[diesel(sql_type = Timestamptz)]
     created_at: DateTime<Utc>,
 }
@@ -55,21 +55,27 @@ impl EventRow {
     /// The recorded event; rows written by plain SQL may have no data (JSON
     /// `null`) or no metadata (an empty object).
     pub(crate) fn into_recorded(self) -> Result<Recorded> {
-        self.into_payload::<Value>().1
+        self.into_payload::<Value>()
     }
 
-    /// The event's cursor, and the event decoded into `P` straight from the
-    /// stored JSON (an error for this event alone when it does not decode).
-    pub(crate) fn into_payload<P: Payload>(self) -> (Cursor, Result<Recorded<P>>) {
-        let cursor = Cursor::new(self.version.max(0) as u64);
-        (cursor, self.decode())
+    /// The event's position.
+    pub(crate) fn cursor(&self) -> Cursor {
+        Cursor::new(self.version.max(0) as u64)
     }
 
-    fn decode<P: Payload>(self) -> Result<Recorded<P>> {
-        let metadata = match self.metadata {
-            None | Some(Value::Null) => Map::new(),
-            Some(Value::Object(map)) => map,
-            Some(other) => {
+    /// The event decoded into `P` straight from the stored JSON (an error
+    /// for this event alone when it does not decode).
+    pub(crate) fn into_payload<P: Payload>(self) -> Result<Recorded<P>> {
+        let metadata = match &self.metadata {
+            None => Value::Null,
+            Some(json) => serde_json::from_slice(&json.0).map_err(|e| {
+                Error::database("load", format!("stored metadata of {:?}: {e}", self.id))
+            })?,
+        };
+        let metadata = match metadata {
+            Value::Null => Map::new(),
+            Value::Object(map) => map,
+            other => {
                 let mut map = Map::new();
                 map.insert("value".to_owned(), other);
                 map

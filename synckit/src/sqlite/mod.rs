@@ -1,9 +1,10 @@
 //! The embedded store on SQLite (feature `sqlite`, bundled SQLite).
 //!
-//! One connection, through diesel-async's `SyncConnectionWrapper`, in WAL
-//! mode with a busy timeout. SQLite runs one write transaction at a time and
-//! assigns `version` inside it, so versions become visible in commit order
-//! and reads need no fence. Subscriptions are woken in process after each
+//! One connection (its calls run on the caller's worker under
+//! `block_in_place`, or on a blocking thread), in WAL mode with a busy
+//! timeout. SQLite runs one write transaction at a time and assigns
+//! `version` inside it, so versions become visible in commit order and
+//! reads need no fence. Subscriptions are woken in process after each
 //! commit, and by a second connection that polls `PRAGMA data_version` for
 //! commits of other processes.
 
@@ -18,7 +19,6 @@ use diesel::connection::SimpleConnection;
 use diesel::result::Error as DieselError;
 use diesel::sql_types::{BigInt, Nullable, Text};
 use diesel::{Connection, QueryableByName, RunQueryDsl, SqliteConnection};
-use diesel_async::sync_connection_wrapper::SyncConnectionWrapper;
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 use serde_json::{Map, Value};
 
@@ -27,7 +27,9 @@ use crate::error::{Error, Result};
 use crate::filter::Filter;
 use crate::hub::Hub;
 use crate::recorded::{NewEvent, Recorded};
-use crate::store::{DEFAULT_BATCH_SIZE, EventStore, SubscriptionSource, idempotent_replay};
+use crate::store::{
+    DEFAULT_BATCH_SIZE, EventStore, SubscriptionSource, TypedPage, idempotent_replay,
+};
 use crate::subscription::Payload;
 use crate::validate;
 
@@ -67,7 +69,39 @@ impl SqliteConfig {
     }
 }
 
-type Conn = SyncConnectionWrapper<SqliteConnection>;
+type Conn = Arc<std::sync::Mutex<SqliteConnection>>;
+
+/// Where a call on the connection runs.
+#[derive(Clone, Copy, PartialEq)]
+enum Place {
+    /// On this worker under `block_in_place` (multi-threaded runtimes),
+    /// which hands the worker's other tasks to another thread meanwhile: a
+    /// SQLite call is short, and handing each to a blocking thread and back
+    /// costs more than the call.
+    Here,
+    /// On a blocking thread, so that the caller's task goes on meanwhile
+    /// (the next page of a stream is read while this one is consumed).
+    Elsewhere,
+}
+
+/// Runs `task` on the connection without stalling the runtime: a wait on
+/// another process's write lock blocks no other task.
+async fn on_connection<R: Send + 'static>(
+    conn: &Conn,
+    place: Place,
+    task: impl FnOnce(&mut SqliteConnection) -> R + Send + 'static,
+) -> std::result::Result<R, tokio::task::JoinError> {
+    let conn = conn.clone();
+    let work = move || task(&mut conn.lock().unwrap_or_else(|p| p.into_inner()));
+    if place == Place::Here
+        && tokio::runtime::Handle::current().runtime_flavor()
+            == tokio::runtime::RuntimeFlavor::MultiThread
+    {
+        Ok(tokio::task::block_in_place(work))
+    } else {
+        tokio::task::spawn_blocking(work).await
+    }
+}
 
 struct Inner {
     conn: tokio::sync::Mutex<Option<Conn>>,
@@ -137,16 +171,17 @@ fn parse_time(text: &str) -> Result<DateTime<Utc>> {
 
 impl Row {
     fn into_recorded(self) -> Result<Recorded> {
-        self.into_payload::<Value>().1
+        self.into_payload::<Value>()
     }
 
-    /// The event's cursor, and the event decoded into `P` straight from the
-    /// stored JSON (an error for this event alone when it does not decode).
-    fn into_payload<P: Payload>(self) -> (Cursor, Result<Recorded<P>>) {
-        (Cursor::new(self.version.max(0) as u64), self.decode())
+    /// The event's position.
+    fn cursor(&self) -> Cursor {
+        Cursor::new(self.version.max(0) as u64)
     }
 
-    fn decode<P: Payload>(self) -> Result<Recorded<P>> {
+    /// The event decoded into `P` straight from the stored JSON (an error
+    /// for this event alone when it does not decode).
+    fn into_payload<P: Payload>(self) -> Result<Recorded<P>> {
         let metadata = match &self.metadata {
             None => Map::new(),
             Some(text) => match serde_json::from_str(text) {
@@ -321,7 +356,7 @@ impl SqliteStore {
         let poll_config = config.clone();
         let hub = Hub::new();
         let inner = Arc::new(Inner {
-            conn: tokio::sync::Mutex::new(Some(SyncConnectionWrapper::new(conn))),
+            conn: tokio::sync::Mutex::new(Some(Arc::new(std::sync::Mutex::new(conn)))),
             config,
             closed: AtomicBool::new(false),
             hub: hub.clone(),
@@ -341,7 +376,7 @@ impl SqliteStore {
             #[diesel(sql_type = BigInt)]
             count: i64,
         }
-        self.run("summary", |c| {
+        self.run("summary", Place::Here, |c| {
             let one = |c: &mut SqliteConnection, sql: &str| -> std::result::Result<u64, TxError> {
                 let n: Vec<Number> = diesel::sql_query(sql).load(c)?;
                 Ok(n.into_iter().next().and_then(|r| r.n).unwrap_or(0).max(0) as u64)
@@ -365,7 +400,13 @@ impl SqliteStore {
 
     /// The rows of a read: up to `limit` events after `after` that pass
     /// `filter`.
-    async fn read_rows(&self, filter: &Filter, after: Cursor, limit: usize) -> Result<Vec<Row>> {
+    async fn read_rows(
+        &self,
+        filter: &Filter,
+        after: Cursor,
+        limit: usize,
+        place: Place,
+    ) -> Result<Vec<Row>> {
         validate::check_filter(filter)?;
         let mut sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE version > $1");
         let mut binds = Vec::new();
@@ -383,7 +424,7 @@ impl SqliteStore {
         sql.push_str(&format!(" ORDER BY version LIMIT ${}", binds.len() + 2));
         let after = after.as_i64();
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        self.run("read", move |c| {
+        self.run("read", place, move |c| {
             let mut query = Statement::new(sql).bind::<BigInt, _>(after);
             for b in binds {
                 query = query.bind::<Text, _>(b);
@@ -402,15 +443,15 @@ impl SqliteStore {
     async fn run<R: Send + 'static>(
         &self,
         operation: &'static str,
+        place: Place,
         task: impl FnOnce(&mut SqliteConnection) -> std::result::Result<R, TxError> + Send + 'static,
     ) -> Result<R> {
         if self.inner.closed.load(Ordering::Acquire) {
             return Err(Error::StoreClosed);
         }
-        let mut guard = self.inner.conn.lock().await;
-        let conn = guard.as_mut().ok_or(Error::StoreClosed)?;
-        let outcome = conn
-            .spawn_blocking(move |c| Ok(task(c)))
+        let guard = self.inner.conn.lock().await;
+        let conn = guard.as_ref().ok_or(Error::StoreClosed)?;
+        let outcome = on_connection(conn, place, task)
             .await
             .map_err(|e| Error::database(operation, e))?;
         outcome.map_err(|e| match e {
@@ -431,20 +472,19 @@ async fn watch_other_processes(config: SqliteConfig, hub: Hub) {
     let Ok(Some(conn)) = opened else {
         return;
     };
-    let mut conn: Conn = SyncConnectionWrapper::new(conn);
+    let conn: Conn = Arc::new(std::sync::Mutex::new(conn));
     let mut last = None;
     let mut ticks = tokio::time::interval(config.poll_interval.max(Duration::from_millis(5)));
     loop {
         ticks.tick().await;
-        let version = conn
-            .spawn_blocking(|c| {
-                diesel::sql_query("SELECT data_version AS n FROM pragma_data_version")
-                    .load::<Number>(c)
-            })
-            .await
-            .ok()
-            .and_then(|rows| rows.into_iter().next())
-            .and_then(|r| r.n);
+        let version = on_connection(&conn, Place::Elsewhere, |c| {
+            diesel::sql_query("SELECT data_version AS n FROM pragma_data_version").load::<Number>(c)
+        })
+        .await
+        .ok()
+        .and_then(|rows| rows.ok())
+        .and_then(|rows| rows.into_iter().next())
+        .and_then(|r| r.n);
         if version.is_some() && last.is_some() && version != last {
             hub.notify_all();
         }
@@ -617,7 +657,9 @@ impl EventStore for SqliteStore {
         // The immediate transaction holds the write lock from the id and
         // stream checks to the commit, so no other writer can race them.
         let recorded = self
-            .run("append", move |c| append_blocking(c, expected, events))
+            .run("append", Place::Here, move |c| {
+                append_blocking(c, expected, events)
+            })
             .await?;
         for e in &recorded {
             self.inner.hub.notify(&e.aggregate_id, &e.event_type);
@@ -626,7 +668,7 @@ impl EventStore for SqliteStore {
     }
 
     async fn read(&self, filter: &Filter, after: Cursor, limit: usize) -> Result<Vec<Recorded>> {
-        let rows = self.read_rows(filter, after, limit).await?;
+        let rows = self.read_rows(filter, after, limit, Place::Here).await?;
         rows.into_iter().map(Row::into_recorded).collect()
     }
 
@@ -635,13 +677,21 @@ impl EventStore for SqliteStore {
         filter: &Filter,
         after: Cursor,
         limit: usize,
-    ) -> Result<Vec<(Cursor, Result<Recorded<P>>)>> {
-        let rows = self.read_rows(filter, after, limit).await?;
-        Ok(rows.into_iter().map(Row::into_payload).collect())
+    ) -> Result<TypedPage<P>> {
+        // Off this task: the stream reads its next page meanwhile.
+        let rows = self
+            .read_rows(filter, after, limit, Place::Elsewhere)
+            .await?;
+        let last = rows.last().map(Row::cursor);
+        Ok(TypedPage::new(
+            rows.len(),
+            last,
+            rows.into_iter().map(Row::into_payload),
+        ))
     }
 
     async fn latest_version(&self) -> Result<Cursor> {
-        self.run("latest_version", |c| {
+        self.run("latest_version", Place::Here, |c| {
             let n: Vec<Number> = Statement::new("SELECT max(version) AS n FROM events").load(c)?;
             Ok(Cursor::new(
                 n.into_iter().next().and_then(|r| r.n).unwrap_or(0).max(0) as u64,
@@ -653,7 +703,7 @@ impl EventStore for SqliteStore {
     async fn stream_version(&self, aggregate_id: &str) -> Result<Option<u64>> {
         validate::check_aggregate_id(aggregate_id)?;
         let aggregate_id = aggregate_id.to_owned();
-        self.run("stream_version", move |c| {
+        self.run("stream_version", Place::Here, move |c| {
             let n: Vec<Number> = Statement::new(
                 "SELECT max(stream_version) AS n FROM events WHERE aggregate_id = $1",
             )
@@ -693,7 +743,7 @@ impl SubscriptionSource for SqliteStore {
 
     async fn load_checkpoint(&self, name: &str) -> Result<Option<Cursor>> {
         let name = name.to_owned();
-        self.run("load_checkpoint", move |c| {
+        self.run("load_checkpoint", Place::Here, move |c| {
             let n: Vec<Number> =
                 Statement::new("SELECT position AS n FROM synckit_checkpoints WHERE name = $1")
                     .bind::<Text, _>(&name)
@@ -708,7 +758,7 @@ impl SubscriptionSource for SqliteStore {
 
     async fn save_checkpoint(&self, name: &str, position: Cursor) -> Result<()> {
         let name = name.to_owned();
-        self.run("save_checkpoint", move |c| {
+        self.run("save_checkpoint", Place::Here, move |c| {
             Statement::new(
                 "INSERT INTO synckit_checkpoints (name, position) VALUES ($1, $2) \
                  ON CONFLICT (name) DO UPDATE SET position = excluded.position, \
