@@ -367,11 +367,14 @@ impl<S: SubscriptionSource> Follower<S> {
             // Clear before reading: a commit during the read raises the
             // signal again and leads to one more read.
             self.registration.signal.clear();
-            match self
-                .store
-                .read(&self.filter, self.position, self.batch)
-                .await
-            {
+            let seen = self.store.hub().generation();
+            let read =
+                self.store
+                    .hub()
+                    .read_shared(&self.filter, self.position, self.batch, seen, || {
+                        self.store.read(&self.filter, self.position, self.batch)
+                    });
+            match read.await {
                 Ok(page) => {
                     self.failures = 0;
                     self.at_head = page.len() < self.batch;

@@ -589,8 +589,9 @@ fn insert_events(
         "SELECT '' AS aggregate_id, max(coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'events'), 0), \
                                         coalesce((SELECT max(version) FROM events), 0)) AS n \
          UNION ALL \
-         SELECT aggregate_id, max(stream_version) AS n FROM events \
-          WHERE aggregate_id IN (SELECT value FROM json_each($1)) GROUP BY aggregate_id",
+         SELECT j.value AS aggregate_id, \
+                (SELECT max(stream_version) FROM events WHERE aggregate_id = j.value) AS n \
+           FROM json_each($1) j",
     )
     .bind::<Text, _>(aggregates)
     .load(c)?;
