@@ -218,7 +218,11 @@ pub async fn load(dir: &Path, events: u64) -> Row {
                 .expect("json"),
             metadata: serde_json::from_str(row.get_ref(6).expect("column").as_str().expect("text"))
                 .expect("json"),
-            created_at: row.get(7).expect("column"),
+            created_at: chrono::DateTime::parse_from_rfc3339(
+                row.get_ref(7).expect("column").as_str().expect("text"),
+            )
+            .expect("time")
+            .with_timezone(&chrono::Utc),
         };
         quantities += u64::from(std::hint::black_box(&e).data.quantity);
     }
@@ -250,5 +254,5 @@ struct RawEvent {
     event_type: String,
     data: OrderLinePlaced,
     metadata: Map<String, Value>,
-    created_at: String,
+    created_at: chrono::DateTime<chrono::Utc>,
 }
