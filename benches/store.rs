@@ -8,42 +8,20 @@
 use std::time::Duration;
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
-use serde::{Deserialize, Serialize};
 use synckit::postgres::{Config, PgStore};
 use synckit::sqlite::SqliteStore;
 use synckit::{Cursor, Event, EventStore, ExpectedVersion, NewEvent};
 
-#[derive(Debug, Clone, Serialize, Deserialize, synckit::Event)]
-struct OrderLinePlaced {
-    #[event(aggregate_id)]
-    order_id: String,
-    line: u64,
-    customer: String,
-    sku: String,
-    quantity: u32,
-    unit_price_cents: u64,
-    currency: String,
-    channel: String,
-    note: String,
-}
+// The report program's events, so that both measure the same payloads.
+#[allow(dead_code)]
+#[path = "../examples/bench/workload.rs"]
+mod workload;
 
-fn order_line(i: u64) -> OrderLinePlaced {
-    OrderLinePlaced {
-        order_id: format!("order-{:05}", i % 1000),
-        line: i,
-        customer: format!("customer-{:04}", i * 31 % 10_000),
-        sku: format!("SKU-{:06}", i * 7919 % 1_000_000),
-        quantity: (i % 5 + 1) as u32,
-        unit_price_cents: 1999 + i % 100,
-        currency: "EUR".to_owned(),
-        channel: "web-checkout".to_owned(),
-        note: "standard shipping, leave at the door".to_owned(),
-    }
-}
+use workload::OrderLinePlaced;
 
 fn batch(first: u64, n: u64) -> Vec<NewEvent> {
     (first..first + n)
-        .map(|i| NewEvent::from_event(&order_line(i)).expect("encodable"))
+        .map(|i| workload::new_event(i, i % workload::AGGREGATES))
         .collect()
 }
 
@@ -59,13 +37,74 @@ fn runtime() -> tokio::runtime::Runtime {
 fn typed(c: &mut Criterion) {
     let mut g = c.benchmark_group("typed");
     g.throughput(Throughput::Elements(1));
-    let event = order_line(7);
+    let event = workload::order_line(7, 7);
     g.bench_function("encode", |b| {
         b.iter(|| NewEvent::from_event(std::hint::black_box(&event)).expect("encode"))
     });
     let data = NewEvent::from_event(&event).expect("encode").data().clone();
     g.bench_function("decode", |b| {
         b.iter(|| OrderLinePlaced::decode("OrderLinePlaced", std::hint::black_box(data.clone())))
+    });
+    let json = serde_json::to_vec(&data).expect("json");
+    g.bench_function("decode from JSON text", |b| {
+        b.iter(|| OrderLinePlaced::decode_json("OrderLinePlaced", std::hint::black_box(&json)))
+    });
+    g.finish();
+}
+
+/// Appends and reads on `store`, which holds at least 1,000 events.
+fn store_operations<S: EventStore>(
+    c: &mut Criterion,
+    name: &str,
+    rt: &tokio::runtime::Runtime,
+    store: &S,
+) {
+    let mut g = c.benchmark_group(name);
+    g.measurement_time(Duration::from_secs(5));
+    let mut next = 1_000_000;
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("append 1 event", |b| {
+        b.to_async(rt).iter_batched(
+            || {
+                next += 1;
+                batch(next, 1)
+            },
+            |events| async {
+                store
+                    .append(ExpectedVersion::Any, events)
+                    .await
+                    .expect("append")
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    g.throughput(Throughput::Elements(1000));
+    g.sample_size(20);
+    g.bench_function("append 1,000 events", |b| {
+        b.to_async(rt).iter_batched(
+            || {
+                next += 1000;
+                batch(next, 1000)
+            },
+            |events| async {
+                store
+                    .append(ExpectedVersion::Any, events)
+                    .await
+                    .expect("append")
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    g.bench_function("read 1,000 events, typed", |b| {
+        b.to_async(rt).iter(|| async {
+            store
+                .read(&OrderLinePlaced::filter(), Cursor::START, 1000)
+                .await
+                .expect("read")
+                .into_iter()
+                .map(|r| r.decode::<OrderLinePlaced>().expect("decode"))
+                .collect::<Vec<_>>()
+        })
     });
     g.finish();
 }
@@ -91,63 +130,13 @@ fn postgres(c: &mut Criterion) {
         let store = PgStore::connect(Config::new(fresh_database().await))
             .await
             .expect("connect");
-        // Something to read.
-        for b in 0..10 {
-            store
-                .append(ExpectedVersion::Any, batch(b * 1000, 1000))
-                .await
-                .expect("seed");
-        }
+        store
+            .append(ExpectedVersion::Any, batch(0, 10_000))
+            .await
+            .expect("seed");
         store
     });
-    let mut g = c.benchmark_group("postgres");
-    g.measurement_time(Duration::from_secs(5));
-    let mut next = 1_000_000;
-    g.throughput(Throughput::Elements(1));
-    g.bench_function("append 1 event", |b| {
-        b.to_async(&rt).iter_batched(
-            || {
-                next += 1;
-                batch(next, 1)
-            },
-            |events| async {
-                store
-                    .append(ExpectedVersion::Any, events)
-                    .await
-                    .expect("append")
-            },
-            BatchSize::SmallInput,
-        )
-    });
-    g.throughput(Throughput::Elements(1000));
-    g.sample_size(20);
-    g.bench_function("append 1,000 events", |b| {
-        b.to_async(&rt).iter_batched(
-            || {
-                next += 1000;
-                batch(next, 1000)
-            },
-            |events| async {
-                store
-                    .append(ExpectedVersion::Any, events)
-                    .await
-                    .expect("append")
-            },
-            BatchSize::SmallInput,
-        )
-    });
-    g.bench_function("read 1,000 events, typed", |b| {
-        b.to_async(&rt).iter(|| async {
-            store
-                .read(&OrderLinePlaced::filter(), Cursor::START, 1000)
-                .await
-                .expect("read")
-                .into_iter()
-                .map(|r| r.decode::<OrderLinePlaced>().expect("decode"))
-                .collect::<Vec<_>>()
-        })
-    });
-    g.finish();
+    store_operations(c, "postgres", &rt, &store);
     rt.block_on(store.close()).expect("close");
 }
 
@@ -164,53 +153,7 @@ fn sqlite(c: &mut Criterion) {
             .expect("seed");
         store
     });
-    let mut g = c.benchmark_group("sqlite");
-    let mut next = 1_000_000;
-    g.throughput(Throughput::Elements(1));
-    g.bench_function("append 1 event", |b| {
-        b.to_async(&rt).iter_batched(
-            || {
-                next += 1;
-                batch(next, 1)
-            },
-            |events| async {
-                store
-                    .append(ExpectedVersion::Any, events)
-                    .await
-                    .expect("append")
-            },
-            BatchSize::SmallInput,
-        )
-    });
-    g.throughput(Throughput::Elements(1000));
-    g.sample_size(20);
-    g.bench_function("append 1,000 events", |b| {
-        b.to_async(&rt).iter_batched(
-            || {
-                next += 1000;
-                batch(next, 1000)
-            },
-            |events| async {
-                store
-                    .append(ExpectedVersion::Any, events)
-                    .await
-                    .expect("append")
-            },
-            BatchSize::SmallInput,
-        )
-    });
-    g.bench_function("read 1,000 events, typed", |b| {
-        b.to_async(&rt).iter(|| async {
-            store
-                .read(&OrderLinePlaced::filter(), Cursor::START, 1000)
-                .await
-                .expect("read")
-                .into_iter()
-                .map(|r| r.decode::<OrderLinePlaced>().expect("decode"))
-                .collect::<Vec<_>>()
-        })
-    });
-    g.finish();
+    store_operations(c, "sqlite", &rt, &store);
     rt.block_on(store.close()).expect("close");
 }
 

@@ -460,12 +460,7 @@ async fn single_raw(url: &str, writers: u64, per_writer: u64) -> (f64, Duration)
         let url = url.to_owned();
         async move {
             let client = raw(&url).await;
-            let insert = client
-                .prepare(&format!(
-                    "INSERT INTO {INSERT_COLUMNS} VALUES ($1, $2, $3, $4, $5, $6)"
-                ))
-                .await
-                .expect("prepare");
+            let insert = prepare_insert_one(&client).await;
             let mut heads = Heads::default();
             let events = workload::owned_events(0, per_writer + 10, w, writers);
             let mut latencies = Vec::with_capacity(per_writer as usize);
@@ -475,20 +470,7 @@ async fn single_raw(url: &str, writers: u64, per_writer: u64) -> (f64, Duration)
                 }
                 let version = heads.next(e.aggregate_id());
                 let t = Instant::now();
-                client
-                    .execute(
-                        &insert,
-                        &[
-                            &e.id(),
-                            &e.aggregate_id(),
-                            &e.event_type(),
-                            e.data(),
-                            &Json(e.metadata()),
-                            &version,
-                        ],
-                    )
-                    .await
-                    .expect("insert");
+                insert_one(&client, &insert, e, version).await;
                 latencies.push(t.elapsed());
             }
             latencies.split_off(10)
@@ -497,6 +479,39 @@ async fn single_raw(url: &str, writers: u64, per_writer: u64) -> (f64, Duration)
     .await;
     let rate = (writers * per_writer) as f64 / elapsed.as_secs_f64();
     (rate, workload::percentile(&mut latencies, 99))
+}
+
+/// The raw single-row INSERT, prepared.
+async fn prepare_insert_one(client: &tokio_postgres::Client) -> tokio_postgres::Statement {
+    client
+        .prepare(&format!(
+            "INSERT INTO {INSERT_COLUMNS} VALUES ($1, $2, $3, $4, $5, $6)"
+        ))
+        .await
+        .expect("prepare")
+}
+
+/// One event as one row, at the stream position the writer tracks.
+async fn insert_one(
+    client: &tokio_postgres::Client,
+    insert: &tokio_postgres::Statement,
+    e: &NewEvent,
+    version: i64,
+) {
+    client
+        .execute(
+            insert,
+            &[
+                &e.id(),
+                &e.aggregate_id(),
+                &e.event_type(),
+                e.data(),
+                &Json(e.metadata()),
+                &version,
+            ],
+        )
+        .await
+        .expect("insert");
 }
 
 /// Writes `events` events over 1,000 aggregates by binary COPY, 50,000 per
@@ -700,32 +715,14 @@ async fn raw_listener(
 async fn insert_to_listen(url: &str, samples: usize) -> Vec<Duration> {
     let (_listener, mut rx) = raw_listener(url, "events_global").await;
     let client = raw(url).await;
-    let insert = client
-        .prepare(&format!(
-            "INSERT INTO {INSERT_COLUMNS} VALUES ($1, $2, $3, $4, $5, $6)"
-        ))
-        .await
-        .expect("prepare");
+    let insert = prepare_insert_one(&client).await;
     let mut heads = Heads::default();
     let mut out = Vec::with_capacity(samples);
     for n in 0..(samples + WARM_UP) as u64 {
         let e = workload::new_event(n, 1);
         let version = heads.next(e.aggregate_id());
         let started = Instant::now();
-        client
-            .execute(
-                &insert,
-                &[
-                    &e.id(),
-                    &e.aggregate_id(),
-                    &e.event_type(),
-                    e.data(),
-                    &Json(e.metadata()),
-                    &version,
-                ],
-            )
-            .await
-            .expect("insert");
+        insert_one(&client, &insert, &e, version).await;
         let received = loop {
             let (payload, at) = rx.recv().await.expect("notification");
             if payload.contains(e.id()) {

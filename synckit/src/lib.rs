@@ -5,7 +5,7 @@
 //! subscribe to them in real time.
 //!
 //! ```
-//! use futures::StreamExt;
+//! use futures::{StreamExt, TryStreamExt};
 //! use serde::{Deserialize, Serialize};
 //! use synckit::{Cursor, Event, EventStore, ExpectedVersion, MemoryStore, Start};
 //!
@@ -28,6 +28,13 @@
 //! assert_eq!(first.event_type, "Opened");
 //! assert_eq!(first.stream_version, 1);
 //! assert_eq!(store.load(Cursor::START).await?.len(), 2);
+//!
+//! // Typed loads decode each event straight from its stored JSON.
+//! let history: Vec<_> = store
+//!     .read_stream_as::<Account>(Account::filter(), Cursor::START)
+//!     .try_collect()
+//!     .await?;
+//! assert_eq!(history.len(), 2);
 //! # Ok::<(), synckit::Error>(())
 //! # }).unwrap();
 //! ```
