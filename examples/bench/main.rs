@@ -37,7 +37,7 @@ struct Args {
     #[arg(long, default_value_t = 10_000)]
     streams: usize,
     /// Latency samples per latency row.
-    #[arg(long, default_value_t = 500)]
+    #[arg(long, default_value_t = 1000)]
     samples: usize,
     /// Events of the SQLite load row.
     #[arg(long, default_value_t = 200_000)]
