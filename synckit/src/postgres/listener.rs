@@ -101,6 +101,9 @@ async fn session(
     let driver = tokio::spawn(async move {
         let reason = loop {
             match messages.next().await {
+                // With no subscription open (a store that only writes),
+                // there is no one to wake: skip the parse.
+                Some(Ok(AsyncMessage::Notification(_))) if demux.is_empty() => {}
                 Some(Ok(AsyncMessage::Notification(n))) => {
                     match NotificationPayload::from_json(n.payload()) {
                         Ok(p) => demux.notify(&p.aggregate_id, &p.event_type),
