@@ -230,7 +230,10 @@ pub async fn load(dir: &Path, events: u64) -> Row {
     let r_peak = report::peak_heap().saturating_sub(before);
     assert!(quantities >= events, "every event loaded");
     Row {
-        measurement: format!("SQLite load {} events into typed structs", events),
+        measurement: format!(
+            "SQLite load {} events into typed structs",
+            report::rate(events as f64).trim_end_matches(" ev/s")
+        ),
         synckit: format!("{}, peak heap +{}", report::rate(s), report::mib(s_peak)),
         baseline: format!(
             "{}, peak heap +{} (raw SELECT + serde_json)",
