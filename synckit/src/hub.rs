@@ -16,8 +16,7 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::task::{Context, Poll};
 
 use futures::FutureExt;
-use futures::channel::oneshot;
-use futures::future::Shared;
+use futures::future::{BoxFuture, Shared};
 use futures::task::AtomicWaker;
 
 use crate::cursor::Cursor;
@@ -75,9 +74,19 @@ struct SharedRead {
     /// The wake-up generation when it started: it sees every commit
     /// notified up to then.
     started: u64,
-    ticket: u64,
-    page: Shared<oneshot::Receiver<Option<Arc<Vec<Recorded>>>>>,
+    /// The read itself: whichever participant polls it drives it, so no one
+    /// waits on another subscription's task. `None` when it failed.
+    page: SharedPage,
 }
+
+type SharedPage = Shared<BoxFuture<'static, Option<Arc<Vec<Recorded>>>>>;
+
+/// Shared reads older than this many wake-ups are no longer offered (they
+/// may still finish for those already on them).
+const SHARED_READ_GENERATIONS: u64 = 1024;
+
+/// How many listed reads trigger a clean-up of finished and old ones.
+const PRUNE_AT: usize = 4096;
 
 /// What a shared read is keyed by: the same filter from the same position
 /// for the same page size reads the same events.
@@ -89,7 +98,6 @@ struct Registry {
     closed: bool,
     /// Raised by every wake-up.
     generation: u64,
-    next_ticket: u64,
     reads: HashMap<ReadKey, SharedRead>,
     signals: HashMap<u64, (Filter, Arc<Signal>)>,
     /// Subscriptions that watch every stream, woken by any event whose type
@@ -188,64 +196,61 @@ impl Hub {
     /// started at generation `seen` or later (the generation the caller saw
     /// after clearing its signal), so that it covers every commit that woke
     /// the caller. Ten subscriptions woken by one event then cost one read.
-    /// When the shared read fails or is dropped, the caller reads itself.
-    pub(crate) async fn read_shared<Fut>(
+    /// Every participant drives the shared read when it polls, so a
+    /// subscription whose consumer stops polling holds up no one. When the
+    /// shared read fails, each participant reads for itself (and gets its
+    /// own error).
+    pub(crate) async fn read_shared(
         &self,
         filter: &Filter,
         position: Cursor,
         limit: usize,
         seen: u64,
-        read: impl FnOnce() -> Fut,
-    ) -> Result<Vec<Recorded>>
-    where
-        Fut: Future<Output = Result<Vec<Recorded>>>,
-    {
+        read: impl Fn() -> BoxFuture<'static, Result<Vec<Recorded>>>,
+    ) -> Result<Vec<Recorded>> {
         let key: ReadKey = (filter.clone(), position.version(), limit);
-        let joined = {
-            let reg = self.lock();
-            reg.reads
-                .get(&key)
-                .filter(|r| r.started >= seen)
-                .map(|r| r.page.clone())
-        };
-        if let Some(page) = joined {
-            if let Ok(Some(page)) = page.await {
-                return Ok((*page).clone());
-            }
-            return read().await;
-        }
-        let (tx, rx) = oneshot::channel();
-        let ticket = {
+        let page = {
             let mut reg = self.lock();
-            let ticket = reg.next_ticket;
-            reg.next_ticket += 1;
-            let started = reg.generation;
-            reg.reads.insert(
-                key.clone(),
-                SharedRead {
-                    started,
-                    ticket,
-                    page: rx.shared(),
-                },
-            );
-            ticket
-        };
-        // Unlists the read however this future ends (dropped included).
-        let _unlist = Unlist {
-            hub: self,
-            key,
-            ticket,
-        };
-        match read().await {
-            Ok(page) => {
-                let page = Arc::new(page);
-                let _ = tx.send(Some(page.clone()));
-                Ok(Arc::try_unwrap(page).unwrap_or_else(|shared| (*shared).clone()))
+            let generation = reg.generation;
+            match reg.reads.get(&key) {
+                Some(r) if r.started >= seen => r.page.clone(),
+                _ => {
+                    // Reads whose participants all gave up before the end
+                    // stay listed; drop the finished and the old ones now
+                    // and then.
+                    if reg.reads.len() >= PRUNE_AT {
+                        reg.reads.retain(|_, r| {
+                            r.page.peek().is_none()
+                                && r.started + SHARED_READ_GENERATIONS >= generation
+                        });
+                    }
+                    let page: SharedPage = read()
+                        .map(|outcome| outcome.ok().map(Arc::new))
+                        .boxed()
+                        .shared();
+                    reg.reads.insert(
+                        key.clone(),
+                        SharedRead {
+                            started: generation,
+                            page: page.clone(),
+                        },
+                    );
+                    page
+                }
             }
-            Err(e) => {
-                let _ = tx.send(None);
-                Err(e)
+        };
+        let outcome = page.clone().await;
+        {
+            // Done: no longer offered to later readers.
+            let mut reg = self.lock();
+            if reg.reads.get(&key).is_some_and(|r| r.page.ptr_eq(&page)) {
+                reg.reads.remove(&key);
             }
+        }
+        drop(page);
+        match outcome {
+            Some(page) => Ok(Arc::try_unwrap(page).unwrap_or_else(|shared| (*shared).clone())),
+            None => read().await,
         }
     }
 
@@ -309,26 +314,6 @@ impl Drop for Registration {
     }
 }
 
-/// Removes a finished (or abandoned) shared read from the board.
-struct Unlist<'a> {
-    hub: &'a Hub,
-    key: ReadKey,
-    ticket: u64,
-}
-
-impl Drop for Unlist<'_> {
-    fn drop(&mut self) {
-        let mut reg = self.hub.lock();
-        if reg
-            .reads
-            .get(&self.key)
-            .is_some_and(|r| r.ticket == self.ticket)
-        {
-            reg.reads.remove(&self.key);
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -342,25 +327,53 @@ mod tests {
         vec![event.into_recorded(version, 1, chrono::Utc::now())]
     }
 
+    type Reader = Box<dyn Fn() -> BoxFuture<'static, Result<Vec<Recorded>>>>;
+
+    /// A reader that counts its reads, waits for `gate`, then returns the
+    /// page of version `version` (or fails while `fail` is set).
+    fn reader(
+        reads: &Arc<std::sync::atomic::AtomicUsize>,
+        gate: &Shared<futures::channel::oneshot::Receiver<()>>,
+        version: u64,
+        fail: &Arc<AtomicBool>,
+    ) -> Reader {
+        let (reads, gate, fail) = (reads.clone(), gate.clone(), fail.clone());
+        Box::new(move || {
+            let (reads, gate, fail) = (reads.clone(), gate.clone(), fail.clone());
+            async move {
+                reads.fetch_add(1, Ordering::SeqCst);
+                let _ = gate.await;
+                if fail.load(Ordering::SeqCst) {
+                    Err(crate::Error::database("read", "connection lost"))
+                } else {
+                    Ok(page(version))
+                }
+            }
+            .boxed()
+        })
+    }
+
+    fn new_gate() -> (
+        futures::channel::oneshot::Sender<()>,
+        Shared<futures::channel::oneshot::Receiver<()>>,
+    ) {
+        let (open, gate) = futures::channel::oneshot::channel();
+        (open, gate.shared())
+    }
+
     #[test]
     fn readers_woken_together_share_one_read() {
-        use std::sync::atomic::AtomicUsize;
         let hub = Hub::new();
         let filter = Filter::all();
         hub.notify("a", "T");
         let seen = hub.generation();
-        let reads = AtomicUsize::new(0);
-        let (open, gate) = oneshot::channel::<()>();
-        let gate = gate.shared();
-        let reader = || async {
-            reads.fetch_add(1, Ordering::SeqCst);
-            let _ = gate.clone().await;
-            Ok(page(7))
-        };
-        let first = hub.read_shared(&filter, Cursor::START, 10, seen, reader);
-        let second = hub.read_shared(&filter, Cursor::START, 10, seen, reader);
+        let reads = Arc::default();
+        let (open, gate) = new_gate();
+        let read = reader(&reads, &gate, 7, &Arc::default());
+        let first = hub.read_shared(&filter, Cursor::START, 10, seen, &read);
+        let second = hub.read_shared(&filter, Cursor::START, 10, seen, &read);
         // Another position or page size is another read.
-        let elsewhere = hub.read_shared(&filter, Cursor::new(3), 10, seen, reader);
+        let elsewhere = hub.read_shared(&filter, Cursor::new(3), 10, seen, &read);
         let all = futures::future::join4(first, second, elsewhere, async {
             open.send(()).expect("gate");
         });
@@ -374,23 +387,17 @@ mod tests {
 
     #[test]
     fn a_read_started_before_the_wake_up_is_not_shared() {
-        use std::sync::atomic::AtomicUsize;
         let hub = Hub::new();
         let filter = Filter::all();
-        let reads = AtomicUsize::new(0);
-        let (open, gate) = oneshot::channel::<()>();
-        let gate = gate.shared();
-        let reader = || async {
-            reads.fetch_add(1, Ordering::SeqCst);
-            let _ = gate.clone().await;
-            Ok(page(1))
-        };
-        let older = hub.read_shared(&filter, Cursor::START, 10, hub.generation(), reader);
-        let mut older = Box::pin(older);
+        let reads = Arc::default();
+        let (open, gate) = new_gate();
+        let read = reader(&reads, &gate, 1, &Arc::default());
+        let mut older =
+            Box::pin(hub.read_shared(&filter, Cursor::START, 10, hub.generation(), &read));
         // Start the older read, then a commit wakes a second reader.
-        assert!(futures::FutureExt::now_or_never(&mut older).is_none());
+        assert!(FutureExt::now_or_never(&mut older).is_none());
         hub.notify("a", "T");
-        let newer = hub.read_shared(&filter, Cursor::START, 10, hub.generation(), reader);
+        let newer = hub.read_shared(&filter, Cursor::START, 10, hub.generation(), &read);
         let both = futures::future::join3(older, newer, async {
             open.send(()).expect("gate");
         });
@@ -404,48 +411,43 @@ mod tests {
     }
 
     #[test]
-    fn a_dropped_or_failed_shared_read_leaves_the_others_to_read_themselves() {
-        use std::sync::atomic::AtomicUsize;
+    fn a_stalled_participant_holds_up_no_one_and_a_failed_read_is_read_again() {
         let hub = Hub::new();
         let filter = Filter::all();
         let seen = hub.generation();
-        let reads = AtomicUsize::new(0);
-        let (open, gate) = oneshot::channel::<()>();
-        let gate = gate.shared();
-        let failed = AtomicBool::new(false);
-        let failing = || async {
-            reads.fetch_add(1, Ordering::SeqCst);
-            let _ = gate.clone().await;
-            failed.store(true, Ordering::SeqCst);
-            Err(crate::Error::database("read", "connection lost"))
-        };
-        let pending = || async {
-            reads.fetch_add(1, Ordering::SeqCst);
-            futures::future::pending::<()>().await;
-            Ok(page(1))
-        };
-        let working = || async {
-            reads.fetch_add(1, Ordering::SeqCst);
-            // Called only once the shared read has failed: the caller
-            // waited for it rather than reading at once.
-            assert!(failed.load(Ordering::SeqCst));
-            Ok(page(2))
-        };
-        // A creator dropped mid-read.
-        let mut abandoned = Box::pin(hub.read_shared(&filter, Cursor::START, 10, seen, pending));
-        assert!(futures::FutureExt::now_or_never(&mut abandoned).is_none());
-        drop(abandoned);
-        assert!(hub.lock().reads.is_empty(), "an abandoned read is unlisted");
-        // A creator that fails: its joiner reads for itself.
-        let first = hub.read_shared(&filter, Cursor::START, 10, seen, failing);
-        let second = hub.read_shared(&filter, Cursor::START, 10, seen, working);
+        let reads = Arc::default();
+        let (open, gate) = new_gate();
+        let read = reader(&reads, &gate, 5, &Arc::default());
+        // The first participant starts the read, then is never polled again
+        // (its consumer went quiet) but is not dropped either.
+        let mut quiet = Box::pin(hub.read_shared(&filter, Cursor::START, 10, seen, &read));
+        assert!(FutureExt::now_or_never(&mut quiet).is_none());
+        let other = hub.read_shared(&filter, Cursor::START, 10, seen, &read);
+        let (b, ()) = futures::executor::block_on(futures::future::join(other, async {
+            open.send(()).expect("gate");
+        }));
+        assert_eq!(b.unwrap()[0].version, 5, "the joiner drove the read itself");
+        assert_eq!(reads.load(Ordering::SeqCst), 1);
+        drop(quiet);
+
+        // A read that fails: each participant reads for itself.
+        let reads = Arc::default();
+        let fail = Arc::new(AtomicBool::new(true));
+        let (open, gate) = new_gate();
+        let read = reader(&reads, &gate, 6, &fail);
+        let cursor = Cursor::new(1);
+        let first = hub.read_shared(&filter, cursor, 10, seen, &read);
+        let second = hub.read_shared(&filter, cursor, 10, seen, &read);
         let (a, b, ()) =
             futures::executor::block_on(futures::future::join3(first, second, async {
                 open.send(()).expect("gate");
             }));
-        assert!(a.is_err());
-        assert_eq!(b.unwrap()[0].version, 2);
-        assert_eq!(reads.load(Ordering::SeqCst), 3);
+        assert!(a.is_err() && b.is_err(), "each gets its own error");
+        assert_eq!(
+            reads.load(Ordering::SeqCst),
+            3,
+            "one shared read, then one each"
+        );
     }
 
     #[test]

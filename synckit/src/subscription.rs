@@ -368,12 +368,15 @@ impl<S: SubscriptionSource> Follower<S> {
             // signal again and leads to one more read.
             self.registration.signal.clear();
             let seen = self.store.hub().generation();
-            let read =
-                self.store
-                    .hub()
-                    .read_shared(&self.filter, self.position, self.batch, seen, || {
-                        self.store.read(&self.filter, self.position, self.batch)
-                    });
+            let (position, batch) = (self.position, self.batch);
+            let read = self
+                .store
+                .hub()
+                .read_shared(&self.filter, position, batch, seen, || {
+                    let store = self.store.clone();
+                    let filter = self.filter.clone();
+                    async move { store.read(&filter, position, batch).await }.boxed()
+                });
             match read.await {
                 Ok(page) => {
                     self.failures = 0;
