@@ -591,21 +591,13 @@ async fn seed(url: &str, events: u64) {
         .expect("vacuum");
 }
 
-/// Events per second and peak heap growth of loading `events` typed events
-/// with synckit's paged read.
-async fn load_synckit(url: &str, events: u64) -> (f64, u64) {
-    let store = store(url).await;
+/// Events per second and peak heap growth of `load`, which loads `events`
+/// events and returns the sum of their quantities.
+async fn measure_load(events: u64, load: impl Future<Output = u64>) -> (f64, u64) {
     report::reset_peak_heap();
     let before = report::heap();
     let started = Instant::now();
-    let quantities = store
-        .read_stream_as::<OrderLinePlaced>(OrderLinePlaced::filter(), Cursor::START)
-        .take(events as usize)
-        .try_fold(0u64, |sum, e| async move {
-            Ok(sum + u64::from(e.data.quantity))
-        })
-        .await
-        .expect("load");
+    let quantities = load.await;
     let elapsed = started.elapsed();
     assert!(quantities >= events, "every event loaded");
     (
@@ -614,24 +606,37 @@ async fn load_synckit(url: &str, events: u64) -> (f64, u64) {
     )
 }
 
+/// Loads `events` typed events with synckit's paged read.
+async fn load_synckit(url: &str, events: u64) -> (f64, u64) {
+    let store = store(url).await;
+    measure_load(events, async {
+        store
+            .read_stream_as::<OrderLinePlaced>(OrderLinePlaced::filter(), Cursor::START)
+            .take(events as usize)
+            .try_fold(0u64, |sum, e| async move {
+                Ok(sum + u64::from(e.data.quantity))
+            })
+            .await
+            .expect("load")
+    })
+    .await
+}
+
 /// The same rows, their columns decoded as synckit gives them, by one
 /// streamed SELECT decoding JSON straight into the types.
 async fn load_raw(url: &str, events: u64) -> (f64, u64) {
     let client = raw(url).await;
-    report::reset_peak_heap();
-    let before = report::heap();
-    let started = Instant::now();
-    let limit = events as i64;
-    let rows = client
-        .query_raw(
-            "SELECT version, stream_version, id, aggregate_id, event_type, data, metadata, created_at \
-             FROM events WHERE event_type = 'OrderLinePlaced' ORDER BY version LIMIT $1",
-            [&limit as &(dyn ToSql + Sync)],
-        )
-        .await
-        .expect("select");
-    let quantities = rows
-        .map_ok(|row| {
+    measure_load(events, async {
+        let limit = events as i64;
+        let rows = client
+            .query_raw(
+                "SELECT version, stream_version, id, aggregate_id, event_type, data, metadata, created_at \
+                 FROM events WHERE event_type = 'OrderLinePlaced' ORDER BY version LIMIT $1",
+                [&limit as &(dyn ToSql + Sync)],
+            )
+            .await
+            .expect("select");
+        rows.map_ok(|row| {
             let e = RawEvent {
                 version: row.get(0),
                 stream_version: row.get(1),
@@ -647,13 +652,9 @@ async fn load_raw(url: &str, events: u64) -> (f64, u64) {
         })
         .try_fold(0u64, |sum, q| async move { Ok(sum + q) })
         .await
-        .expect("load");
-    let elapsed = started.elapsed();
-    assert!(quantities >= events, "every event loaded");
-    (
-        events as f64 / elapsed.as_secs_f64(),
-        report::peak_heap().saturating_sub(before),
-    )
+        .expect("load")
+    })
+    .await
 }
 
 /// What the raw program decodes each row into (synckit's `Recorded`).

@@ -145,12 +145,10 @@ pub trait EventStore: Clone + Send + Sync + 'static {
     ) -> impl Future<Output = Result<TypedPage<P>>> + Send {
         let page = self.read(filter, after, limit);
         async move {
-            let page = page.await?;
-            let last = page.last().map(Recorded::cursor);
-            Ok(TypedPage::new(
-                page.len(),
-                last,
-                page.into_iter().map(P::from_recorded),
+            Ok(TypedPage::from_rows(
+                page.await?,
+                Recorded::cursor,
+                P::from_recorded,
             ))
         }
     }
@@ -278,15 +276,17 @@ pub struct TypedPage<P> {
 }
 
 impl<P> TypedPage<P> {
-    pub(crate) fn new(
-        len: usize,
-        last: Option<Cursor>,
-        events: impl Iterator<Item = Result<Recorded<P>>> + Send + 'static,
+    /// The page of `rows`, each at `cursor` and turned into an event by
+    /// `decode` when it is taken.
+    pub(crate) fn from_rows<R: Send + 'static>(
+        rows: Vec<R>,
+        cursor: impl Fn(&R) -> Cursor,
+        decode: impl FnMut(R) -> Result<Recorded<P>> + Send + 'static,
     ) -> Self {
         TypedPage {
-            len,
-            last,
-            events: Box::new(events),
+            len: rows.len(),
+            last: rows.last().map(cursor),
+            events: Box::new(rows.into_iter().map(decode)),
         }
     }
 }

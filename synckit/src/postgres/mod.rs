@@ -786,11 +786,10 @@ impl EventStore for PgStore {
         limit: usize,
     ) -> Result<TypedPage<P>> {
         let rows = self.read_rows(filter, after, limit).await?;
-        let last = rows.last().map(EventRow::cursor);
-        Ok(TypedPage::new(
-            rows.len(),
-            last,
-            rows.into_iter().map(EventRow::into_payload),
+        Ok(TypedPage::from_rows(
+            rows,
+            EventRow::cursor,
+            EventRow::into_payload,
         ))
     }
 

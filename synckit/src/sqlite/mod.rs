@@ -621,7 +621,12 @@ fn insert_events(
         let data = serde_json::to_string(&e.data).map_err(serialization)?;
         let metadata = serde_json::to_string(&e.metadata).map_err(serialization)?;
         version += 1;
-        let head = heads.entry(e.aggregate_id.clone()).or_insert(0);
+        // Every stream of the batch has an entry: the heads query returns
+        // one row per distinct aggregate.
+        let head = match heads.get_mut(&e.aggregate_id) {
+            Some(head) => head,
+            None => heads.entry(e.aggregate_id.clone()).or_insert(0),
+        };
         *head += 1;
         Statement::new(
             "INSERT INTO events \
@@ -683,12 +688,7 @@ impl EventStore for SqliteStore {
         let rows = self
             .read_rows(filter, after, limit, Place::Elsewhere)
             .await?;
-        let last = rows.last().map(Row::cursor);
-        Ok(TypedPage::new(
-            rows.len(),
-            last,
-            rows.into_iter().map(Row::into_payload),
-        ))
+        Ok(TypedPage::from_rows(rows, Row::cursor, Row::into_payload))
     }
 
     async fn latest_version(&self) -> Result<Cursor> {
