@@ -2,7 +2,7 @@
 //! memory readings, and the JSON copy under `target/bench/`.
 
 use std::path::PathBuf;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 use serde_json::Value;
@@ -219,4 +219,19 @@ pub fn machine(server_version: &str) -> Value {
         "kernel": kernel,
         "server": server_version,
     })
+}
+
+/// Events per second and peak heap growth of `load`, which loads `events`
+/// events and returns the sum of their quantities.
+pub async fn measure_load(events: u64, load: impl Future<Output = u64>) -> (f64, u64) {
+    reset_peak_heap();
+    let before = heap();
+    let started = Instant::now();
+    let quantities = load.await;
+    let elapsed = started.elapsed();
+    assert!(quantities >= events, "every event loaded");
+    (
+        events as f64 / elapsed.as_secs_f64(),
+        peak_heap().saturating_sub(before),
+    )
 }

@@ -302,6 +302,72 @@ pub async fn loads_page_in_order_after_a_cursor<S: SubscriptionSource>(store: S)
     assert!(matches!(err, Error::InvalidInput { .. }), "{err}");
 }
 
+/// Reads filtered by one value and by several (the backends query the two
+/// differently) return exactly the matching events, in order, from a cursor.
+pub async fn filters_with_one_or_several_values_select_the_same_events<S: SubscriptionSource>(
+    store: S,
+) {
+    for i in 0..30u64 {
+        let id = format!("f{}", i % 3);
+        if i % 4 == 0 {
+            let note = AuditNote {
+                id: id.clone(),
+                text: format!("note {i}"),
+            };
+            store
+                .append_event(ExpectedVersion::Any, &note)
+                .await
+                .unwrap();
+        } else {
+            store
+                .append_event(ExpectedVersion::Any, &deposited(&id, i))
+                .await
+                .unwrap();
+        }
+    }
+    let all = store.load(Cursor::START).await.unwrap();
+    let filters = [
+        Filter::stream("f1"),
+        Filter::streams(["f0", "f2"]),
+        Filter::types(["audit.note"]),
+        Filter::types(["Deposited", "audit.note"]),
+        Filter::stream("f2").and_types(["Deposited"]),
+        Filter::streams(["f0", "f1"]).and_types(["audit.note", "Opened"]),
+        Filter::streams(["f0", "f1"]).and_types(["audit.note"]),
+        Filter::stream("f0").and_types(["Deposited", "audit.note"]),
+        Filter::stream("nobody"),
+    ];
+    for filter in filters {
+        for after in [Cursor::START, all[11].cursor()] {
+            let expected: Vec<_> = all
+                .iter()
+                .filter(|e| e.cursor() > after && filter.matches(e))
+                .cloned()
+                .collect();
+            let read: Vec<_> = store
+                .read_stream(filter.clone(), after)
+                .try_collect()
+                .await
+                .unwrap();
+            assert_eq!(read, expected, "{} after {after}", filter.describe());
+            let page = store.read(&filter, after, 3).await.unwrap();
+            assert_eq!(
+                page,
+                expected[..expected.len().min(3)],
+                "{}",
+                filter.describe()
+            );
+        }
+    }
+    assert!(
+        !store
+            .read(&Filter::types(["audit.note"]), Cursor::START, 100)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
 pub async fn typed_loads_decode_each_event_and_go_on_after_a_bad_one<S: SubscriptionSource>(
     store: S,
 ) {
@@ -602,6 +668,7 @@ macro_rules! behaviour_suite {
             same_id_is_idempotent_other_content_is_a_duplicate,
             batches_are_atomic_and_bad_input_leaves_nothing,
             loads_page_in_order_after_a_cursor,
+            filters_with_one_or_several_values_select_the_same_events,
             typed_loads_decode_each_event_and_go_on_after_a_bad_one,
             typed_subscriptions_by_type_and_stream,
             two_subscribers_are_independent_and_drop_alone,

@@ -602,23 +602,29 @@ impl PgStore {
                     "SELECT {EVENT_COLUMNS} FROM events WHERE version > $1 \
                      AND version <= coalesce(nullif(current_setting('synckit.fence', true), '')::bigint, 0)"
                 );
-                let mut next_param = 2;
-                if filter.aggregate_ids().is_some() {
-                    sql.push_str(&format!(" AND aggregate_id = ANY(${next_param})"));
-                    next_param += 1;
+                // One value is an equality, which the (column, version)
+                // indexes return in order; a list is `= ANY`.
+                let mut values = Vec::new();
+                for (column, selected) in [
+                    ("aggregate_id", filter.aggregate_ids()),
+                    ("event_type", filter.event_types()),
+                ] {
+                    let Some(selected) = selected else { continue };
+                    let n = values.len() + 2;
+                    if selected.len() == 1 {
+                        sql.push_str(&format!(" AND {column} = ${n}"));
+                    } else {
+                        sql.push_str(&format!(" AND {column} = ANY(${n})"));
+                    }
+                    values.push(selected);
                 }
-                if filter.event_types().is_some() {
-                    sql.push_str(&format!(" AND event_type = ANY(${next_param})"));
-                    next_param += 1;
-                }
-                sql.push_str(&format!(" ORDER BY version LIMIT ${next_param}"));
+                sql.push_str(&format!(" ORDER BY version LIMIT ${}", values.len() + 2));
                 let mut query = Statement::new(sql).bind::<BigInt, _>(after);
-                if let Some(streams) = filter.aggregate_ids() {
-                    query =
-                        query.bind::<Array<Text>, _>(streams.iter().cloned().collect::<Vec<_>>());
-                }
-                if let Some(types) = filter.event_types() {
-                    query = query.bind::<Array<Text>, _>(types.iter().cloned().collect::<Vec<_>>());
+                for selected in values {
+                    query = match selected.first() {
+                        Some(one) if selected.len() == 1 => query.bind::<Text, _>(one.clone()),
+                        _ => query.bind::<Array<Text>, _>(selected.iter().cloned().collect::<Vec<_>>()),
+                    };
                 }
                 let query = query.bind::<BigInt, _>(to_i64(limit));
                 let set_fence = Statement::new(

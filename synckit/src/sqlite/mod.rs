@@ -410,16 +410,23 @@ impl SqliteStore {
         validate::check_filter(filter)?;
         let mut sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE version > $1");
         let mut binds = Vec::new();
-        if let Some(streams) = filter.aggregate_ids() {
-            sql.push_str(" AND aggregate_id IN (SELECT value FROM json_each($2))");
-            binds.push(serde_json::to_string(streams).map_err(|e| Error::database("read", e))?);
-        }
-        if let Some(types) = filter.event_types() {
-            sql.push_str(&format!(
-                " AND event_type IN (SELECT value FROM json_each(${}))",
-                binds.len() + 2
-            ));
-            binds.push(serde_json::to_string(types).map_err(|e| Error::database("read", e))?);
+        for (column, values) in [
+            ("aggregate_id", filter.aggregate_ids()),
+            ("event_type", filter.event_types()),
+        ] {
+            let Some(values) = values else { continue };
+            let n = binds.len() + 2;
+            // One value is an equality, which reads the (column, version)
+            // index in order; a list takes the rows of each value and sorts.
+            if let (1, Some(one)) = (values.len(), values.first()) {
+                sql.push_str(&format!(" AND {column} = ${n}"));
+                binds.push(one.clone());
+            } else {
+                sql.push_str(&format!(
+                    " AND {column} IN (SELECT value FROM json_each(${n}))"
+                ));
+                binds.push(serde_json::to_string(values).map_err(|e| Error::database("read", e))?);
+            }
         }
         sql.push_str(&format!(" ORDER BY version LIMIT ${}", binds.len() + 2));
         let after = after.as_i64();
