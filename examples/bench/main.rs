@@ -15,11 +15,6 @@ mod sqlite;
 mod workload;
 
 use clap::Parser;
-use peak_alloc::PeakAlloc;
-
-/// Counts heap bytes, for the memory figures.
-#[global_allocator]
-static HEAP: PeakAlloc = PeakAlloc;
 
 #[derive(Parser)]
 #[command(about = "synckit beside raw SQL on this machine, one table")]
@@ -46,11 +41,41 @@ struct Args {
     /// load, latency, fanout, notify, sqlite).
     #[arg(long)]
     only: Vec<String>,
+    /// Internal: run one load alone and print its peak memory (the memory
+    /// figures): `<pg|sqlite>-<synckit|raw> <url or directory> <events>`.
+    #[arg(long, hide = true, num_args = 3)]
+    probe: Vec<String>,
+}
+
+/// One load in this process, alone: prints its peak resident set growth.
+async fn probe(kind: &str, target: &str, events: u64) {
+    let before = report::rss();
+    match kind {
+        "pg-synckit" => {
+            pg::load_synckit(target, events).await;
+        }
+        "pg-raw" => {
+            pg::load_raw(target, events).await;
+        }
+        "sqlite-synckit" => {
+            let store = sqlite::store(std::path::Path::new(target), "load.db").await;
+            report::measure_load(events, sqlite::load_synckit(&store)).await;
+        }
+        "sqlite-raw" => {
+            sqlite::load_raw(std::path::Path::new(target), events);
+        }
+        other => panic!("unknown probe {other}"),
+    }
+    println!("{}", report::peak_rss().saturating_sub(before));
 }
 
 #[tokio::main]
 async fn main() {
     let args = Args::parse();
+    if let [kind, target, events] = args.probe.as_slice() {
+        probe(kind, target, events.parse().expect("an event count")).await;
+        return;
+    }
     let run =
         |key: &str| args.only.is_empty() || args.only.iter().any(|o| key.contains(o.as_str()));
     let bench = pg::Bench::connect().await;

@@ -198,37 +198,36 @@ impl Bench {
     pub async fn load(&self, events: u64) -> Row {
         let url = self.fresh("synckit_bench_a").await;
         seed(&url, events).await;
-        let small = (events / 10).max(1);
-        let (s_small, s_small_peak) = load_synckit(&url, small).await;
-        let (r_small, r_small_peak) = load_raw(&url, small).await;
         // Each side twice, in opposite orders, keeping its best.
-        let (mut s, mut s_peak, mut r, mut r_peak) = (0f64, 0, 0f64, 0);
+        let (mut s, mut r) = (0f64, 0f64);
         for order in ROUNDS {
             for which in order {
                 match which {
-                    0 => {
-                        let (rate, peak) = load_synckit(&url, events).await;
-                        (s, s_peak) = (s.max(rate), s_peak.max(peak));
-                    }
-                    1 => {
-                        let (rate, peak) = load_raw(&url, events).await;
-                        (r, r_peak) = (r.max(rate), r_peak.max(peak));
-                    }
+                    0 => s = s.max(load_synckit(&url, events).await),
+                    1 => r = r.max(load_raw(&url, events).await),
                     _ => {}
                 }
             }
         }
+        // Memory, each load in a process of its own, at the full count and
+        // at a tenth of it.
+        let small = (events / 10).max(1);
+        let peak = |side: &str, n: u64| {
+            report::probe_peak_rss(&[&format!("pg-{side}"), &url, &n.to_string()])
+        };
+        let (s_peak, s_small_peak) = (peak("synckit", events), peak("synckit", small));
+        let (r_peak, r_small_peak) = (peak("raw", events), peak("raw", small));
         Row {
             measurement: format!("load {} events into typed structs", thousands(events)),
             synckit: format!(
-                "{}, peak heap +{} (+{} at {})",
+                "{}, peak RSS +{} (+{} at {})",
                 report::rate(s),
                 report::mib(s_peak),
                 report::mib(s_small_peak),
                 thousands(small)
             ),
             baseline: format!(
-                "{}, peak heap +{} (raw SELECT + serde_json; +{} at {})",
+                "{}, peak RSS +{} (raw SELECT + serde_json; +{} at {})",
                 report::rate(r),
                 report::mib(r_peak),
                 report::mib(r_small_peak),
@@ -236,11 +235,10 @@ impl Bench {
             ),
             ratio: s / r,
             goal: Goal::AtLeast(0.8),
-            figures: json!({"events": events, "synckit": s, "synckit_peak_heap_bytes": s_peak,
-                            "raw": r, "raw_peak_heap_bytes": r_peak,
-                            "small_events": small, "synckit_small": s_small,
-                            "synckit_small_peak_heap_bytes": s_small_peak,
-                            "raw_small": r_small, "raw_small_peak_heap_bytes": r_small_peak}),
+            figures: json!({"events": events, "synckit": s, "synckit_peak_rss_bytes": s_peak,
+                            "raw": r, "raw_peak_rss_bytes": r_peak, "small_events": small,
+                            "synckit_small_peak_rss_bytes": s_small_peak,
+                            "raw_small_peak_rss_bytes": r_small_peak}),
         }
     }
 
@@ -308,21 +306,21 @@ impl Bench {
                 thousands(streams as u64)
             ),
             synckit: format!(
-                "p99 {}, heap +{} (opened in {:.1} s)",
+                "p99 {}, RSS +{} (opened in {:.1} s)",
                 report::ms(m99),
-                report::mib(many.heap),
+                report::mib(many.rss),
                 many.opening.as_secs_f64()
             ),
             baseline: format!(
-                "p99 {}, heap +{} (1 subscription)",
+                "p99 {}, RSS +{} (1 subscription)",
                 report::ms(o99),
-                report::mib(one.heap)
+                report::mib(one.rss)
             ),
             ratio: m99.as_secs_f64() / o99.as_secs_f64(),
             goal: Goal::AtMost(2.0),
-            figures: json!({"streams": streams, "p99_ms": m99.as_secs_f64() * 1e3, "heap_bytes": many.heap,
+            figures: json!({"streams": streams, "p99_ms": m99.as_secs_f64() * 1e3, "rss_bytes": many.rss,
                             "opening_s": many.opening.as_secs_f64(),
-                            "one_p99_ms": o99.as_secs_f64() * 1e3, "one_heap_bytes": one.heap}),
+                            "one_p99_ms": o99.as_secs_f64() * 1e3, "one_rss_bytes": one.rss}),
         };
         many.close().await;
         one.close().await;
@@ -607,7 +605,7 @@ async fn seed(url: &str, events: u64) {
 }
 
 /// Loads `events` typed events with synckit's paged read.
-async fn load_synckit(url: &str, events: u64) -> (f64, u64) {
+pub async fn load_synckit(url: &str, events: u64) -> f64 {
     let store = store(url).await;
     report::measure_load(events, async {
         store
@@ -624,7 +622,7 @@ async fn load_synckit(url: &str, events: u64) -> (f64, u64) {
 
 /// The same rows, their columns decoded as synckit gives them, by one
 /// streamed SELECT decoding JSON straight into the types.
-async fn load_raw(url: &str, events: u64) -> (f64, u64) {
+pub async fn load_raw(url: &str, events: u64) -> f64 {
     let client = raw(url).await;
     report::measure_load(events, async {
         let limit = events as i64;
@@ -678,8 +676,8 @@ struct Fan {
     received: tokio::sync::mpsc::UnboundedReceiver<(u64, Instant)>,
     streams: u64,
     next: u64,
-    /// Heap growth from opening the subscriptions.
-    heap: u64,
+    /// Resident set growth from opening the subscriptions.
+    rss: u64,
     opening: Duration,
 }
 
@@ -692,7 +690,7 @@ impl Fan {
         while !subscriber.is_listener_connected() {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        let before = report::heap();
+        let before = report::rss();
         let opened = Instant::now();
         let (tx, received) = tokio::sync::mpsc::unbounded_channel();
         for s in 0..streams {
@@ -721,7 +719,7 @@ impl Fan {
         }
         Fan {
             opening: opened.elapsed(),
-            heap: report::heap().saturating_sub(before),
+            rss: report::rss().saturating_sub(before),
             subscriber,
             writer,
             received,

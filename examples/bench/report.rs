@@ -131,33 +131,27 @@ fn git_commit() -> Option<String> {
         .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
 }
 
-/// Bytes allocated on the heap now (the program's counting allocator).
-pub fn heap() -> u64 {
-    crate::HEAP.current_usage() as u64
-}
-
-/// The most bytes allocated at once since the last [`reset_peak_heap`].
-pub fn peak_heap() -> u64 {
-    crate::HEAP.peak_usage() as u64
-}
-
-/// Starts a new peak at the current allocation.
-pub fn reset_peak_heap() {
-    crate::HEAP.reset_peak_usage();
+/// The process's resident set size now, in bytes (Linux; 0 elsewhere).
+pub fn rss() -> u64 {
+    status_kib("VmRSS:") * 1024
 }
 
 /// The process's peak resident set size, in bytes (Linux; 0 elsewhere).
 pub fn peak_rss() -> u64 {
+    status_kib("VmHWM:") * 1024
+}
+
+/// A `/proc/self/status` figure in KiB.
+fn status_kib(key: &str) -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
             s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
+                .find(|l| l.starts_with(key))
                 .and_then(|l| l.split_whitespace().nth(1))
                 .and_then(|n| n.parse::<u64>().ok())
         })
         .unwrap_or(0)
-        * 1024
 }
 
 /// Bytes in MiB (KiB below one MiB), for the table.
@@ -221,17 +215,35 @@ pub fn machine(server_version: &str) -> Value {
     })
 }
 
-/// Events per second and peak heap growth of `load`, which loads `events`
-/// events and returns the sum of their quantities.
-pub async fn measure_load(events: u64, load: impl Future<Output = u64>) -> (f64, u64) {
-    reset_peak_heap();
-    let before = heap();
+/// Events per second of `load`, which loads `events` events and returns
+/// the sum of their quantities.
+pub async fn measure_load(events: u64, load: impl Future<Output = u64>) -> f64 {
     let started = Instant::now();
     let quantities = load.await;
     let elapsed = started.elapsed();
     assert!(quantities >= events, "every event loaded");
-    (
-        events as f64 / elapsed.as_secs_f64(),
-        peak_heap().saturating_sub(before),
-    )
+    events as f64 / elapsed.as_secs_f64()
+}
+
+/// The peak memory of one load, measured in a process of its own (this
+/// program, run with `--probe <probe...>`): its peak resident set less its
+/// resident set before the load. A fresh process starts with nothing held
+/// back by the allocator, so the peak shows what the load needs; and the
+/// rates, measured in this process, pay for no counting allocator.
+pub fn probe_peak_rss(probe: &[&str]) -> u64 {
+    let exe = std::env::current_exe().expect("the bench program");
+    let out = std::process::Command::new(exe)
+        .arg("--probe")
+        .args(probe)
+        .output()
+        .expect("run the memory probe");
+    assert!(
+        out.status.success(),
+        "memory probe {probe:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .expect("the probe prints bytes")
 }

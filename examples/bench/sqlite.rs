@@ -18,7 +18,7 @@ const INSERT: &str = "INSERT INTO events (id, aggregate_id, event_type, data, me
                       VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
 
 /// A migrated database file in `dir`, opened by synckit.
-async fn store(dir: &Path, name: &str) -> SqliteStore {
+pub async fn store(dir: &Path, name: &str) -> SqliteStore {
     SqliteStore::connect(SqliteConfig::new(dir.join(name)))
         .await
         .expect("open")
@@ -184,41 +184,43 @@ pub async fn load(dir: &Path, events: u64) -> Row {
         first += count;
     }
     seeded.close().await.expect("close");
-    let (mut s, mut s_peak, mut r, mut r_peak) = (0f64, 0, 0f64, 0);
+    let (mut s, mut r) = (0f64, 0f64);
     for raw_first in [false, true] {
         for raw_turn in [raw_first, !raw_first] {
             if raw_turn {
-                let (rate, peak) =
-                    report::measure_load(events, async { load_raw(dir, events) }).await;
-                (r, r_peak) = (r.max(rate), r_peak.max(peak));
+                r = r.max(report::measure_load(events, async { load_raw(dir, events) }).await);
             } else {
                 let store = store(dir, "load.db").await;
-                let (rate, peak) = report::measure_load(events, load_synckit(&store)).await;
+                s = s.max(report::measure_load(events, load_synckit(&store)).await);
                 store.close().await.expect("close");
-                (s, s_peak) = (s.max(rate), s_peak.max(peak));
             }
         }
     }
+    let dir_text = dir.to_string_lossy();
+    let peak = |side: &str| {
+        report::probe_peak_rss(&[&format!("sqlite-{side}"), &dir_text, &events.to_string()])
+    };
+    let (s_peak, r_peak) = (peak("synckit"), peak("raw"));
     Row {
         measurement: format!(
             "SQLite load {} events into typed structs",
             report::rate(events as f64).trim_end_matches(" ev/s")
         ),
-        synckit: format!("{}, peak heap +{}", report::rate(s), report::mib(s_peak)),
+        synckit: format!("{}, peak RSS +{}", report::rate(s), report::mib(s_peak)),
         baseline: format!(
-            "{}, peak heap +{} (raw SELECT + serde_json)",
+            "{}, peak RSS +{} (raw SELECT + serde_json)",
             report::rate(r),
             report::mib(r_peak)
         ),
         ratio: s / r,
         goal: Goal::AtLeast(0.8),
-        figures: json!({"events": events, "synckit": s, "synckit_peak_heap_bytes": s_peak,
-                        "raw": r, "raw_peak_heap_bytes": r_peak}),
+        figures: json!({"events": events, "synckit": s, "synckit_peak_rss_bytes": s_peak,
+                        "raw": r, "raw_peak_rss_bytes": r_peak}),
     }
 }
 
 /// synckit's typed load of every event: the sum of their quantities.
-async fn load_synckit(store: &SqliteStore) -> u64 {
+pub async fn load_synckit(store: &SqliteStore) -> u64 {
     store
         .read_stream_as::<OrderLinePlaced>(OrderLinePlaced::filter(), Cursor::START)
         .try_fold(0u64, |sum, e| async move {
@@ -230,7 +232,7 @@ async fn load_synckit(store: &SqliteStore) -> u64 {
 
 /// The same rows, their columns decoded as synckit gives them, by one
 /// rusqlite SELECT decoding JSON straight into the types.
-fn load_raw(dir: &Path, events: u64) -> u64 {
+pub fn load_raw(dir: &Path, events: u64) -> u64 {
     let conn = rusqlite::Connection::open(dir.join("load.db")).expect("open");
     let mut select = conn
         .prepare(
