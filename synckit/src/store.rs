@@ -136,13 +136,20 @@ pub trait EventStore: Clone + Send + Sync + 'static {
     /// One page of [`EventStore::read_stream_as`], decoded as it is
     /// iterated. Backends override it to decode from the stored JSON
     /// without building a [`Value`] first.
+    ///
+    /// `upto`, when given, is the fence an earlier page of the same read
+    /// was read under (see [`TypedPage::fence`]): a backend may read up to
+    /// it again instead of taking a new one, since an older fence is still
+    /// a valid one.
     #[doc(hidden)]
     fn read_page_as<P: Payload>(
         &self,
         filter: &Filter,
         after: Cursor,
         limit: usize,
+        upto: Option<Cursor>,
     ) -> impl Future<Output = Result<TypedPage<P>>> + Send {
+        let _ = upto;
         let page = self.read(filter, after, limit);
         async move {
             Ok(TypedPage::from_rows(
@@ -272,6 +279,7 @@ where
 pub struct TypedPage<P> {
     len: usize,
     last: Option<Cursor>,
+    fence: Option<Cursor>,
     events: Box<dyn Iterator<Item = Result<Recorded<P>>> + Send>,
 }
 
@@ -286,8 +294,21 @@ impl<P> TypedPage<P> {
         TypedPage {
             len: rows.len(),
             last: rows.last().map(cursor),
+            fence: None,
             events: Box::new(rows.into_iter().map(decode)),
         }
+    }
+
+    /// The page, read up to `fence`: the next page of the same read may
+    /// be read up to it again.
+    pub(crate) fn with_fence(mut self, fence: Cursor) -> Self {
+        self.fence = Some(fence);
+        self
+    }
+
+    /// The fence this page was read under, when the backend has one.
+    pub fn fence(&self) -> Option<Cursor> {
+        self.fence
     }
 }
 
@@ -300,6 +321,10 @@ struct Pages<S, P> {
     /// The page being read, and its result once in.
     next: Option<BoxFuture<'static, Result<TypedPage<P>>>>,
     arrived: Option<Result<TypedPage<P>>>,
+    /// The fence the page being read reuses, if it reuses one.
+    reused: Option<Cursor>,
+    /// Where the last page handed out ended.
+    position: Cursor,
 }
 
 impl<S: EventStore, P: Payload> Pages<S, P> {
@@ -312,17 +337,22 @@ impl<S: EventStore, P: Payload> Pages<S, P> {
             current: Box::new(std::iter::empty()),
             next: None,
             arrived: None,
+            reused: None,
+            position: after,
         };
-        pages.request(after);
+        pages.request(after, None);
         pages
     }
 
-    fn request(&mut self, after: Cursor) {
+    /// Requests the page after `after`, up to `upto` (a fence an earlier
+    /// page was read under) or up to a new fence.
+    fn request(&mut self, after: Cursor, upto: Option<Cursor>) {
         let store = self.store.clone();
         let filter = self.filter.clone();
         let limit = self.limit;
+        self.reused = upto;
         self.next =
-            Some(async move { store.read_page_as::<P>(&filter, after, limit).await }.boxed());
+            Some(async move { store.read_page_as::<P>(&filter, after, limit, upto).await }.boxed());
     }
 
     /// Drives the page being read; keeps its result when it arrives.
@@ -354,15 +384,32 @@ impl<S: EventStore, P: Payload> Stream for Pages<S, P> {
             None => Poll::Ready(None),
             Some(Err(e)) => Poll::Ready(Some(Err(e))),
             Some(Ok(page)) => {
-                if page.len >= this.limit
-                    && let Some(last) = page.last
-                {
-                    this.request(last);
+                let reused = this.reused.take();
+                if let Some(last) = page.last {
+                    this.position = last;
+                }
+                if page.len >= this.limit {
+                    // More may follow before the fence: read on under it
+                    // (no new fence per page).
+                    this.request(this.position, page.fence.or(reused));
+                } else if reused.is_some() {
+                    // The end of a fence taken earlier: the head may have
+                    // moved since, so read on under a new one. The read
+                    // ends at a page short under a fence of its own.
+                    this.request(this.position, None);
+                }
+                if this.next.is_some() {
                     // Sends the request now rather than at the next poll.
                     let _ = this.poll_next_page(cx);
                 }
                 this.current = page.events;
-                Poll::Ready(this.current.next())
+                match this.current.next() {
+                    Some(event) => Poll::Ready(Some(event)),
+                    // An empty page under an older fence: go on with
+                    // the page just requested.
+                    None if this.next.is_some() => Pin::new(this).poll_next(cx),
+                    None => Poll::Ready(None),
+                }
             }
         }
     }

@@ -80,6 +80,54 @@ async fn reader_never_steps_over_a_late_commit() {
     assert_eq!(after, (n..=n + 5).collect::<Vec<_>>());
 }
 
+/// A stream read over many pages reads on under the fence its first page
+/// took, then takes a new one at its end: events committed meanwhile are
+/// read, and a transaction still open stops it, as it stops a single read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_reads_go_on_past_their_first_fence_but_never_over_a_late_commit() {
+    use futures::StreamExt;
+
+    let (store, url) = store_with(5).await;
+    let first: Vec<_> = (0..12).map(|i| event("early", i)).collect();
+    store.append(ExpectedVersion::Any, first).await.unwrap();
+
+    // Committed while the read is under way: read.
+    let mut read = store.read_stream(Filter::all(), Cursor::START);
+    let mut versions = Vec::new();
+    for _ in 0..6 {
+        versions.push(read.next().await.unwrap().unwrap().version);
+    }
+    let during: Vec<_> = (0..7).map(|i| event("during", i)).collect();
+    store.append(ExpectedVersion::Any, during).await.unwrap();
+    while let Some(e) = read.next().await {
+        versions.push(e.unwrap().version);
+    }
+    assert_eq!(versions, (1..=19).collect::<Vec<u64>>());
+
+    // Open while the read is under way, with later commits: the read stops
+    // before it, and a read after its commit gets it and what followed.
+    let mut read = store.read_stream(Filter::all(), Cursor::new(10));
+    let mut versions = Vec::new();
+    for _ in 0..6 {
+        versions.push(read.next().await.unwrap().unwrap().version);
+    }
+    let held = raw_client(&url).await;
+    let n = hold_open_insert(&held, "late").await as u64;
+    let after: Vec<_> = (0..3).map(|i| event("after", i)).collect();
+    store.append(ExpectedVersion::Any, after).await.unwrap();
+    while let Some(e) = read.next().await {
+        versions.push(e.unwrap().version);
+    }
+    assert_eq!(versions, (11..n).collect::<Vec<u64>>());
+    held.batch_execute("COMMIT").await.unwrap();
+    let rest: Vec<u64> = store
+        .read_stream(Filter::all(), Cursor::new(n - 1))
+        .map(|e| e.unwrap().version)
+        .collect()
+        .await;
+    assert_eq!(rest, (n..=n + 3).collect::<Vec<u64>>());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rolled_back_transaction_releases_the_fence() {
     let (store, url) = store_with(100).await;

@@ -583,25 +583,32 @@ impl PgStore {
         filter: &Filter,
         after: Cursor,
         limit: usize,
-    ) -> Result<Vec<EventRow>> {
+        upto: Option<Cursor>,
+    ) -> Result<(Vec<EventRow>, Option<Cursor>)> {
         validate::check_filter(filter)?;
         let after = after.as_i64();
         let filter = filter.clone();
         let rows = self
             .with_conn("read", async |conn| {
                 if limit == 0 {
-                    return Ok(Vec::new());
+                    return Ok((Vec::new(), upto));
                 }
                 // One round trip, two statements: the first stores the fence
                 // in a session setting, the second reads up to it with a
                 // snapshot taken after it (Read Committed: one snapshot per
                 // statement). Should they ever run in the other order, the
                 // read sees an older fence (still a valid one) or none
-                // (reads nothing), never a wrong one.
-                let mut sql = format!(
-                    "SELECT {EVENT_COLUMNS} FROM events WHERE version > $1 \
-                     AND version <= coalesce(nullif(current_setting('synckit.fence', true), '')::bigint, 0)"
-                );
+                // (reads nothing), never a wrong one. A fence an earlier
+                // page took (`upto`) is still valid: reading up to it again
+                // saves the first statement.
+                let mut sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE version > $1");
+                sql.push_str(match upto {
+                    Some(_) => " AND version <= $2",
+                    None => {
+                        " AND version <= coalesce(nullif(current_setting('synckit.fence', true), '')::bigint, 0)"
+                    }
+                });
+                let first = if upto.is_some() { 3 } else { 2 };
                 // One value is an equality, which the (column, version)
                 // indexes return in order; a list is `= ANY`.
                 let mut values = Vec::new();
@@ -610,7 +617,7 @@ impl PgStore {
                     ("event_type", filter.event_types()),
                 ] {
                     let Some(selected) = selected else { continue };
-                    let n = values.len() + 2;
+                    let n = values.len() + first;
                     if selected.len() == 1 {
                         sql.push_str(&format!(" AND {column} = ${n}"));
                     } else {
@@ -618,8 +625,11 @@ impl PgStore {
                     }
                     values.push(selected);
                 }
-                sql.push_str(&format!(" ORDER BY version LIMIT ${}", values.len() + 2));
+                sql.push_str(&format!(" ORDER BY version LIMIT ${}", values.len() + first));
                 let mut query = Statement::new(sql).bind::<BigInt, _>(after);
+                if let Some(fence) = upto {
+                    query = query.bind::<BigInt, _>(fence.as_i64());
+                }
                 for selected in values {
                     query = match selected.first() {
                         Some(one) if selected.len() == 1 => query.bind::<Text, _>(one.clone()),
@@ -630,17 +640,26 @@ impl PgStore {
                 let set_fence = Statement::new(
                     "SELECT set_config('synckit.fence', synckit_fence()::text, false) AS fence",
                 );
+                if upto.is_some() {
+                    let rows = query.load::<EventRow>(conn).await.map_err(db("read"))?;
+                    return Ok((rows, upto));
+                }
                 let conn: &AsyncPgConnection = conn;
-                let (_, rows): (Vec<FenceText>, Vec<EventRow>) = futures::try_join!(
+                let (fence, rows): (Vec<FenceText>, Vec<EventRow>) = futures::try_join!(
                     set_fence.load::<FenceText>(&mut &*conn),
                     query.load::<EventRow>(&mut &*conn)
                 )
                 .map_err(db("read"))?;
-                Ok(rows)
+                let fence = fence
+                    .into_iter()
+                    .next()
+                    .and_then(|f| f.fence?.parse::<u64>().ok())
+                    .map(Cursor::new);
+                Ok((rows, fence))
             })
             .await?;
         if self.inner.config.metrics {
-            metrics::counter!("synckit_events_read_total").increment(rows.len() as u64);
+            metrics::counter!("synckit_events_read_total").increment(rows.0.len() as u64);
         }
         Ok(rows)
     }
@@ -781,7 +800,7 @@ impl EventStore for PgStore {
     }
 
     async fn read(&self, filter: &Filter, after: Cursor, limit: usize) -> Result<Vec<Recorded>> {
-        let rows = self.read_rows(filter, after, limit).await?;
+        let (rows, _) = self.read_rows(filter, after, limit, None).await?;
         rows.into_iter().map(EventRow::into_recorded).collect()
     }
 
@@ -790,13 +809,14 @@ impl EventStore for PgStore {
         filter: &Filter,
         after: Cursor,
         limit: usize,
+        upto: Option<Cursor>,
     ) -> Result<TypedPage<P>> {
-        let rows = self.read_rows(filter, after, limit).await?;
-        Ok(TypedPage::from_rows(
-            rows,
-            EventRow::cursor,
-            EventRow::into_payload,
-        ))
+        let (rows, fence) = self.read_rows(filter, after, limit, upto).await?;
+        let page = TypedPage::from_rows(rows, EventRow::cursor, EventRow::into_payload);
+        Ok(match fence {
+            Some(fence) => page.with_fence(fence),
+            None => page,
+        })
     }
 
     async fn latest_version(&self) -> Result<Cursor> {

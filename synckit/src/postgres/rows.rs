@@ -127,7 +127,6 @@ pub(crate) struct Fence {
 #[derive(QueryableByName)]
 pub(crate) struct FenceText {
     #[diesel(sql_type = Nullable<Text>)]
-    #[allow(dead_code)]
     pub(crate) fence: Option<String>,
 }
 

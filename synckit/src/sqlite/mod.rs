@@ -690,6 +690,7 @@ impl EventStore for SqliteStore {
         filter: &Filter,
         after: Cursor,
         limit: usize,
+        _upto: Option<Cursor>,
     ) -> Result<TypedPage<P>> {
         // Off this task: the stream reads its next page meanwhile.
         let rows = self
