@@ -301,6 +301,7 @@ impl<P> TypedPage<P> {
 
     /// The page, read up to `fence`: the next page of the same read may
     /// be read up to it again.
+    #[cfg(feature = "postgres")]
     pub(crate) fn with_fence(mut self, fence: Cursor) -> Self {
         self.fence = Some(fence);
         self
