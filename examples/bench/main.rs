@@ -35,19 +35,21 @@ struct Args {
     #[arg(long, default_value_t = 1000)]
     samples: usize,
     /// Events of the SQLite load row.
-    #[arg(long, default_value_t = 200_000)]
+    #[arg(long, default_value_t = 500_000)]
     sqlite_load_events: u64,
     /// Only the rows whose key contains one of these (keys: batch, single,
     /// load, latency, fanout, notify, sqlite).
     #[arg(long)]
     only: Vec<String>,
     /// Internal: run one load alone and print its peak memory (the memory
-    /// figures): `<pg|sqlite>-<synckit|raw> <url or directory> <events>`.
+    /// figures): `<pg|sqlite>-<synckit|raw> <url or directory> <events>`,
+    /// or `fanout <url> <stream subscriptions>`.
     #[arg(long, hide = true, num_args = 3)]
     probe: Vec<String>,
 }
 
-/// One load in this process, alone: prints its peak resident set growth.
+/// One load (or one set of subscriptions) in this process, alone: prints
+/// its resident set growth.
 async fn probe(kind: &str, target: &str, events: u64) {
     let before = report::rss();
     match kind {
@@ -63,6 +65,15 @@ async fn probe(kind: &str, target: &str, events: u64) {
         }
         "sqlite-raw" => {
             sqlite::load_raw(std::path::Path::new(target), events);
+        }
+        "fanout" => {
+            // `events` stream subscriptions, and 10 global ones beside more
+            // than one, as the fan-out row opens them.
+            let streams = events as usize;
+            let fan = pg::Fan::open(target, streams, if streams > 1 { 10 } else { 0 }).await;
+            println!("{}", report::rss().saturating_sub(before));
+            fan.close().await;
+            return;
         }
         other => panic!("unknown probe {other}"),
     }

@@ -292,15 +292,25 @@ impl Bench {
     /// `streams` stream subscriptions and 10 global ones on one store,
     /// beside the same store with one subscription.
     pub async fn many_subscriptions(&self, streams: usize, samples: usize) -> Row {
-        let mut many = Fan::open(&self.fresh("synckit_bench_a").await, streams, 10).await;
-        let mut one = Fan::open(&self.fresh("synckit_bench_b").await, 1, 0).await;
+        let (url_many, url_one) = (
+            self.fresh("synckit_bench_a").await,
+            self.fresh("synckit_bench_b").await,
+        );
+        let mut many = Fan::open(&url_many, streams, 10).await;
+        let mut one = Fan::open(&url_one, 1, 0).await;
         let mut all = interleaved!(samples; many, one);
         let (mut o, mut m) = (all.pop().unwrap_or_default(), all.pop().unwrap_or_default());
         let (m99, o99) = (
             workload::percentile(&mut m, 99),
             workload::percentile(&mut o, 99),
         );
-        let row = Row {
+        let opening = many.opening;
+        many.close().await;
+        one.close().await;
+        // Memory, each set of subscriptions opened in a process of its own.
+        let many_rss = report::probe_peak_rss(&["fanout", &url_many, &streams.to_string()]);
+        let one_rss = report::probe_peak_rss(&["fanout", &url_one, "1"]);
+        Row {
             measurement: format!(
                 "{} stream + 10 global subscriptions on one store",
                 thousands(streams as u64)
@@ -308,23 +318,20 @@ impl Bench {
             synckit: format!(
                 "p99 {}, RSS +{} (opened in {:.1} s)",
                 report::ms(m99),
-                report::mib(many.rss),
-                many.opening.as_secs_f64()
+                report::mib(many_rss),
+                opening.as_secs_f64()
             ),
             baseline: format!(
                 "p99 {}, RSS +{} (1 subscription)",
                 report::ms(o99),
-                report::mib(one.rss)
+                report::mib(one_rss)
             ),
             ratio: m99.as_secs_f64() / o99.as_secs_f64(),
             goal: Goal::AtMost(2.0),
-            figures: json!({"streams": streams, "p99_ms": m99.as_secs_f64() * 1e3, "rss_bytes": many.rss,
-                            "opening_s": many.opening.as_secs_f64(),
-                            "one_p99_ms": o99.as_secs_f64() * 1e3, "one_rss_bytes": one.rss}),
-        };
-        many.close().await;
-        one.close().await;
-        row
+            figures: json!({"streams": streams, "p99_ms": m99.as_secs_f64() * 1e3, "rss_bytes": many_rss,
+                            "opening_s": opening.as_secs_f64(),
+                            "one_p99_ms": o99.as_secs_f64() * 1e3, "one_rss_bytes": one_rss}),
+        }
     }
 }
 
@@ -670,27 +677,24 @@ struct RawEvent {
 
 /// A store with subscriptions, and a writer that appends from another
 /// store (as another process would).
-struct Fan {
+pub struct Fan {
     subscriber: PgStore,
     writer: PgStore,
     received: tokio::sync::mpsc::UnboundedReceiver<(u64, Instant)>,
     streams: u64,
     next: u64,
-    /// Resident set growth from opening the subscriptions.
-    rss: u64,
     opening: Duration,
 }
 
 impl Fan {
     /// Opens `streams` typed stream subscriptions and `globals` typed
     /// global ones on one store.
-    async fn open(url: &str, streams: usize, globals: usize) -> Fan {
+    pub async fn open(url: &str, streams: usize, globals: usize) -> Fan {
         let subscriber = store(url).await;
         let writer = store(url).await;
         while !subscriber.is_listener_connected() {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        let before = report::rss();
         let opened = Instant::now();
         let (tx, received) = tokio::sync::mpsc::unbounded_channel();
         for s in 0..streams {
@@ -719,7 +723,6 @@ impl Fan {
         }
         Fan {
             opening: opened.elapsed(),
-            rss: report::rss().saturating_sub(before),
             subscriber,
             writer,
             received,
@@ -746,7 +749,7 @@ impl Fan {
         }
     }
 
-    async fn close(self) {
+    pub async fn close(self) {
         self.subscriber.close().await.expect("close");
         self.writer.close().await.expect("close");
     }
