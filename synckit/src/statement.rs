@@ -10,6 +10,7 @@
 //! Placeholders are written `$1, $2, ...` for both backends; each becomes
 //! the backend's own (`$n` or `?`).
 
+use std::borrow::Cow;
 use std::marker::PhantomData;
 
 use diesel::QueryResult;
@@ -20,7 +21,7 @@ use diesel::sql_types::{HasSqlType, Untyped};
 
 /// A SQL text and its bind values, for backend `DB`.
 pub(crate) struct Statement<'f, DB: Backend> {
-    sql: String,
+    sql: Cow<'static, str>,
     binds: Vec<Box<dyn QueryFragment<DB> + Send + 'f>>,
 }
 
@@ -40,8 +41,9 @@ where
 }
 
 impl<'f, DB: Backend> Statement<'f, DB> {
-    /// A statement with this text, from synckit's fixed set.
-    pub(crate) fn new(sql: impl Into<String>) -> Self {
+    /// A statement with this text, from synckit's fixed set (a constant is
+    /// not copied).
+    pub(crate) fn new(sql: impl Into<Cow<'static, str>>) -> Self {
         Statement {
             sql: sql.into(),
             binds: Vec::new(),
@@ -68,7 +70,7 @@ impl<DB: Backend> QueryFragment<DB> for Statement<'_, DB> {
     /// writes its own placeholder. synckit's statements use `$1, $2, ...`
     /// once each, in order, so the text sent is the text written.
     fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, DB>) -> QueryResult<()> {
-        let mut rest = self.sql.as_str();
+        let mut rest: &str = &self.sql;
         let mut binds = self.binds.iter();
         while let Some(at) = rest.find('$') {
             let digits = rest[at + 1..]
