@@ -692,6 +692,7 @@ impl Fan {
     pub async fn open(url: &str, streams: usize, globals: usize) -> Fan {
         let subscriber = store(url).await;
         let writer = store(url).await;
+        subscriber.listen().await;
         while !subscriber.is_listener_connected() {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }

@@ -45,13 +45,77 @@ fn deposit(id: &str, amount: u64) -> Account {
     }
 }
 
+/// Listener connections of this test's database, by their application name.
+async fn listener_connections(url: &str) -> i64 {
+    raw_client(url)
+        .await
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity \
+             WHERE datname = current_database() AND application_name = 'synckit-listener'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_listens_from_its_first_subscription_until_it_closes() {
+    let url = database_url().await;
+    let store = listening_store(&url).await;
+    store
+        .append_event(ExpectedVersion::Any, &deposit("w", 1))
+        .await
+        .unwrap();
+    assert!(!store.is_listener_connected());
+    assert_eq!(
+        listener_connections(&url).await,
+        0,
+        "a writer holds no LISTEN"
+    );
+
+    let mut first = Account::subscribe_from(&store, Start::Beginning)
+        .await
+        .unwrap();
+    let _second = store
+        .subscribe(Filter::stream("w"), Start::Now)
+        .await
+        .unwrap();
+    wait_until("the listener connects", || store.is_listener_connected()).await;
+    assert_eq!(
+        listener_connections(&url).await,
+        1,
+        "one listener per store"
+    );
+    // Another process's commit wakes the subscription through it.
+    let other = listening_store(&url).await;
+    other
+        .append_event(ExpectedVersion::Any, &deposit("w", 2))
+        .await
+        .unwrap();
+    for amount in [1, 2] {
+        let e = next_within(&mut first).await.unwrap();
+        assert_eq!(e.data, deposit("w", amount));
+    }
+
+    store.close().await.unwrap();
+    assert!(!store.is_listener_connected());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while listener_connections(&url).await > 0 {
+        assert!(Instant::now() < deadline, "the listener outlived close");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    other.close().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn another_process_append_wakes_a_subscriber() {
     let url = database_url().await;
     let reader = listening_store(&url).await;
     let writer = listening_store(&url).await;
-    wait_until("the listener connects", || reader.is_listener_connected()).await;
+    // The first subscription starts the listener.
     let mut typed = Account::subscribe(&reader).await.unwrap();
+    wait_until("the listener connects", || reader.is_listener_connected()).await;
     writer
         .append_event(ExpectedVersion::Any, &deposit("a", 1))
         .await
@@ -354,6 +418,7 @@ async fn every_event_once_in_order_while_the_listener_is_killed() {
     const TOTAL: usize = 20_000;
     let url = database_url().await;
     let store = listening_store(&url).await;
+    store.listen().await;
     wait_until("the listener connects", || store.is_listener_connected()).await;
     let all = store.subscribe(Filter::all(), Start::Now).await.unwrap();
     let one_stream = store
@@ -500,6 +565,7 @@ async fn every_event_once_in_order_across_connection_cuts() {
         "the proxy forwards to 127.0.0.1"
     );
     let store = listening_store(&via_proxy(&url, &proxy)).await;
+    store.listen().await;
     wait_until("the listener connects", || store.is_listener_connected()).await;
     let all = store.subscribe(Filter::all(), Start::Now).await.unwrap();
     let mut messages = Box::pin(
@@ -556,6 +622,7 @@ async fn subscriptions_end_with_an_error_when_the_listener_gives_up() {
     config.max_reconnect_attempts = 2;
     config.connect_timeout = Duration::from_secs(2);
     let store = PgStore::connect(config).await.unwrap();
+    store.listen().await;
     wait_until("the listener connects", || store.is_listener_connected()).await;
     let mut sub = store.subscribe(Filter::all(), Start::Now).await.unwrap();
     proxy.cut();

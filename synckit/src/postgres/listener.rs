@@ -36,6 +36,11 @@ impl ListenerState {
         self.connected.load(Ordering::Acquire)
     }
 
+    /// The listener's task was stopped: its connection is gone.
+    pub(crate) fn stopped(&self) {
+        self.connected.store(false, Ordering::Release);
+    }
+
     /// `Err` once the listener has given up reconnecting.
     pub(crate) fn health(&self) -> crate::Result<()> {
         match &*self.gave_up.lock().unwrap_or_else(|p| p.into_inner()) {

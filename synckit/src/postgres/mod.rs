@@ -134,19 +134,38 @@ struct Inner {
     closed: AtomicBool,
     hub: Hub,
     listener: Arc<listener::ListenerState>,
-    listener_task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    listener_task: std::sync::Mutex<ListenerTask>,
+}
+
+/// The listener's life: it starts with the first subscription (or
+/// [`PgStore::listen`]), so a store that only writes holds no LISTEN
+/// connection and is woken by no one's commits.
+enum ListenerTask {
+    NotStarted,
+    Running(tokio::task::JoinHandle<()>),
+    Stopped,
 }
 
 impl Inner {
+    /// Starts the listener unless it runs or the store is closed.
+    fn start_listener(&self) {
+        let mut task = self.listener_task.lock().unwrap_or_else(|p| p.into_inner());
+        if matches!(*task, ListenerTask::NotStarted)
+            && !AtomicBool::load(&self.closed, Ordering::Acquire)
+        {
+            *task = ListenerTask::Running(tokio::spawn(tracing::Instrument::in_current_span(
+                listener::run(self.config.clone(), self.hub.clone(), self.listener.clone()),
+            )));
+        }
+    }
+
     fn stop_listener(&self) {
-        if let Some(task) = self
-            .listener_task
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take()
+        let mut task = self.listener_task.lock().unwrap_or_else(|p| p.into_inner());
+        if let ListenerTask::Running(running) = std::mem::replace(&mut *task, ListenerTask::Stopped)
         {
             // Dropping its connection ends every LISTEN of this store.
-            task.abort();
+            running.abort();
+            self.listener.stopped();
         }
     }
 }
@@ -243,27 +262,34 @@ impl PgStore {
             check_schema(conn).await?;
         }
         let pool = connect::pool(&config);
-        let hub = Hub::new();
-        let listener = Arc::new(listener::ListenerState::default());
-        let task = tokio::spawn(tracing::Instrument::in_current_span(listener::run(
-            config.clone(),
-            hub.clone(),
-            listener.clone(),
-        )));
         let inner = Arc::new(Inner {
             pool: RwLock::new(Some(pool)),
             config,
             closed: AtomicBool::new(false),
-            hub,
-            listener,
-            listener_task: std::sync::Mutex::new(Some(task)),
+            hub: Hub::new(),
+            listener: Arc::new(listener::ListenerState::default()),
+            listener_task: std::sync::Mutex::new(ListenerTask::NotStarted),
         });
         Ok(PgStore { inner })
     }
 
-    /// Whether the notification listener's connection is up now.
+    /// Whether the notification listener's connection is up now. The
+    /// listener starts with the first subscription, or with
+    /// [`PgStore::listen`]; until then this is `false`.
     pub fn is_listener_connected(&self) -> bool {
         self.inner.listener.is_connected()
+    }
+
+    /// Starts the notification listener now rather than at the first
+    /// subscription (it connects in the background: see
+    /// [`PgStore::is_listener_connected`]). Idempotent; nothing after
+    /// [`EventStore::close`].
+    ///
+    /// A store only listens once something may need the wake-ups: a store
+    /// that only writes holds no LISTEN connection, and its process is not
+    /// woken by every commit of every writer.
+    pub async fn listen(&self) {
+        self.inner.start_listener();
     }
 
     /// The filters of the subscriptions open on this store, one entry each.
@@ -856,6 +882,7 @@ impl EventStore for PgStore {
             .unwrap_or_else(|p| p.into_inner())
             .take();
         drop(pool);
+        self.inner.stop_listener();
         self.inner.hub.close();
         Ok(())
     }
@@ -868,6 +895,15 @@ impl EventStore for PgStore {
 impl SubscriptionSource for PgStore {
     fn hub(&self) -> &Hub {
         &self.inner.hub
+    }
+
+    /// Starts the listener if this is the store's first subscription. A
+    /// commit between the subscription's first read and the listener's
+    /// LISTEN is not lost: the listener wakes every subscription once it
+    /// listens.
+    async fn subscribe(&self, filter: Filter, start: crate::Start) -> Result<crate::Subscription> {
+        self.inner.start_listener();
+        crate::subscription::open(self.clone(), filter, start).await
     }
 
     async fn load_checkpoint(&self, name: &str) -> Result<Option<Cursor>> {
