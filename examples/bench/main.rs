@@ -38,7 +38,7 @@ struct Args {
     #[arg(long, default_value_t = 500_000)]
     sqlite_load_events: u64,
     /// Only the rows whose key contains one of these (keys: batch, single,
-    /// load, latency, fanout, notify, sqlite).
+    /// load, latency, fanout, notify, listen, sqlite).
     #[arg(long)]
     only: Vec<String>,
     /// Internal: run one load alone and print its peak memory (the memory
@@ -112,6 +112,9 @@ async fn main() {
     }
     if run("notify") {
         table.push(bench.notify_cost(args.batches).await);
+    }
+    if run("listen") {
+        table.push(bench.listening_cost(8, args.singles).await);
     }
     bench.drop_databases().await;
     if run("sqlite") {

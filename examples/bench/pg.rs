@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 use futures::{StreamExt, TryStreamExt};
 use serde_json::{Map, Value, json};
 use synckit::postgres::{Config, PgStore};
-use synckit::{Cursor, Event, EventStore, ExpectedVersion, NewEvent};
+use synckit::{
+    Cursor, Event, EventStore, ExpectedVersion, Filter, NewEvent, Start, SubscriptionSource,
+};
 use tokio::sync::Barrier;
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::{Json, ToSql, Type};
@@ -163,7 +165,7 @@ impl Bench {
             for which in order.into_iter().filter(|w| *w < 2) {
                 let url = self.fresh("synckit_bench_a").await;
                 if which == 0 {
-                    let (rate, p99) = single_synckit(&url, writers, per).await;
+                    let (rate, p99) = single_synckit(&url, writers, per, false).await;
                     if rate > s {
                         (s, sp) = (rate, p99);
                     }
@@ -190,6 +192,38 @@ impl Bench {
             goal: Goal::AtLeast(0.8),
             figures: json!({"synckit": s, "synckit_p99_ms": sp.as_secs_f64() * 1e3,
                             "raw": r, "raw_p99_ms": rp.as_secs_f64() * 1e3}),
+        }
+    }
+
+    /// What the listener costs writers: single appends by `writers` writers
+    /// on a store that also holds a subscription (its listener gets every
+    /// commit's notification) beside the same on a store that only writes.
+    pub async fn listening_cost(&self, writers: u64, total: u64) -> Row {
+        let per = (total / writers).max(1);
+        let (mut l, mut w) = (0f64, 0f64);
+        for order in ROUNDS {
+            for which in order.into_iter().filter(|w| *w < 2) {
+                let url = self.fresh("synckit_bench_a").await;
+                let (rate, _) = single_synckit(&url, writers, per, which == 0).await;
+                if which == 0 {
+                    l = l.max(rate);
+                } else {
+                    w = w.max(rate);
+                }
+            }
+        }
+        Row {
+            measurement: format!(
+                "listener cost: single appends, {writers} writers, on a store with a subscription open"
+            ),
+            synckit: report::rate(l),
+            baseline: format!(
+                "{} on a store that only writes (no listener)",
+                report::rate(w)
+            ),
+            ratio: l / w,
+            goal: Goal::Reported,
+            figures: json!({"listening": l, "write_only": w}),
         }
     }
 
@@ -507,8 +541,27 @@ async fn copy_insert(client: &mut tokio_postgres::Client, events: &[NewEvent], v
 /// Single appends by `writers`, `per_writer` each after 10 warm-up
 /// appends; events per second and p99 latency. Each append passes the
 /// stream's expected version, as a command handler does.
-async fn single_synckit(url: &str, writers: u64, per_writer: u64) -> (f64, Duration) {
+/// `listening`: the store also holds a subscription (to a stream no one
+/// writes), so its listener receives every commit's notification.
+async fn single_synckit(
+    url: &str,
+    writers: u64,
+    per_writer: u64,
+    listening: bool,
+) -> (f64, Duration) {
     let store = store(url).await;
+    let _idle = if listening {
+        let sub = store
+            .subscribe(Filter::stream("nobody"), Start::Now)
+            .await
+            .expect("subscribe");
+        while !store.is_listener_connected() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        Some(sub)
+    } else {
+        None
+    };
     let (elapsed, mut latencies) = run_writers(writers, |w, barrier| {
         let store = store.clone();
         async move {
