@@ -4,8 +4,11 @@
 use std::time::Duration;
 
 use futures::StreamExt;
+use serde_json::json;
 use synckit::sqlite::{SqliteConfig, SqliteStore};
-use synckit::{Error, EventStore, ExpectedVersion, Filter, Start, SubscriptionSource};
+use synckit::{
+    Cursor, Error, EventStore, ExpectedVersion, Filter, NewEvent, Start, SubscriptionSource,
+};
 
 use crate::behaviour::{Account, next_within};
 
@@ -24,6 +27,59 @@ pub(crate) async fn fresh_store(batch_size: usize) -> SqliteStore {
 
 mod suite {
     crate::behaviour_suite!(async { super::fresh_store(7).await });
+}
+
+/// Appends go in as multi-row INSERTs with the rest row by row: a batch
+/// over several streams keeps every position whatever its length, and a row
+/// refused inside the database, in a multi-row chunk or after them, leaves
+/// nothing of the batch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_batches_keep_their_positions_and_fail_whole() {
+    let store = fresh_store(1000).await;
+    let event = |stream: &str, n: usize| NewEvent::new(stream, "Counted", json!({ "n": n }));
+    let first: Vec<_> = (0..10).map(|n| event("a", n)).collect();
+    store
+        .append(ExpectedVersion::NoStream, first)
+        .await
+        .unwrap();
+    for len in [1, 63, 64, 65, 150] {
+        let before = store.load(Cursor::START).await.unwrap();
+        let batch: Vec<_> = (0..len).map(|n| event(["a", "b", "c"][n % 3], n)).collect();
+        let recorded = store
+            .append(ExpectedVersion::Any, batch.clone())
+            .await
+            .unwrap();
+        let stored = store
+            .load(Cursor::new(before.last().unwrap().version))
+            .await
+            .unwrap();
+        assert_eq!(stored, recorded, "a batch of {len} reads back as returned");
+        let versions: Vec<u64> = stored.iter().map(|e| e.version).collect();
+        let next = before.last().unwrap().version + 1;
+        assert_eq!(versions, (next..next + len as u64).collect::<Vec<_>>());
+        for (sent, got) in batch.iter().zip(&stored) {
+            assert_eq!((sent.id(), sent.data()), (got.id.as_str(), &got.data));
+            let earlier = before
+                .iter()
+                .chain(stored.iter().take_while(|e| e.id != got.id))
+                .filter(|e| e.aggregate_id == got.aggregate_id)
+                .count() as u64;
+            assert_eq!(got.stream_version, earlier + 1, "{} of {len}", got.id);
+        }
+    }
+
+    let stored = store.load(Cursor::START).await.unwrap();
+    for poisoned in [70, 140] {
+        let mut batch: Vec<_> = (0..150).map(|n| event("d", n)).collect();
+        // An id stored already, with other content: refused by the
+        // database's unique index when its row goes in.
+        batch[poisoned] =
+            NewEvent::new("d", "Counted", json!({ "other": true })).with_id(stored[5].id.clone());
+        let err = store.append(ExpectedVersion::Any, batch).await.unwrap_err();
+        assert!(matches!(err, Error::DuplicateEvent { .. }), "{err}");
+        assert_eq!(store.load(Cursor::START).await.unwrap(), stored);
+        assert_eq!(store.stream_version("d").await.unwrap(), None);
+    }
 }
 
 /// On a single-threaded runtime the store cannot run its calls in place

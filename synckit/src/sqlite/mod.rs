@@ -573,6 +573,61 @@ fn replay_of(
 type Positions = (Vec<(u64, u64)>, DateTime<Utc>);
 
 /// Inserts the events; returns their positions.
+/// Rows per multi-row INSERT of an append (8 values each, well under
+/// SQLite's limit on bound parameters).
+const INSERT_ROWS: usize = 64;
+
+const INSERT_ONE_SQL: &str = "INSERT INTO events \
+     (version, id, aggregate_id, event_type, data, metadata, stream_version, created_at) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
+
+/// The INSERT of [`INSERT_ROWS`] rows.
+static INSERT_CHUNK_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    let rows: Vec<String> = (0..INSERT_ROWS)
+        .map(|r| {
+            let n = r * 8;
+            format!(
+                "(${}, ${}, ${}, ${}, ${}, ${}, ${}, ${})",
+                n + 1,
+                n + 2,
+                n + 3,
+                n + 4,
+                n + 5,
+                n + 6,
+                n + 7,
+                n + 8
+            )
+        })
+        .collect();
+    format!(
+        "INSERT INTO events \
+         (version, id, aggregate_id, event_type, data, metadata, stream_version, created_at) \
+         VALUES {}",
+        rows.join(", ")
+    )
+});
+
+/// Binds one event's row, in the column order of the INSERTs.
+fn bind_row<'f>(
+    insert: Statement<'f>,
+    e: &'f NewEvent,
+    version: i64,
+    head: i64,
+    data: &'f str,
+    metadata: &'f str,
+    created_at: &'f str,
+) -> Statement<'f> {
+    insert
+        .bind::<BigInt, _>(version)
+        .bind::<Text, _>(&e.id)
+        .bind::<Text, _>(&e.aggregate_id)
+        .bind::<Text, _>(&e.event_type)
+        .bind::<Text, _>(data)
+        .bind::<Text, _>(metadata)
+        .bind::<BigInt, _>(head)
+        .bind::<Text, _>(created_at)
+}
+
 fn insert_events(
     c: &mut SqliteConnection,
     expected: ExpectedVersion,
@@ -620,6 +675,7 @@ fn insert_events(
     let created_text = created_at.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string();
     let created_at = parse_time(&created_text)?;
     let mut positions = Vec::with_capacity(events.len());
+    let mut rows = Vec::with_capacity(events.len());
     for e in events {
         let serialization = |source| Error::Serialization {
             event_type: e.event_type.clone(),
@@ -635,21 +691,30 @@ fn insert_events(
             None => heads.entry(e.aggregate_id.clone()).or_insert(0),
         };
         *head += 1;
-        Statement::new(
-            "INSERT INTO events \
-             (version, id, aggregate_id, event_type, data, metadata, stream_version, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-        )
-        .bind::<BigInt, _>(version)
-        .bind::<Text, _>(&e.id)
-        .bind::<Text, _>(&e.aggregate_id)
-        .bind::<Text, _>(&e.event_type)
-        .bind::<Text, _>(&data)
-        .bind::<Text, _>(&metadata)
-        .bind::<BigInt, _>(*head)
-        .bind::<Text, _>(&created_text)
-        .execute(c)?;
         positions.push((version.max(0) as u64, (*head).max(0) as u64));
+        rows.push((e, version, *head, data, metadata));
+    }
+    // Full chunks of INSERT_ROWS rows, one statement each, then the rest one
+    // row at a time: two statement texts in all, both kept prepared.
+    let mut chunks = rows.chunks_exact(INSERT_ROWS);
+    for chunk in chunks.by_ref() {
+        let mut insert = Statement::new(&*INSERT_CHUNK_SQL);
+        for (e, version, head, data, metadata) in chunk {
+            insert = bind_row(insert, e, *version, *head, data, metadata, &created_text);
+        }
+        insert.execute(c)?;
+    }
+    for (e, version, head, data, metadata) in chunks.remainder() {
+        bind_row(
+            Statement::new(INSERT_ONE_SQL),
+            e,
+            *version,
+            *head,
+            data,
+            metadata,
+            &created_text,
+        )
+        .execute(c)?;
     }
     Ok((positions, created_at))
 }
