@@ -1,6 +1,7 @@
 //! The SQLite rows: synckit's embedded store beside raw statements
 //! (rusqlite, cached prepared statements) on a file with the same schema
-//! and the same settings (WAL, `synchronous = NORMAL`).
+//! and the same settings (WAL, `synchronous = NORMAL`, `temp_store =
+//! MEMORY`).
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -29,7 +30,8 @@ async fn raw(dir: &Path, name: &str) -> rusqlite::Connection {
     store(dir, name).await.close().await.expect("close");
     let conn = rusqlite::Connection::open(dir.join(name)).expect("open");
     conn.execute_batch(
-        "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 5000;",
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 5000; \
+         PRAGMA temp_store = MEMORY;",
     )
     .expect("pragmas");
     conn

@@ -290,8 +290,12 @@ fn open_checked(config: &SqliteConfig) -> Result<(SqliteConnection, Vec<String>)
     // Writable? Taking the write lock and releasing it changes nothing.
     conn.batch_execute("BEGIN IMMEDIATE; ROLLBACK;")
         .map_err(|e| invalid_file(path, format!("cannot be written: {e}")))?;
-    conn.batch_execute("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;")
-        .map_err(|e| invalid_file(path, e))?;
+    // Statement journals (a multi-row INSERT keeps one, to undo just that
+    // statement should a row be refused) stay in memory.
+    conn.batch_execute(
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA temp_store = MEMORY;",
+    )
+    .map_err(|e| invalid_file(path, e))?;
     let pending = conn
         .pending_migrations(MIGRATIONS)
         .map_err(|e| Error::database("migrate", e.to_string()))?;
