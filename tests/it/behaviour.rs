@@ -302,6 +302,33 @@ pub async fn loads_page_in_order_after_a_cursor<S: SubscriptionSource>(store: S)
     assert!(matches!(err, Error::InvalidInput { .. }), "{err}");
 }
 
+/// What an append returns is what a load reads back: data and metadata
+/// (nested, unicode, numbers) as written, positions and times as stored.
+pub async fn events_read_back_as_written_and_as_returned<S: SubscriptionSource>(store: S) {
+    let batch: Vec<NewEvent> = (0..3)
+        .map(|i| {
+            NewEvent::new(
+                "rb",
+                "Noted",
+                json!({"i": i, "text": "zoë ∑ \"quoted\"", "nested": {"list": [1, 2.5, null, true]}}),
+            )
+            .with_metadata("tenant", json!({"id": 7, "name": "Ünïcode"}))
+            .with_metadata("trace", json!(["a", "b"]))
+        })
+        .collect();
+    let returned = store
+        .append(ExpectedVersion::NoStream, batch.clone())
+        .await
+        .unwrap();
+    let loaded = store.load(Cursor::START).await.unwrap();
+    assert_eq!(loaded, returned);
+    for (sent, got) in batch.iter().zip(&loaded) {
+        assert_eq!(sent.data(), &got.data);
+        assert_eq!(sent.metadata(), &got.metadata);
+        assert_eq!(sent.id(), got.id);
+    }
+}
+
 /// Reads filtered by one value and by several (the backends query the two
 /// differently) return exactly the matching events, in order, from a cursor.
 pub async fn filters_with_one_or_several_values_select_the_same_events<S: SubscriptionSource>(
@@ -669,6 +696,7 @@ macro_rules! behaviour_suite {
             batches_are_atomic_and_bad_input_leaves_nothing,
             loads_page_in_order_after_a_cursor,
             filters_with_one_or_several_values_select_the_same_events,
+            events_read_back_as_written_and_as_returned,
             typed_loads_decode_each_event_and_go_on_after_a_bad_one,
             typed_subscriptions_by_type_and_stream,
             two_subscribers_are_independent_and_drop_alone,

@@ -20,13 +20,14 @@ use std::time::{Duration, Instant};
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use diesel::sql_types::{Array, BigInt, Jsonb, Text};
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
-use serde_json::Value;
 
 use crate::statement;
 pub use config::Config;
 pub use import::{ImportProgress, ImportReport};
 pub use migrate::{MigrationReport, migrate};
-use rows::{Count, EVENT_COLUMNS, EventRow, Fence, FenceText, Inserted, Position, StreamHead};
+use rows::{
+    Count, EVENT_COLUMNS, EventRow, Fence, FenceText, Inserted, JsonMap, Position, StreamHead,
+};
 
 /// Cacheable raw SQL on PostgreSQL.
 type Statement<'f> = statement::Statement<'f, diesel::pg::Pg>;
@@ -81,6 +82,14 @@ RETURNING id, version, stream_version, created_at";
 async fn race_backoff(attempt: u32) {
     let ceiling = 200u64 << attempt.min(6);
     tokio::time::sleep(Duration::from_micros(fastrand::u64(0..=ceiling))).await;
+}
+
+/// What one attempt of an append did.
+enum Appended {
+    /// Each event's version, stream version and time, in input order.
+    Written(Vec<(u64, u64, chrono::DateTime<chrono::Utc>)>),
+    /// The append repeated stored events: those.
+    Replayed(Vec<Recorded>),
 }
 
 /// The stream heads `expected` accepts, as an inclusive range.
@@ -483,7 +492,7 @@ impl PgStore {
         expected: ExpectedVersion,
         events: &[NewEvent],
         chunk_size: usize,
-    ) -> std::result::Result<Vec<Recorded>, TxError> {
+    ) -> std::result::Result<Appended, TxError> {
         let chunk_size = chunk_size.max(1);
         if events.len() <= chunk_size {
             Self::append_chunks(conn, expected, events, chunk_size).await
@@ -500,8 +509,8 @@ impl PgStore {
         expected: ExpectedVersion,
         events: &[NewEvent],
         chunk_size: usize,
-    ) -> std::result::Result<Vec<Recorded>, TxError> {
-        let mut recorded = Vec::with_capacity(events.len());
+    ) -> std::result::Result<Appended, TxError> {
+        let mut positions = Vec::with_capacity(events.len());
         for (n, chunk) in events.chunks(chunk_size).enumerate() {
             // Only the first chunk checks the expectation: later chunks of
             // the same transaction see the earlier ones as the stream head.
@@ -535,7 +544,7 @@ impl PgStore {
                 aggregate_ids.push(e.aggregate_id.as_str());
                 types.push(e.event_type.as_str());
                 data.push(&e.data);
-                metadata.push(Value::Object(e.metadata.clone()));
+                metadata.push(JsonMap(&e.metadata));
             }
             let first = chunk[0].aggregate_id.as_str();
             // The database returns positions only; the rest is what we sent,
@@ -557,31 +566,39 @@ impl PgStore {
                 // nothing). A retry of an append that succeeded meets its
                 // own events; otherwise report what the stream holds.
                 if let Some(replay) = Self::replay_of(conn, events).await? {
-                    return Ok(replay);
+                    return Ok(Appended::Replayed(replay));
                 }
                 let actual = Self::stream_head(conn, first).await?;
                 expected.check(first, actual)?;
                 // The stream moved between the statement and this read.
                 return Err(TxError::Raced);
             }
-            let mut by_id: HashMap<String, Inserted> =
-                rows.into_iter().map(|r| (r.id.clone(), r)).collect();
-            for e in chunk {
-                let row = by_id.remove(&e.id).ok_or_else(|| {
-                    Error::database(
-                        "append",
-                        format!("no position returned for event {:?}", e.id),
-                    )
-                })?;
-                recorded.push(e.clone().into_recorded(
-                    row.version.max(0) as u64,
-                    row.stream_version.max(0) as u64,
-                    row.created_at,
-                ));
+            let position = |r: &Inserted| {
+                (
+                    r.version.max(0) as u64,
+                    r.stream_version.max(0) as u64,
+                    r.created_at,
+                )
+            };
+            // RETURNING gives the rows in the order they went in, the
+            // input's; match them by id should that ever differ.
+            if rows.len() == chunk.len() && rows.iter().zip(chunk).all(|(r, e)| r.id == e.id) {
+                positions.extend(rows.iter().map(position));
+            } else {
+                let by_id: HashMap<&str, &Inserted> =
+                    rows.iter().map(|r| (r.id.as_str(), r)).collect();
+                for e in chunk {
+                    let row = by_id.get(e.id.as_str()).ok_or_else(|| {
+                        Error::database(
+                            "append",
+                            format!("no position returned for event {:?}", e.id),
+                        )
+                    })?;
+                    positions.push(position(row));
+                }
             }
         }
-        recorded.sort_by_key(|r| r.version);
-        Ok(recorded)
+        Ok(Appended::Written(positions))
     }
 
     /// The `stream_version` of an aggregate's last event.
@@ -757,7 +774,7 @@ impl EventStore for PgStore {
         let started = Instant::now();
         let chunk = self.inner.config.batch_size;
         let mut attempt = 0;
-        let recorded = loop {
+        let appended = loop {
             attempt += 1;
             let outcome = self
                 .with_conn("append", async |conn| {
@@ -765,7 +782,7 @@ impl EventStore for PgStore {
                 })
                 .await?;
             match outcome {
-                Ok(recorded) => break recorded,
+                Ok(appended) => break appended,
                 Err(TxError::Store(e)) => {
                     if self.inner.config.metrics && matches!(e, Error::Conflict { .. }) {
                         metrics::counter!("synckit_append_conflicts_total").increment(1);
@@ -806,6 +823,20 @@ impl EventStore for PgStore {
                 }
                 Err(TxError::Db(e)) => return Err(Error::database("append", e)),
             }
+        };
+        let recorded = match appended {
+            Appended::Written(positions) => {
+                let mut recorded: Vec<Recorded> = events
+                    .into_iter()
+                    .zip(positions)
+                    .map(|(e, (version, stream_version, created_at))| {
+                        e.into_recorded(version, stream_version, created_at)
+                    })
+                    .collect();
+                recorded.sort_by_key(|r| r.version);
+                recorded
+            }
+            Appended::Replayed(replay) => replay,
         };
         // The listener's NOTIFY wakes the subscriptions of this process as
         // it wakes those of every other; waking them here as well would make

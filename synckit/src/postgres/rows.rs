@@ -2,8 +2,11 @@
 
 use chrono::{DateTime, Utc};
 use diesel::QueryableByName;
+use std::io::Write;
+
 use diesel::deserialize::{self, FromSql};
 use diesel::pg::{Pg, PgValue};
+use diesel::serialize::{self, IsNull, Output, ToSql};
 use diesel::sql_types::{BigInt, Jsonb, Nullable, Text, Timestamptz};
 use serde_json::{Map, Value};
 
@@ -48,6 +51,20 @@ impl FromSql<Jsonb, Pg> for RawJson {
             Some((1, text)) => Ok(RawJson(text.to_vec())),
             _ => Err("unsupported jsonb encoding".into()),
         }
+    }
+}
+
+/// An event's metadata bound as `jsonb` without copying it into a
+/// [`Value`] first.
+#[derive(Debug)]
+pub(crate) struct JsonMap<'a>(pub(crate) &'a Map<String, Value>);
+
+impl ToSql<Jsonb, Pg> for JsonMap<'_> {
+    fn to_sql<'b>(&'b self, out: &mut Output<'b, '_, Pg>) -> serialize::Result {
+        // The binary form: a version byte (1), then the text.
+        out.write_all(&[1])?;
+        serde_json::to_writer(out, self.0)?;
+        Ok(IsNull::No)
     }
 }
 
