@@ -868,7 +868,17 @@ impl EventStore for PgStore {
         limit: usize,
         upto: Option<Cursor>,
     ) -> Result<TypedPage<P>> {
-        let (rows, fence) = self.read_rows(filter, after, limit, upto).await?;
+        // A task of its own reads the page off the socket as fast as the
+        // server sends it, whatever the caller is doing meanwhile (the
+        // stream reads a page ahead while its consumer goes through the
+        // last one); polled only by the consumer, the read made the server
+        // stall and wake up again many times per page.
+        let store = self.clone();
+        let filter = filter.clone();
+        let read = async move { store.read_rows(&filter, after, limit, upto).await };
+        let (rows, fence) = tokio::spawn(tracing::Instrument::in_current_span(read))
+            .await
+            .map_err(|e| Error::database("read", e))??;
         let page = TypedPage::from_rows(rows, EventRow::cursor, EventRow::into_payload);
         Ok(match fence {
             Some(fence) => page.with_fence(fence),
