@@ -407,8 +407,10 @@ impl<S: EventStore, P: Payload> Stream for Pages<S, P> {
                 match this.current.next() {
                     Some(event) => Poll::Ready(Some(event)),
                     // An empty page under an older fence: go on with
-                    // the page just requested.
-                    None if this.next.is_some() => Pin::new(this).poll_next(cx),
+                    // the page just requested (in flight, or in already).
+                    None if this.next.is_some() || this.arrived.is_some() => {
+                        Pin::new(this).poll_next(cx)
+                    }
                     None => Poll::Ready(None),
                 }
             }

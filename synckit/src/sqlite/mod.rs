@@ -576,11 +576,11 @@ fn replay_of(
 /// Each event's `(version, stream_version)`, and the append's time.
 type Positions = (Vec<(u64, u64)>, DateTime<Utc>);
 
-/// Inserts the events; returns their positions.
 /// Rows per multi-row INSERT of an append (8 values each, well under
 /// SQLite's limit on bound parameters).
 const INSERT_ROWS: usize = 64;
 
+/// The INSERT of one row.
 const INSERT_ONE_SQL: &str = "INSERT INTO events \
      (version, id, aggregate_id, event_type, data, metadata, stream_version, created_at) \
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
@@ -632,6 +632,7 @@ fn bind_row<'f>(
         .bind::<Text, _>(created_at)
 }
 
+/// Inserts the events; returns their positions.
 fn insert_events(
     c: &mut SqliteConnection,
     expected: ExpectedVersion,
