@@ -20,7 +20,6 @@ use std::time::{Duration, Instant};
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use diesel::sql_types::{Array, BigInt, Jsonb, Text};
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
-use serde_json::Value;
 
 use crate::statement;
 pub use config::Config;
@@ -416,7 +415,7 @@ impl PgStore {
                 .await
                 .map_err(db("get"))?;
             match rows.into_iter().next() {
-                Some(row) => row.event,
+                Some(row) => row.into_recorded(),
                 None => Err(Error::EventNotFound { id }),
             }
         })
@@ -475,7 +474,7 @@ impl PgStore {
         .load::<EventRow>(&mut *conn)
         .await?
         .into_iter()
-        .map(|row| row.event)
+        .map(EventRow::into_recorded)
         .collect::<Result<_>>()?;
         let by_id: HashMap<&str, &Recorded> = stored.iter().map(|r| (r.id.as_str(), r)).collect();
         Ok(idempotent_replay(events.iter(), |id| {
@@ -622,13 +621,13 @@ impl PgStore {
 
     /// The rows of a read: up to `limit` events after `after` that pass
     /// `filter`, up to the fence.
-    async fn read_rows<P: Payload>(
+    async fn read_rows(
         &self,
         filter: &Filter,
         after: Cursor,
         limit: usize,
         upto: Option<Cursor>,
-    ) -> Result<(Vec<EventRow<P>>, Option<Cursor>)> {
+    ) -> Result<(Vec<EventRow>, Option<Cursor>)> {
         validate::check_filter(filter)?;
         let after = after.as_i64();
         let filter = filter.clone();
@@ -685,13 +684,13 @@ impl PgStore {
                     "SELECT set_config('synckit.fence', synckit_fence()::text, false) AS fence",
                 );
                 if upto.is_some() {
-                    let rows = query.load::<EventRow<P>>(conn).await.map_err(db("read"))?;
+                    let rows = query.load::<EventRow>(conn).await.map_err(db("read"))?;
                     return Ok((rows, upto));
                 }
                 let conn: &AsyncPgConnection = conn;
-                let (fence, rows): (Vec<FenceText>, Vec<EventRow<P>>) = futures::try_join!(
+                let (fence, rows): (Vec<FenceText>, Vec<EventRow>) = futures::try_join!(
                     set_fence.load::<FenceText>(&mut &*conn),
-                    query.load::<EventRow<P>>(&mut &*conn)
+                    query.load::<EventRow>(&mut &*conn)
                 )
                 .map_err(db("read"))?;
                 let fence = fence
@@ -858,8 +857,8 @@ impl EventStore for PgStore {
     }
 
     async fn read(&self, filter: &Filter, after: Cursor, limit: usize) -> Result<Vec<Recorded>> {
-        let (rows, _) = self.read_rows::<Value>(filter, after, limit, None).await?;
-        rows.into_iter().map(|row| row.event).collect()
+        let (rows, _) = self.read_rows(filter, after, limit, None).await?;
+        rows.into_iter().map(EventRow::into_recorded).collect()
     }
 
     async fn read_page_as<P: Payload>(
@@ -876,11 +875,11 @@ impl EventStore for PgStore {
         // stall and wake up again many times per page.
         let store = self.clone();
         let filter = filter.clone();
-        let read = async move { store.read_rows::<P>(&filter, after, limit, upto).await };
+        let read = async move { store.read_rows(&filter, after, limit, upto).await };
         let (rows, fence) = tokio::spawn(tracing::Instrument::in_current_span(read))
             .await
             .map_err(|e| Error::database("read", e))??;
-        let page = TypedPage::from_rows(rows, EventRow::cursor, |row| row.event);
+        let page = TypedPage::from_rows(rows, EventRow::cursor, EventRow::into_payload);
         Ok(match fence {
             Some(fence) => page.with_fence(fence),
             None => page,
