@@ -17,7 +17,7 @@ use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::{Json, ToSql, Type};
 
 use crate::report::{self, Goal, Row};
-use crate::workload::{self, Heads, OrderLinePlaced};
+use crate::workload::{self, Heads, OrderLinePlaced, RawEvent};
 
 /// Rounds of the latency rows run before measuring.
 const WARM_UP: usize = 30;
@@ -714,19 +714,6 @@ pub async fn load_raw(url: &str, events: u64) -> f64 {
         .expect("load")
     })
     .await
-}
-
-/// What the raw program decodes each row into (synckit's `Recorded`).
-#[allow(dead_code)]
-struct RawEvent {
-    version: i64,
-    stream_version: i64,
-    id: String,
-    aggregate_id: String,
-    event_type: String,
-    data: OrderLinePlaced,
-    metadata: Map<String, Value>,
-    created_at: chrono::DateTime<chrono::Utc>,
 }
 
 /// A store with subscriptions, and a writer that appends from another

@@ -7,12 +7,12 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use futures::TryStreamExt;
-use serde_json::{Map, Value, json};
+use serde_json::json;
 use synckit::sqlite::{SqliteConfig, SqliteStore};
 use synckit::{Cursor, Event, EventStore, ExpectedVersion, NewEvent};
 
 use crate::report::{self, Goal, Row};
-use crate::workload::{self, Heads, OrderLinePlaced};
+use crate::workload::{self, Heads, OrderLinePlaced, RawEvent};
 
 const BATCH: u64 = 1000;
 const INSERT: &str = "INSERT INTO events (id, aggregate_id, event_type, data, metadata, stream_version) \
@@ -303,17 +303,4 @@ pub fn load_raw(dir: &Path, events: u64) -> u64 {
         quantities += u64::from(std::hint::black_box(&e).data.quantity);
     }
     quantities
-}
-
-/// What the raw program decodes each row into (synckit's `Recorded`).
-#[allow(dead_code)]
-struct RawEvent {
-    version: i64,
-    stream_version: i64,
-    id: String,
-    aggregate_id: String,
-    event_type: String,
-    data: OrderLinePlaced,
-    metadata: Map<String, Value>,
-    created_at: chrono::DateTime<chrono::Utc>,
 }

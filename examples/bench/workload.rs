@@ -83,3 +83,16 @@ pub fn percentile(samples: &mut [std::time::Duration], p: usize) -> std::time::D
     samples.sort();
     samples[(samples.len() * p / 100).min(samples.len().saturating_sub(1))]
 }
+
+/// What the raw programs decode each row into (synckit's `Recorded`).
+#[allow(dead_code)]
+pub struct RawEvent {
+    pub version: i64,
+    pub stream_version: i64,
+    pub id: String,
+    pub aggregate_id: String,
+    pub event_type: String,
+    pub data: OrderLinePlaced,
+    pub metadata: serde_json::Map<String, serde_json::Value>,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+}

@@ -138,9 +138,9 @@ pub trait EventStore: Clone + Send + Sync + 'static {
     /// without building a [`Value`] first.
     ///
     /// `upto`, when given, is the fence an earlier page of the same read
-    /// was read under (see [`TypedPage::fence`]): a backend may read up to
-    /// it again instead of taking a new one, since an older fence is still
-    /// a valid one.
+    /// was read under (backends with a fence say which on each page): a
+    /// backend may read up to it again instead of taking a new one, since
+    /// an older fence is still a valid one.
     #[doc(hidden)]
     fn read_page_as<P: Payload>(
         &self,
@@ -305,11 +305,6 @@ impl<P> TypedPage<P> {
     pub(crate) fn with_fence(mut self, fence: Cursor) -> Self {
         self.fence = Some(fence);
         self
-    }
-
-    /// The fence this page was read under, when the backend has one.
-    pub fn fence(&self) -> Option<Cursor> {
-        self.fence
     }
 }
 

@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use super::PgStore;
 use super::Statement;
-use super::rows::{Count, Position};
+use super::rows::{Count, JsonMap, Position};
 use crate::cursor::Cursor;
 use crate::error::{Error, Result};
 use crate::filter::Filter;
@@ -170,10 +170,7 @@ impl PgStore {
         let aggregates: Vec<&str> = page.iter().map(|e| e.aggregate_id.as_str()).collect();
         let types: Vec<&str> = page.iter().map(|e| e.event_type.as_str()).collect();
         let data: Vec<&Value> = page.iter().map(|e| &e.data).collect();
-        let metadata: Vec<Value> = page
-            .iter()
-            .map(|e| Value::Object(e.metadata.clone()))
-            .collect();
+        let metadata: Vec<JsonMap<'_>> = page.iter().map(|e| JsonMap(&e.metadata)).collect();
         let stream_versions: Vec<i64> = page.iter().map(|e| e.stream_version as i64).collect();
         let created: Vec<DateTime<Utc>> = page.iter().map(|e| e.created_at).collect();
         let name = name.to_owned();
