@@ -145,6 +145,24 @@ pub enum Error {
     },
 }
 
+/// An error and its causes as one line, `outer: inner: ...`. Drivers put
+/// the useful part in a cause (tokio-postgres shows a server's refusal as
+/// just "db error"); a cause whose text the line holds already is left out.
+#[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+pub(crate) fn with_causes(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut line = error.to_string();
+    let mut cause = error.source();
+    while let Some(e) = cause {
+        let text = e.to_string();
+        if !line.contains(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+        cause = e.source();
+    }
+    line
+}
+
 impl Error {
     /// Shorthand for [`Error::InvalidInput`].
     pub(crate) fn invalid(field: &'static str, reason: impl Into<String>) -> Self {

@@ -519,6 +519,19 @@ async fn bad_connection_strings_fail_clearly_within_the_timeout() {
         .unwrap_err();
     assert!(matches!(err, Error::InvalidConnection { .. }), "{err}");
     assert!(!err.to_string().contains("secret"), "{err}");
+    // The cause is in the message, not only in the driver's error chain.
+    assert!(err.to_string().contains("refused"), "{err}");
+
+    // The server refuses: its reason is in the message.
+    let err = PgStore::new(synckit_workspace::server().url("synckit_no_such_database"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::InvalidConnection { .. }), "{err}");
+    assert!(
+        err.to_string()
+            .contains(r#"database "synckit_no_such_database" does not exist"#),
+        "{err}"
+    );
 
     // Something accepts but never answers: fails after the connect timeout.
     let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

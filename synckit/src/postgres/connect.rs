@@ -10,7 +10,7 @@ use futures::{FutureExt, StreamExt};
 
 use super::config::{Config, redact};
 use super::tls::{self, TlsSettings};
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, with_causes};
 
 /// The pool of diesel-async connections.
 pub(crate) type Pool = diesel_async::pooled_connection::bb8::Pool<AsyncPgConnection>;
@@ -36,10 +36,10 @@ pub(crate) fn parse(config: &Config) -> Result<(tokio_postgres::Config, TlsSetti
     Ok((parsed, tls))
 }
 
-fn connect_error(config: &Config, e: impl std::fmt::Display) -> Error {
+fn connect_error(config: &Config, reason: &str) -> Error {
     Error::InvalidConnection {
         reason: format!(
-            "cannot connect to {}: {e}",
+            "cannot connect to {}: {reason}",
             config.redacted_connection_string()
         ),
     }
@@ -47,16 +47,16 @@ fn connect_error(config: &Config, e: impl std::fmt::Display) -> Error {
 
 /// Runs a connection attempt within the connect timeout (tokio-postgres
 /// applies it per host; this bounds the whole attempt).
-async fn within_timeout<T, E: std::fmt::Display>(
+async fn within_timeout<T, E: std::error::Error + 'static>(
     config: &Config,
     attempt: impl std::future::Future<Output = std::result::Result<T, E>>,
 ) -> Result<T> {
     match tokio::time::timeout(config.connect_timeout, attempt).await {
         Ok(Ok(value)) => Ok(value),
-        Ok(Err(e)) => Err(connect_error(config, e)),
+        Ok(Err(e)) => Err(connect_error(config, &with_causes(&e))),
         Err(_) => Err(connect_error(
             config,
-            format!("no answer within {:?}", config.connect_timeout),
+            &format!("no answer within {:?}", config.connect_timeout),
         )),
     }
 }
@@ -116,8 +116,9 @@ async fn open(config: &Config, application_name: Option<&str>) -> Result<Opened>
 pub(crate) async fn connect(config: &Config) -> Result<AsyncPgConnection> {
     let setup = |e: diesel::ConnectionError| Error::InvalidConnection {
         reason: format!(
-            "cannot set up a connection to {}: {e}",
-            config.redacted_connection_string()
+            "cannot set up a connection to {}: {}",
+            config.redacted_connection_string(),
+            with_causes(&e)
         ),
     };
     let mut conn = match open(config, None).await? {

@@ -17,7 +17,7 @@ use tokio_postgres::AsyncMessage;
 
 use super::config::Config;
 use super::connect;
-use crate::error::Error;
+use crate::error::{Error, with_causes};
 use crate::hub::Hub;
 use crate::notification::{GLOBAL_CHANNEL, NotificationPayload};
 
@@ -117,7 +117,7 @@ async fn session(
                     }
                 }
                 Some(Ok(_)) => {}
-                Some(Err(e)) => break e.to_string(),
+                Some(Err(e)) => break with_causes(&e),
                 None => break "the connection closed".to_owned(),
             }
         };
