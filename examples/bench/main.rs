@@ -42,8 +42,10 @@ struct Args {
     #[arg(long)]
     only: Vec<String>,
     /// Internal: run one load alone and print its peak memory (the memory
-    /// figures): `<pg|sqlite>-<synckit|raw> <url or directory> <events>`,
-    /// or `fanout <url> <stream subscriptions>`.
+    /// figures; the PostgreSQL loads also print their rate to stderr):
+    /// `<pg|sqlite>-<synckit|raw> <url or directory> <events>`, or
+    /// `fanout <url> <stream subscriptions>`; `pg-seed <url> <events>`
+    /// fills an existing database for profiling a load alone.
     #[arg(long, hide = true, num_args = 3)]
     probe: Vec<String>,
 }
@@ -53,11 +55,21 @@ struct Args {
 async fn probe(kind: &str, target: &str, events: u64) {
     let before = report::rss();
     match kind {
+        // The rate goes to stderr, for profiling a load alone.
         "pg-synckit" => {
-            pg::load_synckit(target, events).await;
+            eprintln!("rate {:.0}", pg::load_synckit(target, events).await);
         }
         "pg-raw" => {
-            pg::load_raw(target, events).await;
+            eprintln!("rate {:.0}", pg::load_raw(target, events).await);
+        }
+        "pg-seed" => {
+            // A database to profile a load on (`perf record … --probe
+            // pg-synckit <url> <events>`); the url's database must exist.
+            synckit::EventStore::close(&pg::store(target).await)
+                .await
+                .expect("close");
+            pg::seed(target, events).await;
+            return;
         }
         "sqlite-synckit" => {
             let store = sqlite::store(std::path::Path::new(target), "load.db").await;

@@ -16,7 +16,7 @@ use tokio::sync::Barrier;
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::{Json, ToSql, Type};
 
-use crate::report::{self, Goal, Row};
+use crate::report::{self, Goal, Rates, Row};
 use crate::workload::{self, Heads, OrderLinePlaced, RawEvent};
 
 /// Rounds of the latency rows run before measuring.
@@ -102,17 +102,18 @@ impl Bench {
     /// 1,000-event batches by 2 writers: synckit beside raw `unnest` and
     /// binary COPY inserts of the same rows (the faster is the baseline).
     pub async fn batch_append(&self, batches: u64) -> Row {
-        let (mut s, mut u, mut c) = (0f64, 0f64, 0f64);
+        let (mut ss, mut us, mut cs) = (Rates::default(), Rates::default(), Rates::default());
         for order in ROUNDS {
             for which in order {
                 let url = self.fresh("synckit_bench_a").await;
                 match which {
-                    0 => s = s.max(batch_synckit(&url, batches).await),
-                    1 => u = u.max(batch_raw(&url, batches, RawBatch::Unnest).await),
-                    _ => c = c.max(batch_raw(&url, batches, RawBatch::Copy).await),
-                }
+                    0 => ss.push(batch_synckit(&url, batches).await),
+                    1 => us.push(batch_raw(&url, batches, RawBatch::Unnest).await),
+                    _ => cs.push(batch_raw(&url, batches, RawBatch::Copy).await),
+                };
             }
         }
+        let (s, u, c) = (ss.best(), us.best(), cs.best());
         let (b, how) = if u >= c { (u, "unnest") } else { (c, "COPY") };
         Row {
             measurement: "batch append, 1,000-event batches, 2 writers".into(),
@@ -125,59 +126,71 @@ impl Bench {
             ),
             ratio: s / b,
             goal: Goal::AtLeast(0.8),
-            figures: json!({"synckit": s, "raw_unnest": u, "raw_copy": c}),
+            figures: json!({"synckit": s, "raw_unnest": u, "raw_copy": c,
+                            "rounds": {"synckit": ss.all(), "raw_unnest": us.all(), "raw_copy": cs.all()}}),
         }
     }
 
     /// The cost of the per-event NOTIFY: synckit's batch append with the
     /// notify trigger beside the same without it.
     pub async fn notify_cost(&self, batches: u64) -> Row {
-        let (mut with, mut without) = (0f64, 0f64);
+        let (mut withs, mut withouts) = (Rates::default(), Rates::default());
         for order in ROUNDS {
             for which in order.into_iter().filter(|w| *w < 2) {
                 let url = self.fresh("synckit_bench_a").await;
                 if which == 0 {
-                    with = with.max(batch_synckit(&url, batches).await);
+                    withs.push(batch_synckit(&url, batches).await);
                 } else {
                     raw(&url)
                         .await
                         .batch_execute("DROP TRIGGER events_notify_trigger ON events")
                         .await
                         .expect("drop trigger");
-                    without = without.max(batch_synckit(&url, batches).await);
+                    withouts.push(batch_synckit(&url, batches).await);
                 }
             }
         }
+        let (with, without) = (withs.best(), withouts.best());
         Row {
             measurement: "NOTIFY cost: batch append with the notify trigger".into(),
             synckit: report::rate(with),
             baseline: format!("{} without the trigger", report::rate(without)),
             ratio: with / without,
             goal: Goal::Reported,
-            figures: json!({"with_trigger": with, "without_trigger": without}),
+            figures: json!({"with_trigger": with, "without_trigger": without,
+                            "rounds": {"with_trigger": withs.all(), "without_trigger": withouts.all()}}),
         }
     }
 
     /// Single-event appends by `writers` concurrent writers.
     pub async fn single_append(&self, writers: u64, total: u64) -> Row {
         let per = (total / writers).max(1);
-        let (mut s, mut sp, mut r, mut rp) = (0f64, Duration::ZERO, 0f64, Duration::ZERO);
+        // Each side's p99 is that of its best round.
+        let (mut ss, mut sp, mut rs, mut rp) = (
+            Rates::default(),
+            Duration::ZERO,
+            Rates::default(),
+            Duration::ZERO,
+        );
         for order in ROUNDS {
             for which in order.into_iter().filter(|w| *w < 2) {
                 let url = self.fresh("synckit_bench_a").await;
                 if which == 0 {
                     let (rate, p99) = single_synckit(&url, writers, per, false).await;
-                    if rate > s {
-                        (s, sp) = (rate, p99);
+                    if rate > ss.best() {
+                        sp = p99;
                     }
+                    ss.push(rate);
                 } else {
                     let (rate, p99) = single_raw(&url, writers, per).await;
-                    if rate > r {
-                        (r, rp) = (rate, p99);
+                    if rate > rs.best() {
+                        rp = p99;
                     }
+                    rs.push(rate);
                 }
             }
         }
+        let (s, r) = (ss.best(), rs.best());
         Row {
             measurement: format!(
                 "single appends, {writers} writer{}",
@@ -192,7 +205,8 @@ impl Bench {
             ratio: s / r,
             goal: Goal::AtLeast(0.8),
             figures: json!({"synckit": s, "synckit_p99_ms": sp.as_secs_f64() * 1e3,
-                            "raw": r, "raw_p99_ms": rp.as_secs_f64() * 1e3}),
+                            "raw": r, "raw_p99_ms": rp.as_secs_f64() * 1e3,
+                            "rounds": {"synckit": ss.all(), "raw": rs.all()}}),
         }
     }
 
@@ -201,18 +215,19 @@ impl Bench {
     /// commit's notification) beside the same on a store that only writes.
     pub async fn listening_cost(&self, writers: u64, total: u64) -> Row {
         let per = (total / writers).max(1);
-        let (mut l, mut w) = (0f64, 0f64);
+        let (mut ls, mut ws) = (Rates::default(), Rates::default());
         for order in ROUNDS {
             for which in order.into_iter().filter(|w| *w < 2) {
                 let url = self.fresh("synckit_bench_a").await;
                 let (rate, _) = single_synckit(&url, writers, per, which == 0).await;
                 if which == 0 {
-                    l = l.max(rate);
+                    ls.push(rate);
                 } else {
-                    w = w.max(rate);
+                    ws.push(rate);
                 }
             }
         }
+        let (l, w) = (ls.best(), ws.best());
         Row {
             measurement: format!(
                 "listener cost: single appends, {writers} writers, on a store with a subscription open"
@@ -224,7 +239,8 @@ impl Bench {
             ),
             ratio: l / w,
             goal: Goal::Reported,
-            figures: json!({"listening": l, "write_only": w}),
+            figures: json!({"listening": l, "write_only": w,
+                            "rounds": {"listening": ls.all(), "write_only": ws.all()}}),
         }
     }
 
@@ -234,16 +250,17 @@ impl Bench {
         let url = self.fresh("synckit_bench_a").await;
         seed(&url, events).await;
         // Each side in turn (ROUNDS), keeping its best.
-        let (mut s, mut r) = (0f64, 0f64);
+        let (mut ss, mut rs) = (Rates::default(), Rates::default());
         for order in ROUNDS {
             for which in order {
                 match which {
-                    0 => s = s.max(load_synckit(&url, events).await),
-                    1 => r = r.max(load_raw(&url, events).await),
-                    _ => {}
-                }
+                    0 => ss.push(load_synckit(&url, events).await),
+                    1 => rs.push(load_raw(&url, events).await),
+                    _ => 0.0,
+                };
             }
         }
+        let (s, r) = (ss.best(), rs.best());
         // Memory, each load in a process of its own, at the full count and
         // at a tenth of it.
         let small = (events / 10).max(1);
@@ -273,7 +290,8 @@ impl Bench {
             figures: json!({"events": events, "synckit": s, "synckit_peak_rss_bytes": s_peak,
                             "raw": r, "raw_peak_rss_bytes": r_peak, "small_events": small,
                             "synckit_small_peak_rss_bytes": s_small_peak,
-                            "raw_small_peak_rss_bytes": r_small_peak}),
+                            "raw_small_peak_rss_bytes": r_small_peak,
+                            "rounds": {"synckit": ss.all(), "raw": rs.all()}}),
         }
     }
 
@@ -377,7 +395,7 @@ fn thousands(n: u64) -> String {
 /// A store on `url`. Both sides talk plain TCP to the local server: the
 /// raw baseline has no TLS, and `sslmode=prefer` (the default) would
 /// encrypt synckit's connections.
-async fn store(url: &str) -> PgStore {
+pub async fn store(url: &str) -> PgStore {
     let mut config = Config::new(format!("{url} sslmode=disable"));
     config.max_open_conns = 40;
     // Opened as needed: several stores are open at once in some rows.
@@ -648,7 +666,7 @@ async fn insert_one(
 
 /// Writes `events` events over 1,000 aggregates by binary COPY, 50,000 per
 /// transaction.
-async fn seed(url: &str, events: u64) {
+pub async fn seed(url: &str, events: u64) {
     let mut client = raw(url).await;
     let mut heads = Heads::default();
     let mut first = 0;
@@ -659,10 +677,16 @@ async fn seed(url: &str, events: u64) {
         copy_insert(&mut client, &chunk, &versions).await;
         first += count;
     }
+    // Vacuumed (hint bits set, statistics in) and checkpointed, so that no
+    // round meets the seed's checkpoint or first-read writes.
     client
         .batch_execute("VACUUM ANALYZE events")
         .await
         .expect("vacuum");
+    client
+        .batch_execute("CHECKPOINT")
+        .await
+        .expect("checkpoint");
 }
 
 /// Loads `events` typed events with synckit's paged read.

@@ -215,6 +215,30 @@ pub fn machine(server_version: &str) -> Value {
     })
 }
 
+/// The rates one side of a throughput row measured, round by round. The
+/// row shows the best (interference from the rest of the machine lowers a
+/// rate, never raises it); the JSON keeps them all.
+#[derive(Debug, Default)]
+pub struct Rates(Vec<f64>);
+
+impl Rates {
+    /// Records one round's rate, and returns it.
+    pub fn push(&mut self, rate: f64) -> f64 {
+        self.0.push(rate);
+        rate
+    }
+
+    /// The best round so far (0 before any).
+    pub fn best(&self) -> f64 {
+        self.0.iter().copied().fold(0.0, f64::max)
+    }
+
+    /// Every round, rounded to whole events per second, in the order run.
+    pub fn all(&self) -> Vec<u64> {
+        self.0.iter().map(|r| r.round() as u64).collect()
+    }
+}
+
 /// Events per second of `load`, which loads `events` events and returns
 /// the sum of their quantities.
 pub async fn measure_load(events: u64, load: impl Future<Output = u64>) -> f64 {
