@@ -166,31 +166,18 @@ impl Bench {
     pub async fn single_append(&self, writers: u64, total: u64) -> Row {
         let per = (total / writers).max(1);
         // Each side's p99 is that of its best round.
-        let (mut ss, mut sp, mut rs, mut rp) = (
-            Rates::default(),
-            Duration::ZERO,
-            Rates::default(),
-            Duration::ZERO,
-        );
+        let (mut ss, mut rs) = (Rates::default(), Rates::default());
         for order in ROUNDS {
             for which in order.into_iter().filter(|w| *w < 2) {
                 let url = self.fresh("synckit_bench_a").await;
                 if which == 0 {
-                    let (rate, p99) = single_synckit(&url, writers, per, false).await;
-                    if rate > ss.best() {
-                        sp = p99;
-                    }
-                    ss.push(rate);
+                    ss.push_with(single_synckit(&url, writers, per, false).await);
                 } else {
-                    let (rate, p99) = single_raw(&url, writers, per).await;
-                    if rate > rs.best() {
-                        rp = p99;
-                    }
-                    rs.push(rate);
+                    rs.push_with(single_raw(&url, writers, per).await);
                 }
             }
         }
-        let (s, r) = (ss.best(), rs.best());
+        let ((s, sp), (r, rp)) = (ss.best_round(), rs.best_round());
         Row {
             measurement: format!(
                 "single appends, {writers} writer{}",

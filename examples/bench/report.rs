@@ -215,27 +215,51 @@ pub fn machine(server_version: &str) -> Value {
     })
 }
 
-/// The rates one side of a throughput row measured, round by round. The
-/// row shows the best (interference from the rest of the machine lowers a
-/// rate, never raises it); the JSON keeps them all.
-#[derive(Debug, Default)]
-pub struct Rates(Vec<f64>);
+/// The rates one side of a throughput row measured, round by round, each
+/// with what else its round recorded (`T`: a p99 latency, or nothing). The
+/// row shows the best round (interference from the rest of the machine
+/// lowers a rate, never raises it); the JSON keeps every rate.
+#[derive(Debug)]
+pub struct Rates<T = ()>(Vec<(f64, T)>);
+
+impl<T> Default for Rates<T> {
+    fn default() -> Self {
+        Rates(Vec::new())
+    }
+}
 
 impl Rates {
     /// Records one round's rate, and returns it.
     pub fn push(&mut self, rate: f64) -> f64 {
-        self.0.push(rate);
+        self.0.push((rate, ()));
         rate
     }
+}
 
-    /// The best round so far (0 before any).
-    pub fn best(&self) -> f64 {
-        self.0.iter().copied().fold(0.0, f64::max)
+impl<T: Clone + Default> Rates<T> {
+    /// Records one round's rate with what else the round recorded.
+    pub fn push_with(&mut self, (rate, with): (f64, T)) {
+        self.0.push((rate, with));
     }
 
-    /// Every round, rounded to whole events per second, in the order run.
+    /// The best round's rate (0 before any).
+    pub fn best(&self) -> f64 {
+        self.best_round().0
+    }
+
+    /// The best round: its rate and what else it recorded.
+    pub fn best_round(&self) -> (f64, T) {
+        self.0
+            .iter()
+            .max_by(|a, b| a.0.total_cmp(&b.0))
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Every round's rate, rounded to whole events per second, in the order
+    /// run.
     pub fn all(&self) -> Vec<u64> {
-        self.0.iter().map(|r| r.round() as u64).collect()
+        self.0.iter().map(|(r, _)| r.round() as u64).collect()
     }
 }
 

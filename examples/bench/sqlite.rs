@@ -133,29 +133,15 @@ async fn batch_raw(dir: &Path, file: &str, batches: u64) -> f64 {
 /// version.
 pub async fn single_append(dir: &Path, events: u64) -> Row {
     // Each side's p99 is that of its best round.
-    let (mut ss, mut sp, mut rs, mut rp) = (
-        Rates::default(),
-        Duration::ZERO,
-        Rates::default(),
-        Duration::ZERO,
-    );
+    let (mut ss, mut rs) = (Rates::default(), Rates::default());
     for (turn, raw_turn) in TURNS.into_iter().enumerate() {
         if raw_turn {
-            let (rate, p99) = single_raw(dir, &format!("single-raw-{turn}.db"), events).await;
-            if rate > rs.best() {
-                rp = p99;
-            }
-            rs.push(rate);
+            rs.push_with(single_raw(dir, &format!("single-raw-{turn}.db"), events).await);
         } else {
-            let (rate, p99) =
-                single_synckit(dir, &format!("single-synckit-{turn}.db"), events).await;
-            if rate > ss.best() {
-                sp = p99;
-            }
-            ss.push(rate);
+            ss.push_with(single_synckit(dir, &format!("single-synckit-{turn}.db"), events).await);
         }
     }
-    let (s, r) = (ss.best(), rs.best());
+    let ((s, sp), (r, rp)) = (ss.best_round(), rs.best_round());
     Row {
         measurement: "SQLite single appends, 1 writer".into(),
         synckit: format!("{}, p99 {}", report::rate(s), report::ms(sp)),

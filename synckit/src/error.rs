@@ -148,7 +148,7 @@ pub enum Error {
 /// An error and its causes as one line, `outer: inner: ...`. Drivers put
 /// the useful part in a cause (tokio-postgres shows a server's refusal as
 /// just "db error"); a cause whose text the line holds already is left out.
-#[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+#[cfg(feature = "postgres")]
 pub(crate) fn with_causes(error: &(dyn std::error::Error + 'static)) -> String {
     let mut line = error.to_string();
     let mut cause = error.source();
