@@ -424,7 +424,8 @@ async fn interleaved_streams_continue_their_positions_across_chunks() {
 }
 
 /// Writers that do not expect a version never fail on each other: racing
-/// appends to one stream all land, at distinct consecutive positions.
+/// appends to one stream (single events and pairs) all land, at distinct
+/// consecutive positions, each pair's events side by side.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn racing_appends_without_expectation_all_land_in_one_stream() {
     let (store, _url) = store_with(100).await;
@@ -432,17 +433,24 @@ async fn racing_appends_without_expectation_all_land_in_one_stream() {
         let store = store.clone();
         async move {
             for i in 0..10 {
-                store
-                    .append(ExpectedVersion::Any, vec![event("hot", w * 100 + i)])
-                    .await
-                    .unwrap();
+                let mut events = vec![event("hot", w * 100 + 2 * i)];
+                if w % 2 == 1 {
+                    events.push(event("hot", w * 100 + 2 * i + 1));
+                }
+                store.append(ExpectedVersion::Any, events).await.unwrap();
             }
         }
     });
     futures::future::join_all(writers).await;
     let stored = store.load_by_aggregate("hot", Cursor::START).await.unwrap();
     let positions: Vec<u64> = stored.iter().map(|r| r.stream_version).collect();
-    assert_eq!(positions, (1..=80).collect::<Vec<_>>());
+    assert_eq!(positions, (1..=120).collect::<Vec<_>>());
+    for pair in stored.windows(2) {
+        let seq = |r: &synckit::Recorded| r.data["amount"].as_u64().unwrap();
+        if seq(&pair[0]) % 2 == 0 && (seq(&pair[0]) / 100) % 2 == 1 {
+            assert_eq!(seq(&pair[1]), seq(&pair[0]) + 1, "a pair was split");
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
