@@ -105,7 +105,9 @@ pub use handler::{HandlerSubscriptions, SubscriptionHandle};
 pub use memory::MemoryStore;
 pub use notification::NotificationPayload;
 pub use recorded::{CAUSATION_ID_KEY, CORRELATION_ID_KEY, NewEvent, Recorded, SCHEMA_VERSION_KEY};
-pub use store::{DEFAULT_BATCH_SIZE, EventStore, SubscriptionSource};
+pub use store::{
+    DEFAULT_BATCH_SIZE, EventStore, MAX_PAGE_GROWTH, READ_PAGE_BYTES, SubscriptionSource,
+};
 pub use subscription::{HANDLER_ATTEMPTS, Message, Payload, Subscription};
 
 /// Derives [`Event`](trait@Event) for a struct or an enum.

@@ -22,6 +22,20 @@ use crate::subscription::{Payload, Subscription};
 /// Page size of loads and catch-up reads when a backend does not say.
 pub const DEFAULT_BATCH_SIZE: usize = 1000;
 
+/// How large the pages of a long read grow ([`EventStore::read_stream`]):
+/// about this many bytes of rows, and never more than [`MAX_PAGE_GROWTH`]
+/// times the batch size.
+///
+/// Each page costs a round trip and a wait: the server idles between the
+/// last row of one page and the request for the next. Pages of 1,000
+/// events of ~200 bytes spend a sixth of a bulk load in that wait; pages
+/// of a few thousand make it small (measured by the load row of
+/// `cargo run --release --example bench`).
+pub const READ_PAGE_BYTES: usize = 2 << 20;
+
+/// The most a page of a long read grows to, in batch sizes.
+pub const MAX_PAGE_GROWTH: usize = 16;
+
 /// An event store: atomic appends and gap-free reads in global order.
 ///
 /// Every backend (in memory, SQLite, PostgreSQL) implements it with the same
@@ -98,11 +112,15 @@ pub trait EventStore: Clone + Send + Sync + 'static {
     }
 
     /// A stream of every event after `after` that passes `filter`, fetched
-    /// one page ([`EventStore::batch_size`]) at a time: memory bounded by
-    /// two pages whatever the store holds. The next page is requested as
-    /// soon as one arrives, so the database reads it while the caller goes
-    /// through this one. It ends at the head as of its last page, or after
-    /// the first error.
+    /// one page at a time: memory bounded by two pages whatever the store
+    /// holds. The first page holds [`EventStore::batch_size`] events; while
+    /// pages come back full, each next one doubles, up to about
+    /// [`READ_PAGE_BYTES`] of rows (judged by the page before) and at most
+    /// [`MAX_PAGE_GROWTH`] batch sizes, but never below the batch size. A
+    /// short read costs one small page; a long one few round trips. The
+    /// next page is requested as soon as one arrives, so the database reads
+    /// it while the caller goes through this one. It ends at the head as of
+    /// its last page, or after the first error.
     fn read_stream(&self, filter: Filter, after: Cursor) -> BoxStream<'static, Result<Recorded>> {
         self.read_stream_as::<Value>(filter, after)
     }
@@ -152,9 +170,11 @@ pub trait EventStore: Clone + Send + Sync + 'static {
         let _ = upto;
         let page = self.read(filter, after, limit);
         async move {
+            // Sizes unknown: such pages do not grow.
             Ok(TypedPage::from_rows(
                 page.await?,
                 Recorded::cursor,
+                |_| 0,
                 P::from_recorded,
             ))
         }
@@ -278,21 +298,25 @@ where
 #[doc(hidden)]
 pub struct TypedPage<P> {
     len: usize,
+    /// What the rows hold in memory, roughly (0: unknown).
+    bytes: usize,
     last: Option<Cursor>,
     fence: Option<Cursor>,
     events: Box<dyn Iterator<Item = Result<Recorded<P>>> + Send>,
 }
 
 impl<P> TypedPage<P> {
-    /// The page of `rows`, each at `cursor` and turned into an event by
-    /// `decode` when it is taken.
+    /// The page of `rows`, each at `cursor`, holding about `bytes` in
+    /// memory, and turned into an event by `decode` when it is taken.
     pub(crate) fn from_rows<R: Send + 'static>(
         rows: Vec<R>,
         cursor: impl Fn(&R) -> Cursor,
+        bytes: impl Fn(&R) -> usize,
         decode: impl FnMut(R) -> Result<Recorded<P>> + Send + 'static,
     ) -> Self {
         TypedPage {
             len: rows.len(),
+            bytes: rows.iter().map(bytes).sum(),
             last: rows.last().map(cursor),
             fence: None,
             events: Box::new(rows.into_iter().map(decode)),
@@ -312,6 +336,9 @@ impl<P> TypedPage<P> {
 struct Pages<S, P> {
     store: S,
     filter: Filter,
+    /// The batch size: the first page, and the least any page holds.
+    batch: usize,
+    /// The size of the page being read.
     limit: usize,
     current: Box<dyn Iterator<Item = Result<Recorded<P>>> + Send>,
     /// The page being read, and its result once in.
@@ -325,11 +352,12 @@ struct Pages<S, P> {
 
 impl<S: EventStore, P: Payload> Pages<S, P> {
     fn new(store: S, filter: Filter, after: Cursor) -> Self {
-        let limit = store.batch_size().max(1);
+        let batch = store.batch_size().max(1);
         let mut pages = Pages {
             store,
             filter,
-            limit,
+            batch,
+            limit: batch,
             current: Box::new(std::iter::empty()),
             next: None,
             arrived: None,
@@ -338,6 +366,20 @@ impl<S: EventStore, P: Payload> Pages<S, P> {
         };
         pages.request(after, None);
         pages
+    }
+
+    /// The size of the page after a full one of `len` events and `bytes`:
+    /// double, up to [`READ_PAGE_BYTES`] at that page's bytes per event and
+    /// [`MAX_PAGE_GROWTH`] batch sizes; never below the batch size.
+    fn grown(&self, len: usize, bytes: usize) -> usize {
+        if bytes == 0 || len == 0 {
+            return self.limit;
+        }
+        let per_event = (bytes / len).max(1);
+        let ceiling = (READ_PAGE_BYTES / per_event)
+            .min(self.batch.saturating_mul(MAX_PAGE_GROWTH))
+            .max(self.batch);
+        self.limit.saturating_mul(2).min(ceiling)
     }
 
     /// Requests the page after `after`, up to `upto` (a fence an earlier
@@ -386,7 +428,8 @@ impl<S: EventStore, P: Payload> Stream for Pages<S, P> {
                 }
                 if page.len >= this.limit {
                     // More may follow before the fence: read on under it
-                    // (no new fence per page).
+                    // (no new fence per page), in a larger page.
+                    this.limit = this.grown(page.len, page.bytes);
                     this.request(this.position, page.fence.or(reused));
                 } else if reused.is_some() {
                     // The end of a fence taken earlier: the head may have
@@ -410,5 +453,47 @@ impl<S: EventStore, P: Payload> Stream for Pages<S, P> {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::MemoryStore;
+
+    fn pages(batch: usize) -> Pages<MemoryStore, Value> {
+        Pages::new(
+            MemoryStore::with_batch_size(batch),
+            Filter::all(),
+            Cursor::START,
+        )
+    }
+
+    /// Grows each full page by `bytes_per_event` until it stops growing;
+    /// the sizes it went through.
+    fn growth(batch: usize, bytes_per_event: usize) -> Vec<usize> {
+        let mut pages = pages(batch);
+        let mut sizes = vec![pages.limit];
+        loop {
+            let next = pages.grown(pages.limit, pages.limit * bytes_per_event);
+            if next == pages.limit {
+                return sizes;
+            }
+            pages.limit = next;
+            sizes.push(next);
+        }
+    }
+
+    #[test]
+    fn pages_of_a_long_read_double_up_to_the_byte_budget() {
+        // ~400-byte events: 2 MiB is 5,242 of them.
+        assert_eq!(growth(1000, 400), [1000, 2000, 4000, 5242]);
+        // Tiny events stop at MAX_PAGE_GROWTH batch sizes.
+        assert_eq!(growth(1000, 10).last(), Some(&(1000 * MAX_PAGE_GROWTH)));
+        // Events larger than the budget allows never go below the batch.
+        assert_eq!(growth(1000, 100_000), [1000]);
+        assert_eq!(growth(10, 1_000_000), [10]);
+        // Pages of unknown size keep the batch size.
+        assert_eq!(pages(1000).grown(1000, 0), 1000);
     }
 }

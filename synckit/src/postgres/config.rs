@@ -50,8 +50,11 @@ pub struct Config {
     /// Reconnect attempts before subscriptions end with an error
     /// (default 10).
     pub max_reconnect_attempts: u32,
-    /// Page size of loads and catch-up reads, and chunk size of batch
-    /// appends: one statement per chunk (default 1000).
+    /// Page size of catch-up reads and the first page of loads (the pages
+    /// of a long load grow from it: see [`EventStore::read_stream`]), and
+    /// chunk size of batch appends: one statement per chunk (default 1000).
+    ///
+    /// [`EventStore::read_stream`]: crate::EventStore::read_stream
     pub batch_size: usize,
     /// Whether connections cache prepared statements (default on). Turn it
     /// off behind PgBouncer in transaction mode: every statement is then

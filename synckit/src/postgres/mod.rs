@@ -926,7 +926,12 @@ impl EventStore for PgStore {
         let (rows, fence) = tokio::spawn(tracing::Instrument::in_current_span(read))
             .await
             .map_err(|e| Error::database("read", e))??;
-        let page = TypedPage::from_rows(rows, EventRow::cursor, EventRow::into_payload);
+        let page = TypedPage::from_rows(
+            rows,
+            EventRow::cursor,
+            EventRow::held_bytes,
+            EventRow::into_payload,
+        );
         Ok(match fence {
             Some(fence) => page.with_fence(fence),
             None => page,

@@ -80,6 +80,17 @@ impl EventRow {
         Cursor::new(self.version.max(0) as u64)
     }
 
+    /// What the row holds in memory, roughly.
+    pub(crate) fn held_bytes(&self) -> usize {
+        let json = |j: &Option<RawJson>| j.as_ref().map_or(0, |j| j.0.len());
+        std::mem::size_of::<Self>()
+            + self.id.len()
+            + self.aggregate_id.len()
+            + self.event_type.len()
+            + json(&self.data)
+            + json(&self.metadata)
+    }
+
     /// The event decoded into `P` straight from the stored JSON (an error
     /// for this event alone when it does not decode).
     pub(crate) fn into_payload<P: Payload>(self) -> Result<Recorded<P>> {

@@ -53,7 +53,9 @@ pub struct SqliteConfig {
     /// How often subscriptions check for commits of other processes
     /// (`PRAGMA data_version`; default 200 ms).
     pub poll_interval: Duration,
-    /// Page size of loads and catch-up reads (default 1000).
+    /// Page size of catch-up reads and the first page of loads (the pages
+    /// of a long load grow from it: see [`EventStore::read_stream`];
+    /// default 1000).
     pub batch_size: usize,
 }
 
@@ -177,6 +179,18 @@ impl Row {
     /// The event's position.
     fn cursor(&self) -> Cursor {
         Cursor::new(self.version.max(0) as u64)
+    }
+
+    /// What the row holds in memory, roughly.
+    fn held_bytes(&self) -> usize {
+        let text = |t: &Option<String>| t.as_ref().map_or(0, String::len);
+        std::mem::size_of::<Self>()
+            + self.id.len()
+            + self.aggregate_id.len()
+            + self.event_type.len()
+            + text(&self.data)
+            + text(&self.metadata)
+            + self.created_at.len()
     }
 
     /// The event decoded into `P` straight from the stored JSON (an error
@@ -766,7 +780,12 @@ impl EventStore for SqliteStore {
         let rows = self
             .read_rows(filter, after, limit, Place::Elsewhere)
             .await?;
-        Ok(TypedPage::from_rows(rows, Row::cursor, Row::into_payload))
+        Ok(TypedPage::from_rows(
+            rows,
+            Row::cursor,
+            Row::held_bytes,
+            Row::into_payload,
+        ))
     }
 
     async fn latest_version(&self) -> Result<Cursor> {
