@@ -659,23 +659,41 @@ fn insert_events(
         #[diesel(sql_type = Nullable<BigInt>)]
         n: Option<i64>,
     }
-    let mut aggregates: Vec<&str> = events.iter().map(|e| e.aggregate_id.as_str()).collect();
-    aggregates.sort_unstable();
-    aggregates.dedup();
-    let aggregates =
-        serde_json::to_string(&aggregates).map_err(|e| Error::database("append", e))?;
     // The last version ever taken (AUTOINCREMENT never reuses one) under the
     // empty name, which no aggregate has, then each stream's head.
-    let rows: Vec<Head> = Statement::new(
-        "SELECT '' AS aggregate_id, max(coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'events'), 0), \
-                                        coalesce((SELECT max(version) FROM events), 0)) AS n \
-         UNION ALL \
-         SELECT j.value AS aggregate_id, \
-                (SELECT max(stream_version) FROM events WHERE aggregate_id = j.value) AS n \
-           FROM json_each($1) j",
-    )
-    .bind::<Text, _>(aggregates)
-    .load(c)?;
+    const LAST_VERSION: &str = "SELECT '' AS aggregate_id, \
+         max(coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'events'), 0), \
+             coalesce((SELECT max(version) FROM events), 0)) AS n \
+         UNION ALL ";
+    let first = events.first().map_or("", |e| e.aggregate_id.as_str());
+    let heads = if events.iter().all(|e| e.aggregate_id == first) {
+        // One stream (every append with an expectation, most others): its
+        // head by one index probe, with no JSON list to build and walk.
+        static ONE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+            format!(
+                "{LAST_VERSION}SELECT $1 AS aggregate_id, \
+                 (SELECT max(stream_version) FROM events WHERE aggregate_id = $2) AS n"
+            )
+        });
+        Statement::new(&*ONE)
+            .bind::<Text, _>(first)
+            .bind::<Text, _>(first)
+    } else {
+        static SEVERAL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+            format!(
+                "{LAST_VERSION}SELECT j.value AS aggregate_id, \
+                 (SELECT max(stream_version) FROM events WHERE aggregate_id = j.value) AS n \
+                 FROM json_each($1) j"
+            )
+        });
+        let mut aggregates: Vec<&str> = events.iter().map(|e| e.aggregate_id.as_str()).collect();
+        aggregates.sort_unstable();
+        aggregates.dedup();
+        let aggregates =
+            serde_json::to_string(&aggregates).map_err(|e| Error::database("append", e))?;
+        Statement::new(&*SEVERAL).bind::<Text, _>(aggregates)
+    };
+    let rows: Vec<Head> = heads.load(c)?;
     let mut heads: HashMap<String, i64> = rows
         .into_iter()
         .map(|h| (h.aggregate_id, h.n.unwrap_or(0)))
