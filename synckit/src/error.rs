@@ -83,26 +83,48 @@ pub enum Error {
     },
 
     /// A stored event's type is not one the target Rust type can produce.
-    #[error("unknown event type {event_type:?}{}, expected one of {expected:?}", DisplayEventId(event_id.as_deref()))]
+    #[error("unknown event type {event_type:?}{}, expected one of {expected:?}", DisplayEvent(*version, event_id.as_deref()))]
     UnknownEventType {
         /// The stored event type.
         event_type: String,
         /// The stored event's id, when known.
         event_id: Option<String>,
+        /// The stored event's version, when known.
+        version: Option<u64>,
         /// The types the Rust type accepts.
         expected: &'static [&'static str],
     },
 
     /// A stored event's data does not fit the Rust type of its event type.
-    #[error("cannot decode event of type {event_type:?}{}: {source}", DisplayEventId(event_id.as_deref()))]
+    #[error("cannot decode event of type {event_type:?}{}: {source}", DisplayEvent(*version, event_id.as_deref()))]
     Decode {
         /// The stored event type.
         event_type: String,
         /// The stored event's id, when known.
         event_id: Option<String>,
+        /// The stored event's version, when known.
+        version: Option<u64>,
         /// The deserializer's error.
         #[source]
         source: serde_json::Error,
+    },
+
+    /// A stored event that synckit cannot read back at all: its JSON, its
+    /// metadata, its time or its positions are not what the store writes
+    /// (a row written by another tool, or data the JSON decoder refuses,
+    /// such as numbers beyond `f64` or nesting deeper than
+    /// [`MAX_JSON_DEPTH`](crate::validate::MAX_JSON_DEPTH)).
+    ///
+    /// Reads and subscriptions yield it as one error item in the event's
+    /// place and go on with the next event; retrying cannot help.
+    #[error("stored event {id:?} at version {version} cannot be read: {reason}")]
+    UnreadableEvent {
+        /// The event's global version.
+        version: u64,
+        /// The event's id.
+        id: String,
+        /// What is wrong with the stored row.
+        reason: String,
     },
 
     /// The connection string is malformed or its server cannot be reached.
@@ -112,7 +134,8 @@ pub enum Error {
         reason: String,
     },
 
-    /// The database failed an operation.
+    /// The database failed an operation. Whether trying again can help
+    /// is judged from the driver's error: see [`Error::is_transient`].
     #[error("database error during {operation}: {source}")]
     Database {
         /// The store operation (`append`, `load`, ...).
@@ -180,20 +203,45 @@ impl Error {
         }
     }
 
-    /// Whether the operation may succeed when tried again unchanged
-    /// (connection loss, timeouts); conflicts and bad input never do.
+    /// Whether the operation may succeed when tried again unchanged.
+    ///
+    /// True for a lost or refused connection, a pool that timed out, a
+    /// serialization failure, a deadlock, a server shutting down or out of
+    /// resources, a database file locked by another process: judged from
+    /// the driver's error (the SQLSTATE class on PostgreSQL). False for
+    /// everything else: conflicts, bad input, a stored event that does not
+    /// decode, a schema that is not synckit's, a broken invariant. Every
+    /// retry loop of synckit retries only transient errors.
+    ///
+    /// ```
+    /// let err = synckit::Error::database("append", "an invariant broke");
+    /// assert!(!err.is_transient());
+    /// assert!(!synckit::Error::StoreClosed.is_transient());
+    /// ```
     pub fn is_transient(&self) -> bool {
-        matches!(self, Error::Database { .. })
+        match self {
+            Error::Database { source, .. } => crate::transient::is_transient(source.as_ref()),
+            _ => false,
+        }
     }
 
-    /// Attaches the id of the stored event to a decode error.
-    pub(crate) fn with_event_id(self, id: &str) -> Self {
+    /// A database error that a retry may cure (contention the store could
+    /// not resolve within its own retries).
+    #[cfg(feature = "postgres")]
+    pub(crate) fn retryable(operation: &'static str, reason: impl Into<String>) -> Self {
+        Error::database(operation, crate::transient::Retryable(reason.into()))
+    }
+
+    /// Attaches the version and id of the stored event to a decode error
+    /// (an unreadable one gets its version).
+    pub(crate) fn with_event(self, at: u64, id: &str) -> Self {
         match self {
             Error::Decode {
                 event_type, source, ..
             } => Error::Decode {
                 event_type,
                 event_id: Some(id.to_owned()),
+                version: Some(at),
                 source,
             },
             Error::UnknownEventType {
@@ -203,9 +251,43 @@ impl Error {
             } => Error::UnknownEventType {
                 event_type,
                 event_id: Some(id.to_owned()),
+                version: Some(at),
                 expected,
             },
+            Error::UnreadableEvent { reason, .. } => Error::UnreadableEvent {
+                version: at,
+                id: id.to_owned(),
+                reason,
+            },
             other => other,
+        }
+    }
+
+    /// The version and id of the stored event a decode error is about: a
+    /// poison event, which retrying cannot cure.
+    pub(crate) fn poisoned_event(&self) -> Option<(u64, &str)> {
+        match self {
+            Error::UnreadableEvent { version, id, .. } => Some((*version, id)),
+            Error::Decode {
+                version: Some(version),
+                event_id: Some(id),
+                ..
+            }
+            | Error::UnknownEventType {
+                version: Some(version),
+                event_id: Some(id),
+                ..
+            } => Some((*version, id)),
+            _ => None,
+        }
+    }
+
+    /// The stored event at `version` cannot be read back.
+    pub(crate) fn unreadable(version: u64, id: &str, reason: impl std::fmt::Display) -> Self {
+        Error::UnreadableEvent {
+            version,
+            id: id.to_owned(),
+            reason: reason.to_string(),
         }
     }
 }
@@ -221,13 +303,15 @@ impl fmt::Display for DisplayActual {
     }
 }
 
-struct DisplayEventId<'a>(Option<&'a str>);
+struct DisplayEvent<'a>(Option<u64>, Option<&'a str>);
 
-impl fmt::Display for DisplayEventId<'_> {
+impl fmt::Display for DisplayEvent<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.0 {
-            Some(id) => write!(f, " (event {id:?})"),
-            None => Ok(()),
+        match (self.0, self.1) {
+            (Some(version), Some(id)) => write!(f, " (event {id:?} at version {version})"),
+            (None, Some(id)) => write!(f, " (event {id:?})"),
+            (Some(version), None) => write!(f, " (at version {version})"),
+            (None, None) => Ok(()),
         }
     }
 }

@@ -83,11 +83,13 @@ pub trait Event: Serialize + DeserializeOwned + Send + Sync + 'static {
         let unknown = || Error::UnknownEventType {
             event_type: event_type.to_owned(),
             event_id: None,
+            version: None,
             expected: Self::event_types(),
         };
         let decode_error = |source| Error::Decode {
             event_type: event_type.to_owned(),
             event_id: None,
+            version: None,
             source,
         };
         let full = match Self::layout() {
@@ -127,12 +129,14 @@ pub trait Event: Serialize + DeserializeOwned + Send + Sync + 'static {
                     return Err(Error::UnknownEventType {
                         event_type: event_type.to_owned(),
                         event_id: None,
+                        version: None,
                         expected: Self::event_types(),
                     });
                 }
                 serde_json::from_slice(json).map_err(|source| Error::Decode {
                     event_type: event_type.to_owned(),
                     event_id: None,
+                    version: None,
                     source,
                 })
             }
@@ -140,6 +144,7 @@ pub trait Event: Serialize + DeserializeOwned + Send + Sync + 'static {
                 let data = serde_json::from_slice(json).map_err(|source| Error::Decode {
                     event_type: event_type.to_owned(),
                     event_id: None,
+                    version: None,
                     source,
                 })?;
                 Self::decode(event_type, data)

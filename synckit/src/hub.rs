@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::task::{Context, Poll};
 
 use futures::FutureExt;
-use futures::future::{BoxFuture, Shared};
+use futures::future::{BoxFuture, Shared, WeakShared};
 use futures::task::AtomicWaker;
 
 use crate::cursor::Cursor;
@@ -69,23 +69,84 @@ impl Future for SignalWait<'_> {
     }
 }
 
+/// One row of a page a subscription reads: the event, or why the stored
+/// row cannot be read (it names the row, so the reader can step over it).
+pub(crate) type PageRow = std::result::Result<Recorded, UnreadableRow>;
+
+/// A stored row that does not decode, as a shared read hands it to every
+/// participant (an [`Error`](crate::Error) is not `Clone`).
+#[derive(Debug, Clone)]
+pub(crate) struct UnreadableRow {
+    pub(crate) version: u64,
+    pub(crate) id: String,
+    pub(crate) reason: String,
+}
+
+impl UnreadableRow {
+    /// The row of a decode error; every raw decode error names its row
+    /// ([`Error::UnreadableEvent`](crate::Error::UnreadableEvent)).
+    pub(crate) fn of(error: crate::Error, after: Cursor) -> Self {
+        match error {
+            crate::Error::UnreadableEvent {
+                version,
+                id,
+                reason,
+            } => UnreadableRow {
+                version,
+                id,
+                reason,
+            },
+            // Not expected from a raw read; name the position it follows.
+            other => UnreadableRow {
+                version: after.version() + 1,
+                id: String::new(),
+                reason: other.to_string(),
+            },
+        }
+    }
+
+    pub(crate) fn into_error(self) -> crate::Error {
+        crate::Error::UnreadableEvent {
+            version: self.version,
+            id: self.id,
+            reason: self.reason,
+        }
+    }
+}
+
+/// A page as subscriptions read it.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct SharedPage {
+    pub(crate) rows: Vec<PageRow>,
+    /// The fence stopped the read below a version already taken by a
+    /// writer that had not finished: the page may be short because of a
+    /// commit on any stream, so its reader wants to be woken by any commit.
+    pub(crate) held_back: bool,
+}
+
 /// A read in flight that other subscriptions may share.
 struct SharedRead {
+    /// Tells this read from a later one of the same key.
+    serial: u64,
     /// The wake-up generation when it started: it sees every commit
     /// notified up to then.
     started: u64,
     /// The read itself: whichever participant polls it drives it, so no one
-    /// waits on another subscription's task. `None` when it failed.
-    page: SharedPage,
+    /// waits on another subscription's task. `None` when it failed. Held
+    /// weakly: the participants own it, and when the last of them is
+    /// dropped mid-read, the read is dropped with everything it holds (a
+    /// connection, a lock, the store itself), instead of lingering here.
+    page: WeakSharedRead,
 }
 
-type SharedPage = Shared<BoxFuture<'static, Option<Arc<Vec<Recorded>>>>>;
+type SharedReadFuture = Shared<BoxFuture<'static, Option<Arc<SharedPage>>>>;
+type WeakSharedRead = WeakShared<BoxFuture<'static, Option<Arc<SharedPage>>>>;
 
 /// Shared reads older than this many wake-ups are no longer offered (they
 /// may still finish for those already on them).
 const SHARED_READ_GENERATIONS: u64 = 1024;
 
-/// How many listed reads trigger a clean-up of finished and old ones.
+/// How many listed reads trigger a clean-up of finished and abandoned ones.
 const PRUNE_AT: usize = 4096;
 
 /// What a shared read is keyed by: the same filter from the same position
@@ -105,6 +166,9 @@ struct Registry {
     unscoped: HashSet<u64>,
     /// Subscriptions scoped to streams, by aggregate id.
     by_stream: HashMap<String, HashSet<u64>>,
+    /// Subscriptions whose last read the fence held back: the next commit
+    /// of any stream and type wakes them (once).
+    held_back: HashSet<u64>,
 }
 
 /// The wake-up registry of one store; cheap to clone.
@@ -166,6 +230,15 @@ impl Hub {
     pub fn notify(&self, aggregate_id: &str, event_type: &str) {
         let mut reg = self.lock();
         reg.generation += 1;
+        if !reg.held_back.is_empty() {
+            // The commit may be the one the fence waited for.
+            let held = std::mem::take(&mut reg.held_back);
+            for id in held {
+                if let Some((_, signal)) = reg.signals.get(&id) {
+                    signal.raise();
+                }
+            }
+        }
         let scoped = reg.by_stream.get(aggregate_id).into_iter().flatten();
         for id in reg.unscoped.iter().chain(scoped) {
             if let Some((filter, signal)) = reg.signals.get(id)
@@ -180,6 +253,7 @@ impl Hub {
     pub fn notify_all(&self) {
         let mut reg = self.lock();
         reg.generation += 1;
+        reg.held_back.clear();
         for (_, signal) in reg.signals.values() {
             signal.raise();
         }
@@ -197,61 +271,88 @@ impl Hub {
     /// after clearing its signal), so that it covers every commit that woke
     /// the caller. Ten subscriptions woken by one event then cost one read.
     /// Every participant drives the shared read when it polls, so a
-    /// subscription whose consumer stops polling holds up no one. When the
-    /// shared read fails, each participant reads for itself (and gets its
-    /// own error).
+    /// subscription whose consumer stops polling holds up no one; the
+    /// registry holds the read weakly, so the last participant to be
+    /// dropped drops the read too. When the shared read fails, each
+    /// participant reads for itself (and gets its own error).
     pub(crate) async fn read_shared(
         &self,
         filter: &Filter,
         position: Cursor,
         limit: usize,
         seen: u64,
-        read: impl Fn() -> BoxFuture<'static, Result<Vec<Recorded>>>,
-    ) -> Result<Vec<Recorded>> {
+        read: impl Fn() -> BoxFuture<'static, Result<SharedPage>>,
+    ) -> Result<SharedPage> {
         let key: ReadKey = (filter.clone(), position.version(), limit);
-        let page = {
+        let (serial, page) = {
             let mut reg = self.lock();
             let generation = reg.generation;
-            match reg.reads.get(&key) {
-                Some(r) if r.started >= seen => r.page.clone(),
-                _ => {
-                    // Reads whose participants all gave up before the end
-                    // stay listed; drop the finished and the old ones now
-                    // and then.
+            let joined = reg
+                .reads
+                .get(&key)
+                .filter(|r| r.started >= seen)
+                .and_then(|r| Some((r.serial, r.page.upgrade()?)));
+            match joined {
+                Some(joined) => joined,
+                None => {
+                    // Reads whose participants all finished or gave up stay
+                    // listed until the same key is read again; drop them,
+                    // and the old ones, now and then.
                     if reg.reads.len() >= PRUNE_AT {
                         reg.reads.retain(|_, r| {
-                            r.page.peek().is_none()
+                            r.page.upgrade().is_some()
                                 && r.started + SHARED_READ_GENERATIONS >= generation
                         });
                     }
-                    let page: SharedPage = read()
+                    let page: SharedReadFuture = read()
                         .map(|outcome| outcome.ok().map(Arc::new))
                         .boxed()
                         .shared();
-                    reg.reads.insert(
-                        key.clone(),
-                        SharedRead {
-                            started: generation,
-                            page: page.clone(),
-                        },
-                    );
-                    page
+                    reg.next_id += 1;
+                    let serial = reg.next_id;
+                    if let Some(weak) = page.downgrade() {
+                        reg.reads.insert(
+                            key.clone(),
+                            SharedRead {
+                                serial,
+                                started: generation,
+                                page: weak,
+                            },
+                        );
+                    }
+                    (serial, page)
                 }
             }
         };
-        let outcome = page.clone().await;
-        {
-            // Done: no longer offered to later readers.
-            let mut reg = self.lock();
-            if reg.reads.get(&key).is_some_and(|r| r.page.ptr_eq(&page)) {
-                reg.reads.remove(&key);
-            }
-        }
-        drop(page);
+        // When this participant finishes, or is dropped mid-read, it lets
+        // go of the read; a read no one holds any more leaves the list.
+        let mut holding = Holding {
+            hub: self,
+            key: &key,
+            serial,
+            page: Some(page.clone()),
+        };
+        let outcome = page.await;
+        holding.release();
         match outcome {
             Some(page) => Ok(Arc::try_unwrap(page).unwrap_or_else(|shared| (*shared).clone())),
             None => read().await,
         }
+    }
+
+    /// Marks a subscription as held back by the fence: the next commit of
+    /// any stream wakes it.
+    pub(crate) fn wake_on_any_commit(&self, registration: &Registration) {
+        let mut reg = self.lock();
+        if reg.signals.contains_key(&registration.id) {
+            reg.held_back.insert(registration.id);
+        }
+    }
+
+    /// Number of shared reads listed (finished or not): for tests.
+    #[cfg(test)]
+    fn listed_reads(&self) -> usize {
+        self.lock().reads.len()
     }
 
     /// Marks the hub closed and wakes everyone so that subscriptions notice.
@@ -280,6 +381,40 @@ impl Hub {
     }
 }
 
+/// A participant's hold on a shared read: released when it is done or
+/// dropped, and the read unlisted once finished or held by no one.
+struct Holding<'a> {
+    hub: &'a Hub,
+    key: &'a ReadKey,
+    serial: u64,
+    page: Option<SharedReadFuture>,
+}
+
+impl Holding<'_> {
+    fn release(&mut self) {
+        // Dropped first, so that the last holder's drop ends the read.
+        let Some(page) = self.page.take() else {
+            return;
+        };
+        let finished = page.peek().is_some();
+        drop(page);
+        let mut reg = self.hub.lock();
+        if reg
+            .reads
+            .get(self.key)
+            .is_some_and(|r| r.serial == self.serial && (finished || r.page.upgrade().is_none()))
+        {
+            reg.reads.remove(self.key);
+        }
+    }
+}
+
+impl Drop for Holding<'_> {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
 /// A registered subscription's wake-up; unregisters on drop.
 pub(crate) struct Registration {
     hub: Weak<Mutex<Registry>>,
@@ -296,6 +431,7 @@ impl Drop for Registration {
         let Some((filter, _)) = reg.signals.remove(&self.id) else {
             return;
         };
+        reg.held_back.remove(&self.id);
         match filter.aggregate_ids() {
             Some(streams) => {
                 for s in streams {
@@ -322,12 +458,19 @@ mod tests {
         r.signal.raised.load(Ordering::Acquire)
     }
 
-    fn page(version: u64) -> Vec<Recorded> {
+    fn page(version: u64) -> SharedPage {
         let event = crate::NewEvent::new("a", "T", serde_json::json!({"n": version}));
-        vec![event.into_recorded(version, 1, chrono::Utc::now())]
+        SharedPage {
+            rows: vec![Ok(event.into_recorded(version, 1, chrono::Utc::now()))],
+            held_back: false,
+        }
     }
 
-    type Reader = Box<dyn Fn() -> BoxFuture<'static, Result<Vec<Recorded>>>>;
+    fn first_version(page: Result<SharedPage>) -> u64 {
+        page.unwrap().rows[0].as_ref().unwrap().version
+    }
+
+    type Reader = Box<dyn Fn() -> BoxFuture<'static, Result<SharedPage>>>;
 
     /// A reader that counts its reads, waits for `gate`, then returns the
     /// page of version `version` (or fails while `fail` is set).
@@ -379,9 +522,9 @@ mod tests {
         });
         let (a, b, c, ()) = futures::executor::block_on(all);
         assert_eq!(reads.load(Ordering::SeqCst), 2);
-        assert_eq!(a.unwrap()[0].version, 7);
-        assert_eq!(b.unwrap()[0].version, 7);
-        assert_eq!(c.unwrap()[0].version, 7);
+        assert_eq!(first_version(a), 7);
+        assert_eq!(first_version(b), 7);
+        assert_eq!(first_version(c), 7);
         assert!(hub.lock().reads.is_empty(), "finished reads are unlisted");
     }
 
@@ -426,7 +569,7 @@ mod tests {
         let (b, ()) = futures::executor::block_on(futures::future::join(other, async {
             open.send(()).expect("gate");
         }));
-        assert_eq!(b.unwrap()[0].version, 5, "the joiner drove the read itself");
+        assert_eq!(first_version(b), 5, "the joiner drove the read itself");
         assert_eq!(reads.load(Ordering::SeqCst), 1);
         drop(quiet);
 
@@ -448,6 +591,67 @@ mod tests {
             3,
             "one shared read, then one each"
         );
+    }
+
+    /// Set when dropped.
+    struct DropFlag(Arc<AtomicBool>);
+
+    impl Drop for DropFlag {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn a_read_whose_participants_are_all_dropped_is_dropped_with_them() {
+        let hub = Hub::new();
+        let filter = Filter::all();
+        let dropped = Arc::new(AtomicBool::new(false));
+        let (_open, gate) = new_gate();
+        let read = {
+            let (dropped, gate) = (dropped.clone(), gate.clone());
+            move || {
+                // What the read holds (a connection, a lock, the store).
+                let held = DropFlag(dropped.clone());
+                let gate = gate.clone();
+                async move {
+                    let _held = held;
+                    let _ = gate.await;
+                    Ok(page(1))
+                }
+                .boxed()
+            }
+        };
+        let mut first = Box::pin(hub.read_shared(&filter, Cursor::START, 10, 0, &read));
+        let mut second = Box::pin(hub.read_shared(&filter, Cursor::START, 10, 0, &read));
+        assert!(FutureExt::now_or_never(&mut first).is_none());
+        assert!(FutureExt::now_or_never(&mut second).is_none());
+        drop(first);
+        assert!(
+            !dropped.load(Ordering::SeqCst),
+            "the other participant still holds it"
+        );
+        drop(second);
+        assert!(
+            dropped.load(Ordering::SeqCst),
+            "the read went with its last participant"
+        );
+        assert_eq!(hub.listed_reads(), 0, "and left the list");
+    }
+
+    #[test]
+    fn a_subscription_held_back_by_the_fence_wakes_on_any_commit_once() {
+        let hub = Hub::new();
+        let stream = hub.register(&Filter::stream("a"));
+        hub.wake_on_any_commit(&stream);
+        hub.notify("b", "T");
+        assert!(raised(&stream), "a commit on another stream wakes it");
+        stream.signal.clear();
+        hub.notify("b", "T");
+        assert!(!raised(&stream), "once: the next read decides again");
+        hub.wake_on_any_commit(&stream);
+        drop(stream);
+        assert!(hub.lock().held_back.is_empty());
     }
 
     #[test]

@@ -89,6 +89,7 @@ pub mod sqlite;
 mod statement;
 mod store;
 mod subscription;
+mod transient;
 pub mod validate;
 
 #[doc(hidden)]

@@ -77,11 +77,28 @@ impl<T> Recorded<T> {
     }
 }
 
+/// The metadata of a stored event as every backend returns it: an object
+/// as it is, no metadata (SQL `NULL` or JSON `null`) as an empty object, and
+/// any other JSON value (a row another tool wrote) under the key `value`.
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
+pub(crate) fn stored_metadata(metadata: Value) -> Map<String, Value> {
+    match metadata {
+        Value::Null => Map::new(),
+        Value::Object(map) => map,
+        other => {
+            let mut map = Map::new();
+            map.insert("value".to_owned(), other);
+            map
+        }
+    }
+}
+
 impl Recorded<Value> {
     /// Decodes `data` into the event type `E`; the error names the event.
     pub fn decode<E: Event>(mut self) -> Result<Recorded<E>> {
         let data = std::mem::take(&mut self.data);
-        let event = E::decode(&self.event_type, data).map_err(|e| e.with_event_id(&self.id))?;
+        let event =
+            E::decode(&self.event_type, data).map_err(|e| e.with_event(self.version, &self.id))?;
         Ok(self.map(|_| event))
     }
 }

@@ -302,6 +302,9 @@ pub struct TypedPage<P> {
     bytes: usize,
     last: Option<Cursor>,
     fence: Option<Cursor>,
+    /// The fence stopped the read below a version a writer has taken (see
+    /// [`SharedPage::held_back`](crate::hub::SharedPage)).
+    held_back: bool,
     events: Box<dyn Iterator<Item = Result<Recorded<P>>> + Send>,
 }
 
@@ -319,6 +322,7 @@ impl<P> TypedPage<P> {
             bytes: rows.iter().map(bytes).sum(),
             last: rows.last().map(cursor),
             fence: None,
+            held_back: false,
             events: Box::new(rows.into_iter().map(decode)),
         }
     }
@@ -326,9 +330,24 @@ impl<P> TypedPage<P> {
     /// The page, read up to `fence`: the next page of the same read may
     /// be read up to it again.
     #[cfg(feature = "postgres")]
-    pub(crate) fn with_fence(mut self, fence: Cursor) -> Self {
+    pub(crate) fn with_fence(mut self, fence: Cursor, held_back: bool) -> Self {
         self.fence = Some(fence);
+        self.held_back = held_back;
         self
+    }
+}
+
+impl TypedPage<Value> {
+    /// The page as a subscription reads it: each row an event or the
+    /// error that names it.
+    pub(crate) fn into_shared(self, after: Cursor) -> crate::hub::SharedPage {
+        crate::hub::SharedPage {
+            rows: self
+                .events
+                .map(|row| row.map_err(|e| crate::hub::UnreadableRow::of(e, after)))
+                .collect(),
+            held_back: self.held_back,
+        }
     }
 }
 

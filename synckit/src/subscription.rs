@@ -25,7 +25,7 @@ use crate::cursor::Cursor;
 use crate::error::{Error, Result};
 use crate::event::Event;
 use crate::filter::{Filter, Start};
-use crate::hub::Registration;
+use crate::hub::{PageRow, Registration};
 use crate::recorded::Recorded;
 use crate::store::SubscriptionSource;
 use crate::validate::MAX_ID_LEN;
@@ -47,7 +47,8 @@ pub trait Payload: Sized + Send + 'static {
     fn from_recorded(raw: Recorded) -> Result<Recorded<Self>>;
 
     /// Builds this payload from an event's stored JSON text (`data`), the
-    /// way a backend reads it.
+    /// way a backend reads it; the backend attaches the event's version and
+    /// id to the error.
     fn from_json(event_type: &str, event_id: &str, json: &[u8]) -> Result<Self>;
 }
 
@@ -57,8 +58,9 @@ impl Payload for Value {
     }
 
     fn from_json(_event_type: &str, event_id: &str, json: &[u8]) -> Result<Self> {
+        // The version is attached by the backend that read the row.
         serde_json::from_slice(json)
-            .map_err(|e| Error::database("load", format!("stored JSON of {event_id:?}: {e}")))
+            .map_err(|e| Error::unreadable(0, event_id, format_args!("its data: {e}")))
     }
 }
 
@@ -68,7 +70,8 @@ impl<E: Event> Payload for E {
     }
 
     fn from_json(event_type: &str, event_id: &str, json: &[u8]) -> Result<Self> {
-        E::decode_json(event_type, json).map_err(|e| e.with_event_id(event_id))
+        let _ = event_id;
+        E::decode_json(event_type, json)
     }
 }
 
@@ -185,12 +188,23 @@ impl<T: Payload + Clone> Subscription<T> {
     /// ends; a durable subscription commits its checkpoint after each
     /// success.
     ///
-    /// Policy: a handler error is retried with backoff, up to
-    /// [`HANDLER_ATTEMPTS`] calls for the same event; then `run` returns
-    /// [`Error::Handler`] naming the event, and the subscription stops there
-    /// (a durable one resumes with that event). Events are never skipped: a
-    /// decode failure also stops `run`. Transient read errors are retried by
-    /// the subscription itself.
+    /// Policy, the same on every backend:
+    ///
+    /// - A handler error is retried with backoff, up to
+    ///   [`HANDLER_ATTEMPTS`] calls for the same event; then `run` returns
+    ///   [`Error::Handler`] naming the event, and the subscription stops
+    ///   there (a durable one resumes with that event).
+    /// - A poison event, a stored event that cannot be decoded
+    ///   ([`Error::UnreadableEvent`], or [`Error::Decode`] and
+    ///   [`Error::UnknownEventType`] for the subscription's type), stops no
+    ///   one: it is logged (`tracing`, level error, with its version and
+    ///   id), counted in the `synckit_poison_events_total` counter, and
+    ///   passed over; a durable subscription's checkpoint moves past it.
+    ///   The event stays in the store, where a raw read still reaches it.
+    /// - Transient errors (see [`Error::is_transient`]) of reads and of
+    ///   checkpoint saves are retried with the store's backoff; any other
+    ///   error ends `run` with that error.
+    /// - `run` returns `Ok(())` when the store is closed.
     pub async fn run<F, Fut, E>(mut self, mut handler: F) -> Result<()>
     where
         F: FnMut(Recorded<T>) -> Fut,
@@ -203,34 +217,53 @@ impl<T: Payload + Clone> Subscription<T> {
         let retry_delay = self.retry_delay.clone();
         let description = self.description.clone();
         while let Some(item) = self.next().await {
-            let event = match item {
-                Ok(event) => event,
+            let (version, event) = match item {
+                Ok(event) => (event.version, Some(event)),
                 Err(error) if error.is_transient() => continue,
-                Err(error) => return Err(error),
-            };
-            let version = event.version;
-            let mut attempt = 0;
-            loop {
-                attempt += 1;
-                // Convert at once: the handler's error type need not be Send.
-                let outcome = handler(event.clone()).await.map_err(Into::into);
-                match outcome {
-                    Ok(()) => break,
-                    Err(source) if attempt >= HANDLER_ATTEMPTS => {
-                        return Err(Error::Handler {
-                            subscription: description,
-                            version,
-                            source,
-                        });
+                Err(error) => match error.poisoned_event() {
+                    Some((version, id)) => {
+                        report_poison(&description, version, id, &error);
+                        (version, None)
                     }
-                    Err(source) => {
-                        drop(source);
-                        retry_delay(attempt).await;
+                    None => return Err(error),
+                },
+            };
+            if let Some(event) = event {
+                let mut attempt = 0;
+                loop {
+                    attempt += 1;
+                    // Convert at once: the handler's error type need not be
+                    // Send.
+                    let outcome = handler(event.clone()).await.map_err(Into::into);
+                    match outcome {
+                        Ok(()) => break,
+                        Err(source) if attempt >= HANDLER_ATTEMPTS => {
+                            return Err(Error::Handler {
+                                subscription: description,
+                                version,
+                                source,
+                            });
+                        }
+                        Err(source) => {
+                            drop(source);
+                            retry_delay(attempt).await;
+                        }
                     }
                 }
             }
             if let Some(save) = &save {
-                save(Cursor::new(version)).await?;
+                let mut attempt = 0;
+                loop {
+                    match save(Cursor::new(version)).await {
+                        Ok(()) => break,
+                        Err(Error::StoreClosed) => return Ok(()),
+                        Err(error) if error.is_transient() => {
+                            attempt += 1;
+                            retry_delay(attempt).await;
+                        }
+                        Err(error) => return Err(error),
+                    }
+                }
             }
         }
         Ok(())
@@ -254,6 +287,23 @@ impl<T: Payload> Stream for Subscription<T> {
             };
         }
     }
+}
+
+/// Logs and counts a poison event that [`Subscription::run`] passes over.
+fn report_poison(subscription: &str, version: u64, id: &str, error: &Error) {
+    #[cfg(feature = "runtime")]
+    {
+        tracing::error!(
+            subscription,
+            version,
+            id,
+            %error,
+            "passing over a stored event that cannot be decoded"
+        );
+        metrics::counter!("synckit_poison_events_total").increment(1);
+    }
+    #[cfg(not(feature = "runtime"))]
+    let _ = (subscription, version, id, error);
 }
 
 fn check_checkpoint_name(name: &str) -> Result<()> {
@@ -333,7 +383,9 @@ struct Follower<S> {
     batch: usize,
     /// Version of the last event taken from the store.
     position: Cursor,
-    buffer: VecDeque<Recorded>,
+    /// Rows read and not yet handed out: events, and stored rows that do
+    /// not decode (each handed out as one error item in its place).
+    buffer: VecDeque<PageRow>,
     /// The last read returned less than a page: nothing more is visible.
     at_head: bool,
     announced: bool,
@@ -346,8 +398,15 @@ struct Follower<S> {
 impl<S: SubscriptionSource> Follower<S> {
     async fn next(mut self) -> Option<(Result<Message>, Self)> {
         loop {
-            if let Some(event) = self.buffer.pop_front() {
-                return Some((Ok(Message::Event(event)), self));
+            match self.buffer.pop_front() {
+                Some(Ok(event)) => return Some((Ok(Message::Event(event)), self)),
+                Some(Err(unreadable)) => {
+                    self.state
+                        .delivered
+                        .store(unreadable.version, Ordering::Release);
+                    return Some((Err(unreadable.into_error()), self));
+                }
+                None => {}
             }
             if self.finished {
                 return None;
@@ -367,24 +426,41 @@ impl<S: SubscriptionSource> Follower<S> {
             // Clear before reading: a commit during the read raises the
             // signal again and leads to one more read.
             self.registration.signal.clear();
-            let seen = self.store.hub().generation();
+            let hub = self.store.hub();
+            let seen = hub.generation();
             let (position, batch) = (self.position, self.batch);
-            let read = self
-                .store
-                .hub()
-                .read_shared(&self.filter, position, batch, seen, || {
-                    let store = self.store.clone();
-                    let filter = self.filter.clone();
-                    async move { store.read(&filter, position, batch).await }.boxed()
-                });
+            let read = hub.read_shared(&self.filter, position, batch, seen, || {
+                let store = self.store.clone();
+                let filter = self.filter.clone();
+                async move {
+                    let page = store
+                        .read_page_as::<Value>(&filter, position, batch, None)
+                        .await?;
+                    Ok(page.into_shared(position))
+                }
+                .boxed()
+            });
             match read.await {
                 Ok(page) => {
                     self.failures = 0;
-                    self.at_head = page.len() < self.batch;
-                    if let Some(last) = page.last() {
-                        self.position = last.cursor();
+                    self.at_head = page.rows.len() < self.batch;
+                    if let Some(last) = page.rows.last() {
+                        self.position = Cursor::new(match last {
+                            Ok(event) => event.version,
+                            Err(unreadable) => unreadable.version,
+                        });
                     }
-                    self.buffer.extend(page);
+                    if self.at_head && page.held_back {
+                        // Short because a writer below the head had not
+                        // finished: its commit, on whatever stream, is what
+                        // this subscription waits for.
+                        hub.wake_on_any_commit(&self.registration);
+                        if hub.generation() != seen {
+                            // Something committed meanwhile: look again.
+                            self.registration.signal.raise();
+                        }
+                    }
+                    self.buffer.extend(page.rows);
                 }
                 Err(error) if error.is_transient() => {
                     self.failures += 1;

@@ -49,19 +49,45 @@ pub fn check_filter(filter: &crate::filter::Filter) -> Result<()> {
     Ok(())
 }
 
+/// The deepest nesting of arrays and objects an event's `data` may have
+/// (its `metadata` object counts as one level of its own). Reading JSON
+/// back, serde_json refuses documents nested 128 deep; an append of data
+/// the store could not read back is refused instead, as
+/// [`Error::InvalidInput`].
+pub const MAX_JSON_DEPTH: usize = 127;
+
 /// Rejects NUL characters anywhere in a JSON document (PostgreSQL's `jsonb`
-/// cannot store `\u0000`), in keys as in values.
-fn check_json(field: &'static str, value: &Value) -> Result<()> {
+/// cannot store `\u0000`), in keys as in values, and nesting deeper than
+/// `room` levels (1 for the document's own array or object).
+fn check_json(field: &'static str, value: &Value, room: usize) -> Result<()> {
     let nul = || Error::invalid(field, "contains a NUL character (\\u0000)");
+    let deeper = || {
+        if room == 0 {
+            Err(Error::invalid(
+                field,
+                format!(
+                    "nests arrays and objects deeper than {MAX_JSON_DEPTH} levels, which could not be read back"
+                ),
+            ))
+        } else {
+            Ok(room - 1)
+        }
+    };
     match value {
         Value::String(s) if s.contains('\0') => Err(nul()),
-        Value::Array(items) => items.iter().try_for_each(|v| check_json(field, v)),
-        Value::Object(map) => map.iter().try_for_each(|(k, v)| {
-            if k.contains('\0') {
-                return Err(nul());
-            }
-            check_json(field, v)
-        }),
+        Value::Array(items) => {
+            let room = deeper()?;
+            items.iter().try_for_each(|v| check_json(field, v, room))
+        }
+        Value::Object(map) => {
+            let room = deeper()?;
+            map.iter().try_for_each(|(k, v)| {
+                if k.contains('\0') {
+                    return Err(nul());
+                }
+                check_json(field, v, room)
+            })
+        }
         _ => Ok(()),
     }
 }
@@ -71,7 +97,7 @@ pub fn check_event(event: &NewEvent) -> Result<()> {
     check_text("event id", &event.id, MAX_ID_LEN)?;
     check_aggregate_id(&event.aggregate_id)?;
     check_text("event type", &event.event_type, MAX_EVENT_TYPE_LEN)?;
-    check_json("data", &event.data)?;
+    check_json("data", &event.data, MAX_JSON_DEPTH)?;
     event.metadata.iter().try_for_each(|(k, v)| {
         if k.contains('\0') {
             return Err(Error::invalid(
@@ -79,7 +105,8 @@ pub fn check_event(event: &NewEvent) -> Result<()> {
                 "contains a NUL character (\\u0000)",
             ));
         }
-        check_json("metadata", v)
+        // The metadata object is one level.
+        check_json("metadata", v, MAX_JSON_DEPTH - 1)
     })
 }
 
@@ -136,6 +163,37 @@ mod tests {
             let err = check_event(&case).unwrap_err();
             assert!(err.to_string().contains("NUL"), "{err}");
         }
+    }
+
+    /// Nested `depth` arrays around a number.
+    fn nested(depth: usize) -> Value {
+        (0..depth).fold(json!(1), |inner, _| Value::Array(vec![inner]))
+    }
+
+    #[test]
+    fn refuses_data_nested_deeper_than_the_decoder_reads_back() {
+        let at_limit = NewEvent::new("a", "t", nested(MAX_JSON_DEPTH));
+        check_event(&at_limit).unwrap();
+        // What the check accepts, the decoder reads back.
+        let text = serde_json::to_string(&at_limit.data).unwrap();
+        serde_json::from_str::<Value>(&text).unwrap();
+        let meta = event().with_metadata("m", nested(MAX_JSON_DEPTH - 1));
+        check_event(&meta).unwrap();
+        let text = serde_json::to_string(&meta.metadata).unwrap();
+        serde_json::from_str::<Value>(&text).unwrap();
+
+        for too_deep in [
+            NewEvent::new("a", "t", nested(MAX_JSON_DEPTH + 1)),
+            NewEvent::new("a", "t", nested(200)),
+            event().with_metadata("m", nested(MAX_JSON_DEPTH)),
+        ] {
+            let err = check_event(&too_deep).unwrap_err();
+            assert!(matches!(err, Error::InvalidInput { .. }), "{err}");
+            assert!(err.to_string().contains("deeper than 127"), "{err}");
+        }
+        // One level more is what the decoder refuses.
+        let text = serde_json::to_string(&nested(MAX_JSON_DEPTH + 1)).unwrap();
+        assert!(serde_json::from_str::<Value>(&text).is_err());
     }
 
     #[test]

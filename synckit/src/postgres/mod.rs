@@ -168,8 +168,47 @@ pub struct PoolStats {
     pub waiting: u64,
 }
 
+/// The highest fence this store has seen. A writer reads the sequence and
+/// then takes its pending mark, so others may commit above the head it read
+/// before the mark shows: a fence read meanwhile is lower than one read
+/// before (still a valid fence: everything below it has finished). Raising
+/// every fence to the highest seen keeps `latest_version` and the reads'
+/// fences monotonic: what has finished stays finished.
+#[derive(Default)]
+struct FenceFloor(std::sync::atomic::AtomicU64);
+
+impl FenceFloor {
+    /// `fence`, or the highest fence seen when that is higher.
+    fn raise(&self, fence: u64) -> u64 {
+        self.0.fetch_max(fence, Ordering::AcqRel).max(fence)
+    }
+}
+
+/// A spawned task that is aborted when the future awaiting it is dropped,
+/// so a caller that gives up on a read leaves no task (and no pooled
+/// connection) behind.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> std::future::Future for AbortOnDrop<T> {
+    type Output = std::result::Result<T, tokio::task::JoinError>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        std::pin::Pin::new(&mut self.0).poll(cx)
+    }
+}
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 struct Inner {
     pool: RwLock<Option<connect::Pool>>,
+    fence_floor: FenceFloor,
     config: Config,
     closed: AtomicBool,
     hub: Hub,
@@ -304,6 +343,7 @@ impl PgStore {
         let pool = connect::pool(&config);
         let inner = Arc::new(Inner {
             pool: RwLock::new(Some(pool)),
+            fence_floor: FenceFloor::default(),
             config,
             closed: AtomicBool::new(false),
             hub: Hub::new(),
@@ -674,14 +714,14 @@ impl PgStore {
         after: Cursor,
         limit: usize,
         upto: Option<Cursor>,
-    ) -> Result<(Vec<EventRow>, Option<Cursor>)> {
+    ) -> Result<(Vec<EventRow>, Option<Cursor>, bool)> {
         validate::check_filter(filter)?;
         let after = after.as_i64();
         let filter = filter.clone();
         let rows = self
             .with_conn("read", async |conn| {
                 if limit == 0 {
-                    return Ok((Vec::new(), upto));
+                    return Ok((Vec::new(), upto, false));
                 }
                 // One round trip, two statements: the first stores the fence
                 // in a session setting, the second reads up to it with a
@@ -728,11 +768,13 @@ impl PgStore {
                 }
                 let query = query.bind::<BigInt, _>(to_i64(limit));
                 let set_fence = Statement::new(
-                    "SELECT set_config('synckit.fence', synckit_fence()::text, false) AS fence",
+                    "SELECT set_config('synckit.fence', synckit_fence()::text, false) AS fence, \
+                     (SELECT CASE WHEN is_called THEN last_value ELSE last_value - 1 END \
+                        FROM events_version_seq) AS head",
                 );
                 if upto.is_some() {
                     let rows = query.load::<EventRow>(conn).await.map_err(db("read"))?;
-                    return Ok((rows, upto));
+                    return Ok((rows, upto, false));
                 }
                 let conn: &AsyncPgConnection = conn;
                 let (fence, rows): (Vec<FenceText>, Vec<EventRow>) = futures::try_join!(
@@ -740,12 +782,14 @@ impl PgStore {
                     query.load::<EventRow>(&mut &*conn)
                 )
                 .map_err(db("read"))?;
-                let fence = fence
+                let (fence, head) = fence
                     .into_iter()
                     .next()
-                    .and_then(|f| f.fence?.parse::<u64>().ok())
-                    .map(Cursor::new);
-                Ok((rows, fence))
+                    .map_or((None, None), |f| (f.fence.and_then(|t| t.parse::<u64>().ok()), f.head));
+                // The fence is below a version a writer has taken: the read
+                // may be short until that writer finishes.
+                let held_back = matches!((fence, head), (Some(f), Some(h)) if (f as i64) < h);
+                Ok((rows, fence.map(|f| Cursor::new(self.inner.fence_floor.raise(f))), held_back))
             })
             .await?;
         if self.inner.config.metrics {
@@ -863,7 +907,7 @@ impl EventStore for PgStore {
                     race_backoff(attempt).await;
                 }
                 Err(TxError::Raced) => {
-                    return Err(Error::database(
+                    return Err(Error::retryable(
                         "append",
                         format!("streams kept moving: gave up after {APPEND_RETRIES} attempts"),
                     ));
@@ -904,7 +948,7 @@ impl EventStore for PgStore {
     }
 
     async fn read(&self, filter: &Filter, after: Cursor, limit: usize) -> Result<Vec<Recorded>> {
-        let (rows, _) = self.read_rows(filter, after, limit, None).await?;
+        let (rows, _, _) = self.read_rows(filter, after, limit, None).await?;
         rows.into_iter().map(EventRow::into_recorded).collect()
     }
 
@@ -923,9 +967,10 @@ impl EventStore for PgStore {
         let store = self.clone();
         let filter = filter.clone();
         let read = async move { store.read_rows(&filter, after, limit, upto).await };
-        let (rows, fence) = tokio::spawn(tracing::Instrument::in_current_span(read))
-            .await
-            .map_err(|e| Error::database("read", e))??;
+        let (rows, fence, held_back) =
+            AbortOnDrop(tokio::spawn(tracing::Instrument::in_current_span(read)))
+                .await
+                .map_err(|e| Error::database("read", e))??;
         let page = TypedPage::from_rows(
             rows,
             EventRow::cursor,
@@ -933,7 +978,7 @@ impl EventStore for PgStore {
             EventRow::into_payload,
         );
         Ok(match fence {
-            Some(fence) => page.with_fence(fence),
+            Some(fence) => page.with_fence(fence, held_back),
             None => page,
         })
     }
@@ -944,7 +989,7 @@ impl EventStore for PgStore {
                 fence(conn, "latest_version").await
             })
             .await?;
-        Ok(Cursor::new(fence as u64))
+        Ok(Cursor::new(self.inner.fence_floor.raise(fence as u64)))
     }
 
     async fn stream_version(&self, aggregate_id: &str) -> Result<Option<u64>> {

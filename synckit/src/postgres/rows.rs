@@ -37,20 +37,51 @@ pub(crate) struct EventRow {
     #[diesel(sql_type = Nullable<Jsonb>)]
     metadata: Option<RawJson>,
     #[diesel(sql_type = Timestamptz)]
-    created_at: DateTime<Utc>,
+    created_at: RawTime,
 }
 
 /// A `jsonb` value as its JSON text, decoded later into whatever the
-/// caller wants (a [`Value`], or an event type directly).
-pub(crate) struct RawJson(Vec<u8>);
+/// caller wants (a [`Value`], or an event type directly). Never fails to
+/// load: a value it cannot take is an error of its row alone, when the row
+/// is decoded, so that one row cannot fail a whole page.
+pub(crate) struct RawJson(std::result::Result<Vec<u8>, String>);
 
 impl FromSql<Jsonb, Pg> for RawJson {
     fn from_sql(value: PgValue<'_>) -> deserialize::Result<Self> {
         // The binary form is a version byte (1) and the text.
-        match value.as_bytes().split_first() {
-            Some((1, text)) => Ok(RawJson(text.to_vec())),
-            _ => Err("unsupported jsonb encoding".into()),
-        }
+        Ok(RawJson(match value.as_bytes().split_first() {
+            Some((1, text)) => Ok(text.to_vec()),
+            _ => Err("unsupported jsonb encoding".to_owned()),
+        }))
+    }
+}
+
+impl RawJson {
+    fn len(&self) -> usize {
+        self.0.as_ref().map_or(0, Vec::len)
+    }
+}
+
+/// A `timestamptz` that may be `infinity` or `-infinity` (plain SQL can
+/// store those; no [`DateTime`] holds them): checked when its row is
+/// decoded, like [`RawJson`].
+pub(crate) struct RawTime(Option<DateTime<Utc>>);
+
+impl FromSql<Timestamptz, Pg> for RawTime {
+    fn from_sql(value: PgValue<'_>) -> deserialize::Result<Self> {
+        // Microseconds since 2000-01-01 UTC; i64::MAX and MIN are the
+        // infinities.
+        let bytes: [u8; 8] = value
+            .as_bytes()
+            .try_into()
+            .map_err(|_| "a timestamptz is 8 bytes")?;
+        let micros = i64::from_be_bytes(bytes);
+        let epoch = DateTime::<Utc>::from_timestamp(946_684_800, 0);
+        Ok(RawTime(if micros == i64::MAX || micros == i64::MIN {
+            None
+        } else {
+            epoch.and_then(|e| e.checked_add_signed(chrono::TimeDelta::microseconds(micros)))
+        }))
     }
 }
 
@@ -82,7 +113,7 @@ impl EventRow {
 
     /// What the row holds in memory, roughly.
     pub(crate) fn held_bytes(&self) -> usize {
-        let json = |j: &Option<RawJson>| j.as_ref().map_or(0, |j| j.0.len());
+        let json = |j: &Option<RawJson>| j.as_ref().map_or(0, RawJson::len);
         std::mem::size_of::<Self>()
             + self.id.len()
             + self.aggregate_id.len()
@@ -91,34 +122,40 @@ impl EventRow {
             + json(&self.metadata)
     }
 
-    /// The event decoded into `P` straight from the stored JSON (an error
-    /// for this event alone when it does not decode).
+    /// The event decoded into `P` straight from the stored JSON; a row
+    /// that does not decode is an error naming its version and id
+    /// ([`Error::UnreadableEvent`], or [`Error::Decode`] for data that
+    /// does not fit `P`), for this event alone.
     pub(crate) fn into_payload<P: Payload>(self) -> Result<Recorded<P>> {
+        // Reads select `version > after` with `after >= 0`, so a row here
+        // has a positive version; a negative one names itself as 0.
+        let version = u64::try_from(self.version).unwrap_or(0);
+        let unreadable = |reason: String| Error::unreadable(version, &self.id, reason);
+        if version == 0 {
+            return Err(unreadable(format!("its version is {}", self.version)));
+        }
+        let stream_version = u64::try_from(self.stream_version)
+            .ok()
+            .filter(|v| *v > 0)
+            .ok_or_else(|| unreadable(format!("its stream version is {}", self.stream_version)))?;
+        let created_at = self
+            .created_at
+            .0
+            .ok_or_else(|| unreadable("its created_at is infinite".to_owned()))?;
         let metadata = match &self.metadata {
             None => Value::Null,
-            Some(json) => serde_json::from_slice(&json.0).map_err(|e| {
-                Error::database("load", format!("stored metadata of {:?}: {e}", self.id))
-            })?,
+            Some(RawJson(Err(e))) => return Err(unreadable(format!("its metadata: {e}"))),
+            Some(RawJson(Ok(json))) => serde_json::from_slice(json)
+                .map_err(|e| unreadable(format!("its metadata: {e}")))?,
         };
-        let metadata = match metadata {
-            Value::Null => Map::new(),
-            Value::Object(map) => map,
-            other => {
-                let mut map = Map::new();
-                map.insert("value".to_owned(), other);
-                map
-            }
+        let metadata = crate::recorded::stored_metadata(metadata);
+        let json = match &self.data {
+            None => &b"null"[..],
+            Some(RawJson(Err(e))) => return Err(unreadable(format!("its data: {e}"))),
+            Some(RawJson(Ok(json))) => json.as_slice(),
         };
-        let version = u64::try_from(self.version)
-            .map_err(|_| Error::database("load", format!("negative version {}", self.version)))?;
-        let stream_version = u64::try_from(self.stream_version).map_err(|_| {
-            Error::database(
-                "load",
-                format!("negative stream version {}", self.stream_version),
-            )
-        })?;
-        let json = self.data.as_ref().map_or(&b"null"[..], |d| d.0.as_slice());
-        let data = P::from_json(&self.event_type, &self.id, json)?;
+        let data = P::from_json(&self.event_type, &self.id, json)
+            .map_err(|e| e.with_event(version, &self.id))?;
         Ok(Recorded {
             version,
             stream_version,
@@ -127,7 +164,7 @@ impl EventRow {
             event_type: self.event_type,
             data,
             metadata,
-            created_at: self.created_at,
+            created_at,
         })
     }
 }
@@ -156,6 +193,9 @@ pub(crate) struct Fence {
 pub(crate) struct FenceText {
     #[diesel(sql_type = Nullable<Text>)]
     pub(crate) fence: Option<String>,
+    /// The last version taken (committed or not).
+    #[diesel(sql_type = Nullable<BigInt>)]
+    pub(crate) head: Option<i64>,
 }
 
 #[derive(QueryableByName)]

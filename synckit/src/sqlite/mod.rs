@@ -20,7 +20,7 @@ use diesel::result::Error as DieselError;
 use diesel::sql_types::{BigInt, Nullable, Text};
 use diesel::{Connection, QueryableByName, RunQueryDsl, SqliteConnection};
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use crate::cursor::{Cursor, ExpectedVersion};
 use crate::error::{Error, Result};
@@ -193,28 +193,36 @@ impl Row {
             + self.created_at.len()
     }
 
-    /// The event decoded into `P` straight from the stored JSON (an error
-    /// for this event alone when it does not decode).
+    /// The event decoded into `P` straight from the stored JSON; a row
+    /// that does not decode is an error naming its version and id, for
+    /// this event alone (the same policy as PostgreSQL's rows).
     fn into_payload<P: Payload>(self) -> Result<Recorded<P>> {
+        let version = u64::try_from(self.version).unwrap_or(0);
+        let unreadable = |reason: String| Error::unreadable(version, &self.id, reason);
+        if version == 0 {
+            return Err(unreadable(format!("its version is {}", self.version)));
+        }
+        let stream_version = u64::try_from(self.stream_version)
+            .ok()
+            .filter(|v| *v > 0)
+            .ok_or_else(|| unreadable(format!("its stream version is {}", self.stream_version)))?;
         let metadata = match &self.metadata {
-            None => Map::new(),
-            Some(text) => match serde_json::from_str(text) {
-                Ok(Value::Object(map)) => map,
-                Ok(_) => Map::new(),
-                Err(e) => {
-                    return Err(Error::database(
-                        "load",
-                        format!("stored JSON of {:?}: {e}", self.id),
-                    ));
-                }
-            },
+            None => Value::Null,
+            Some(text) => {
+                serde_json::from_str(text).map_err(|e| unreadable(format!("its metadata: {e}")))?
+            }
         };
+        let metadata = crate::recorded::stored_metadata(metadata);
+        let created_at = DateTime::parse_from_rfc3339(&self.created_at)
+            .map(|t| t.with_timezone(&Utc))
+            .map_err(|e| unreadable(format!("its created_at {:?}: {e}", self.created_at)))?;
         let json = self.data.as_deref().unwrap_or("null");
-        let data = P::from_json(&self.event_type, &self.id, json.as_bytes())?;
+        let data = P::from_json(&self.event_type, &self.id, json.as_bytes())
+            .map_err(|e| e.with_event(version, &self.id))?;
         Ok(Recorded {
-            version: self.version.max(0) as u64,
-            stream_version: self.stream_version.max(0) as u64,
-            created_at: parse_time(&self.created_at)?,
+            version,
+            stream_version,
+            created_at,
             id: self.id,
             aggregate_id: self.aggregate_id,
             event_type: self.event_type,
