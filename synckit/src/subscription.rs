@@ -151,19 +151,23 @@ impl<T> Subscription<T> {
 
     /// Stores the position after the last delivered event as this durable
     /// subscription's checkpoint: a restart resumes after it. Call it once
-    /// the event is handled.
-    pub async fn commit(&self) -> Result<()> {
-        self.commit_at(self.position()).await
+    /// the event is handled. The future borrows nothing, so it may be
+    /// spawned or awaited while the subscription is polled elsewhere.
+    pub fn commit(&self) -> impl Future<Output = Result<()>> + Send + 'static {
+        self.commit_at(self.position())
     }
 
     /// Stores `position` as this durable subscription's checkpoint.
-    pub async fn commit_at(&self, position: Cursor) -> Result<()> {
-        match &self.checkpoint {
-            Some((_, save)) => save(position).await,
-            None => Err(Error::invalid(
-                "subscription",
-                "only a subscription started with Start::Checkpoint has a checkpoint",
-            )),
+    pub fn commit_at(&self, position: Cursor) -> impl Future<Output = Result<()>> + Send + 'static {
+        let save = self.checkpoint.as_ref().map(|(_, save)| save.clone());
+        async move {
+            match save {
+                Some(save) => save(position).await,
+                None => Err(Error::invalid(
+                    "subscription",
+                    "only a subscription started with Start::Checkpoint has a checkpoint",
+                )),
+            }
         }
     }
 }

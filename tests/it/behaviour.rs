@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
+use serde_json::{Value, json};
 use synckit::{
     Cursor, Error, Event, ExpectedVersion, Filter, Message, NewEvent, Start, SubscriptionSource,
 };
@@ -684,6 +684,32 @@ pub async fn closed_store_refuses_everything_and_ends_subscriptions<S: Subscript
     ));
 }
 
+/// A stored event the store cannot read back is refused at append on every
+/// backend, before anything is written; one level less goes in and out.
+pub async fn appends_refuse_json_the_store_could_not_read_back<S: SubscriptionSource>(store: S) {
+    let nested = |depth: usize| (0..depth).fold(json!(1), |inner, _| Value::Array(vec![inner]));
+    let deep = NewEvent::new("a", "Deep", nested(200)).with_id("deep");
+    let err = store
+        .append(ExpectedVersion::Any, vec![deep.clone()])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::InvalidInput { .. }), "{err}");
+    assert!(!err.is_transient());
+    // Retrying the same append gives the same answer, and nothing is stored.
+    let again = store.append(ExpectedVersion::Any, vec![deep]).await;
+    assert!(matches!(again, Err(Error::InvalidInput { .. })));
+    assert!(store.load(Cursor::START).await.unwrap().is_empty());
+
+    let limit = synckit::validate::MAX_JSON_DEPTH;
+    let deepest = NewEvent::new("a", "Deep", nested(limit));
+    store
+        .append(ExpectedVersion::Any, vec![deepest.clone()])
+        .await
+        .unwrap();
+    let back = store.load(Cursor::START).await.unwrap();
+    assert_eq!(back[0].data, nested(limit));
+}
+
 /// Instantiates every behaviour check for one backend: `$fresh` is an async
 /// expression giving a fresh, empty store.
 #[macro_export]
@@ -704,6 +730,7 @@ macro_rules! behaviour_suite {
             catch_up_then_live_with_caught_up_marker,
             durable_subscription_resumes_after_its_checkpoint,
             closed_store_refuses_everything_and_ends_subscriptions,
+            appends_refuse_json_the_store_could_not_read_back,
         );
     };
     (@tests $fresh:expr; $($name:ident),* $(,)?) => {

@@ -1,9 +1,11 @@
 //! synckit's integration tests, compiled into one binary.
 
 mod behaviour;
+mod cancel;
 mod derive;
 mod import;
 mod memory;
+mod poison;
 mod postgres;
 mod realtime;
 mod sqlite;

@@ -106,7 +106,12 @@ async fn on_connection<R: Send + 'static>(
 }
 
 struct Inner {
-    conn: tokio::sync::Mutex<Option<Conn>>,
+    /// The connection, taken out by `close`. Calls clone the handle and
+    /// lock the connection itself on the thread that runs them, so that no
+    /// lock is held across an await: a call whose future is dropped, or no
+    /// longer polled (a subscription whose consumer went quiet), holds up
+    /// no one once its blocking part is done.
+    conn: std::sync::Mutex<Option<Conn>>,
     config: SqliteConfig,
     closed: AtomicBool,
     hub: Hub,
@@ -382,7 +387,7 @@ impl SqliteStore {
         let poll_config = config.clone();
         let hub = Hub::new();
         let inner = Arc::new(Inner {
-            conn: tokio::sync::Mutex::new(Some(Arc::new(std::sync::Mutex::new(conn)))),
+            conn: std::sync::Mutex::new(Some(Arc::new(std::sync::Mutex::new(conn)))),
             config,
             closed: AtomicBool::new(false),
             hub: hub.clone(),
@@ -482,9 +487,14 @@ impl SqliteStore {
         if self.inner.closed.load(Ordering::Acquire) {
             return Err(Error::StoreClosed);
         }
-        let guard = self.inner.conn.lock().await;
-        let conn = guard.as_ref().ok_or(Error::StoreClosed)?;
-        let outcome = on_connection(conn, place, task)
+        let conn = self
+            .inner
+            .conn
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .ok_or(Error::StoreClosed)?;
+        let outcome = on_connection(&conn, place, task)
             .await
             .map_err(|e| Error::database(operation, e))?;
         outcome.map_err(|e| match e {
@@ -849,8 +859,15 @@ impl EventStore for SqliteStore {
         {
             task.abort();
         }
-        // Dropping the connection closes the file.
-        self.inner.conn.lock().await.take();
+        // Dropping the connection closes the file (once calls in flight
+        // are done with it).
+        let conn = self
+            .inner
+            .conn
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        drop(conn);
         self.inner.hub.close();
         Ok(())
     }
