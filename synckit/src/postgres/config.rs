@@ -90,6 +90,31 @@ impl Config {
         }
     }
 
+    /// Refuses values the store cannot run with, with an error naming the
+    /// field; every other value is used as it is.
+    pub(crate) fn check(&self) -> crate::Result<()> {
+        let invalid = |reason: &str| Err(crate::Error::invalid("config", reason));
+        if self.batch_size == 0 {
+            return invalid("batch_size must be at least 1");
+        }
+        if self.max_open_conns == 0 {
+            return invalid("max_open_conns must be at least 1");
+        }
+        if self.connect_timeout.is_zero() {
+            return invalid("connect_timeout must be above zero");
+        }
+        if self.notification_timeout.is_zero() {
+            return invalid("notification_timeout must be above zero");
+        }
+        if self.conn_max_lifetime.is_some_and(|d| d.is_zero()) {
+            return invalid("conn_max_lifetime must be above zero (None keeps connections)");
+        }
+        if self.conn_max_idle_time.is_some_and(|d| d.is_zero()) {
+            return invalid("conn_max_idle_time must be above zero (None keeps idle connections)");
+        }
+        Ok(())
+    }
+
     /// The connection string with its password replaced by `***`, in URL
     /// and in key=value form alike.
     pub fn redacted_connection_string(&self) -> String {
@@ -117,170 +142,93 @@ impl fmt::Debug for Config {
     }
 }
 
-/// Hides the password of a connection string (URL or key=value form).
-pub(crate) fn redact(conn: &str) -> String {
-    let trimmed = conn.trim_start();
-    if trimmed.starts_with("postgres://") || trimmed.starts_with("postgresql://") {
-        redact_url(conn)
-    } else {
-        redact_key_values(conn)
-    }
-}
-
-fn redact_url(url: &str) -> String {
-    let mut out = url.to_owned();
-    // userinfo is between "://" and the last '@' before the path.
-    if let Some(scheme_end) = url.find("://") {
-        let rest_start = scheme_end + 3;
-        let authority_end = url[rest_start..]
-            .find(['/', '?'])
-            .map_or(url.len(), |i| rest_start + i);
-        if let Some(at) = url[rest_start..authority_end].rfind('@') {
-            let userinfo = &url[rest_start..rest_start + at];
-            if let Some(colon) = userinfo.find(':') {
-                out = format!(
-                    "{}{}:***{}",
-                    &url[..rest_start],
-                    &userinfo[..colon],
-                    &url[rest_start + at..]
-                );
-            }
-        }
-    }
-    // A password may also come as a query parameter.
-    redact_query_password(&out)
-}
-
-fn redact_query_password(url: &str) -> String {
-    let Some(q) = url.find('?') else {
-        return url.to_owned();
-    };
-    let (head, query) = url.split_at(q + 1);
-    let parts: Vec<String> = query
-        .split('&')
-        .map(|pair| match pair.split_once('=') {
-            Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
-            _ => pair.to_owned(),
-        })
-        .collect();
-    format!("{head}{}", parts.join("&"))
-}
-
-/// One `key = value` pair of a key=value connection string, with the byte
-/// range of its value (quotes included).
-pub(crate) struct Pair {
-    pub(crate) key: String,
-    pub(crate) value: String,
-    pub(crate) range: std::ops::Range<usize>,
-    /// Byte range of the whole pair, key to value.
-    pub(crate) whole: std::ops::Range<usize>,
-}
-
-/// Splits a key=value connection string (libpq syntax: values may be
-/// single-quoted with backslash escapes).
-pub(crate) fn key_value_pairs(conn: &str) -> Vec<Pair> {
-    let bytes = conn.as_bytes();
-    let mut pairs = Vec::new();
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i].is_ascii_whitespace() {
-            i += 1;
-            continue;
-        }
-        let key_start = i;
-        while i < bytes.len() && bytes[i] != b'=' && !bytes[i].is_ascii_whitespace() {
-            i += 1;
-        }
-        let key = conn[key_start..i].to_owned();
-        while i < bytes.len() && bytes[i].is_ascii_whitespace() {
-            i += 1;
-        }
-        if i >= bytes.len() || bytes[i] != b'=' {
-            continue;
-        }
-        i += 1;
-        while i < bytes.len() && bytes[i].is_ascii_whitespace() {
-            i += 1;
-        }
-        let value_start = i;
-        let mut value = String::new();
-        if i < bytes.len() && bytes[i] == b'\'' {
-            i += 1;
-            while i < bytes.len() && bytes[i] != b'\'' {
-                if bytes[i] == b'\\' && i + 1 < bytes.len() {
-                    i += 1;
-                }
-                let ch_len = conn[i..].chars().next().map_or(1, char::len_utf8);
-                value.push_str(&conn[i..i + ch_len]);
-                i += ch_len;
-            }
-            i = (i + 1).min(bytes.len());
-        } else {
-            while i < bytes.len() && !bytes[i].is_ascii_whitespace() {
-                i += 1;
-            }
-            value.push_str(&conn[value_start..i]);
-        }
-        pairs.push(Pair {
-            key,
-            value,
-            range: value_start..i,
-            whole: key_start..i,
-        });
-    }
-    pairs
-}
-
-fn redact_key_values(conn: &str) -> String {
-    let mut out = conn.to_owned();
-    for pair in key_value_pairs(conn).iter().rev() {
-        if pair.key.eq_ignore_ascii_case("password") {
-            out.replace_range(pair.range.clone(), "***");
-        }
-    }
-    out
-}
+pub(crate) use super::conninfo::redact;
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn redacts_url_passwords() {
-        assert_eq!(
-            redact("postgres://app:s3cr%40t@db:5432/events?sslmode=require"),
-            "postgres://app:***@db:5432/events?sslmode=require"
-        );
-        assert_eq!(
-            redact("postgresql://app@db/events"),
-            "postgresql://app@db/events"
-        );
-        assert_eq!(
-            redact("postgres://db/events?user=app&password=hunter2"),
-            "postgres://db/events?user=app&password=***"
-        );
-        assert_eq!(
-            redact("postgres://a:p@ss@host/db"),
-            "postgres://a:***@host/db"
-        );
+    use proptest::prelude::*;
+
+    fn duration() -> impl Strategy<Value = Duration> {
+        prop_oneof![
+            Just(Duration::ZERO),
+            Just(Duration::MAX),
+            (0u64..100_000).prop_map(Duration::from_millis),
+            any::<u64>().prop_map(Duration::from_secs),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// Any configuration is refused with an error or builds a pool and
+        /// a connection setup without panicking.
+        #[test]
+        fn no_configuration_value_panics(
+            conn in "\\PC{0,40}",
+            max_open in 0u32..40,
+            max_idle in 0u32..60,
+            lifetime in proptest::option::of(duration()),
+            idle in proptest::option::of(duration()),
+            connect_timeout in duration(),
+            notification_timeout in duration(),
+            reconnect in duration(),
+            batch in 0usize..3,
+        ) {
+            let mut config = Config::new(format!("postgres://u:p@h/{conn}"));
+            config.max_open_conns = max_open;
+            config.max_idle_conns = max_idle;
+            config.conn_max_lifetime = lifetime;
+            config.conn_max_idle_time = idle;
+            config.connect_timeout = connect_timeout;
+            config.notification_timeout = notification_timeout;
+            config.reconnect_interval = reconnect;
+            config.batch_size = batch;
+            let _ = format!("{config:?}");
+            if config.check().is_ok() {
+                let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+                let _guard = runtime.enter();
+                drop(super::super::connect::pool(&config));
+                let _ = super::super::connect::parse(&config);
+                for attempt in [1, 2, 30, u32::MAX] {
+                    let _ = super::super::listener::backoff(config.reconnect_interval, attempt);
+                }
+            }
+        }
     }
 
     #[test]
-    fn redacts_key_value_passwords() {
-        assert_eq!(
-            redact("host=db user=app password=hunter2 dbname=events"),
-            "host=db user=app password=*** dbname=events"
+    fn zero_durations_are_refused_not_panicked_on() {
+        let mut config = Config::new("postgres://u@h/d");
+        config.conn_max_idle_time = Some(Duration::ZERO);
+        assert!(
+            config
+                .check()
+                .unwrap_err()
+                .to_string()
+                .contains("conn_max_idle_time")
         );
-        assert_eq!(
-            redact("host=db password = 'it\\'s a secret' user=app"),
-            "host=db password = *** user=app"
+        let mut config = Config::new("postgres://u@h/d");
+        config.conn_max_lifetime = Some(Duration::ZERO);
+        assert!(
+            config
+                .check()
+                .unwrap_err()
+                .to_string()
+                .contains("conn_max_lifetime")
         );
+        let mut config = Config::new("postgres://u@h/d");
+        config.connect_timeout = Duration::ZERO;
+        assert!(config.check().is_err());
     }
 
     #[test]
     fn debug_never_shows_the_password() {
         let text = format!("{:?}", Config::new("postgres://u:topsecret@h/d"));
         assert!(!text.contains("topsecret"), "{text}");
+        let text = format!("{:?}", Config::new("postgres://u:top/sec?ret@h/d"));
+        assert!(!text.contains("top") && !text.contains("ret"), "{text}");
         let text = format!("{:?}", Config::new("user=u password=topsecret host=h"));
         assert!(!text.contains("topsecret"), "{text}");
     }

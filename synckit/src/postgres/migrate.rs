@@ -68,6 +68,7 @@ pub struct MigrationReport {
 /// nothing to do. A database migrated by a newer synckit (versions this one
 /// does not know) is refused with [`Error::IncompatibleVersion`].
 pub async fn migrate(config: &Config) -> Result<MigrationReport> {
+    config.check()?;
     let conn = connect::connect(config).await?;
     let (_, applied) = migrate_connection(conn).await?;
     Ok(MigrationReport { applied })

@@ -5,6 +5,7 @@
 
 mod config;
 mod connect;
+mod conninfo;
 mod import;
 mod listener;
 mod migrate;
@@ -322,15 +323,7 @@ impl PgStore {
     /// and runs the embedded migrations unless the config turns them off.
     #[tracing::instrument(skip_all, fields(db = %config.redacted_connection_string()), err)]
     pub async fn connect(config: Config) -> Result<Self> {
-        if config.batch_size == 0 {
-            return Err(Error::invalid("config", "batch_size must be at least 1"));
-        }
-        if config.max_open_conns == 0 {
-            return Err(Error::invalid(
-                "config",
-                "max_open_conns must be at least 1",
-            ));
-        }
+        config.check()?;
         let conn = connect::connect(&config).await?;
         if config.run_migrations {
             let (_, applied) = migrate::migrate_connection(conn).await?;

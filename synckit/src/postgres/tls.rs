@@ -15,7 +15,7 @@
 
 use std::path::PathBuf;
 
-use super::config::key_value_pairs;
+use super::conninfo;
 use crate::error::{Error, Result};
 
 /// The `sslmode` values of libpq.
@@ -63,65 +63,64 @@ pub(crate) struct TlsSettings {
     pub(crate) root_cert: Option<PathBuf>,
 }
 
-/// Splits `sslmode` and `sslrootcert` out of a connection string; returns
-/// the string for tokio-postgres and the settings.
+/// Splits `sslmode` and `sslrootcert` out of a connection string, found
+/// where the driver finds its parameters (see [`conninfo`]); returns the
+/// string for tokio-postgres and the settings.
 pub(crate) fn split(conn: &str) -> Result<(String, TlsSettings)> {
     let mut settings = TlsSettings {
         mode: SslMode::Prefer,
         root_cert: None,
     };
-    let trimmed = conn.trim_start();
-    if trimmed.starts_with("postgres://") || trimmed.starts_with("postgresql://") {
-        let Some((base, query)) = conn.split_once('?') else {
-            return Ok((conn.to_owned(), settings));
-        };
-        let mut kept = Vec::new();
-        for pair in query.split('&') {
-            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-            match key {
-                "sslmode" => settings.mode = SslMode::parse(&percent_decode(value))?,
-                "sslrootcert" => settings.root_cert = Some(PathBuf::from(percent_decode(value))),
-                _ => kept.push(pair.to_owned()),
-            }
-        }
-        kept.push(format!("sslmode={}", settings.mode.wire()));
-        return Ok((format!("{base}?{}", kept.join("&")), settings));
-    }
+    let (params, separator) = match conninfo::url(conn) {
+        Some(url) => (url.params, '&'),
+        None => (conninfo::key_values(conn), ' '),
+    };
     let mut out = conn.to_owned();
-    for pair in key_value_pairs(conn).iter().rev() {
-        match pair.key.as_str() {
+    for param in params.iter().rev() {
+        let ours = match param.key.as_str() {
             "sslmode" => {
-                settings.mode = SslMode::parse(&pair.value)?;
-                out.replace_range(pair.whole.clone(), "");
+                settings.mode = SslMode::parse(&param.value)?;
+                true
             }
             "sslrootcert" => {
-                settings.root_cert = Some(PathBuf::from(&pair.value));
-                out.replace_range(pair.whole.clone(), "");
+                settings.root_cert = Some(PathBuf::from(&param.value));
+                true
             }
-            _ => {}
+            _ => false,
+        };
+        if ours {
+            // The parameter and the separator before it (or after it, for
+            // the first of a query).
+            let mut range = param.whole.clone();
+            if separator == '&' {
+                if out[..range.start].ends_with('&') {
+                    range.start -= 1;
+                } else if out[range.end..].starts_with('&') {
+                    range.end += 1;
+                }
+            }
+            out.replace_range(range, "");
         }
     }
-    out.push_str(&format!(" sslmode={}", settings.mode.wire()));
+    let wire = format!("sslmode={}", settings.mode.wire());
+    match conninfo::url(&out) {
+        Some(url) => match url.query_start {
+            Some(start) if start == out.len() => out.push_str(&wire),
+            Some(_) => {
+                out.push('&');
+                out.push_str(&wire);
+            }
+            None => {
+                out.push('?');
+                out.push_str(&wire);
+            }
+        },
+        None => {
+            out.push(' ');
+            out.push_str(&wire);
+        }
+    }
     Ok((out, settings))
-}
-
-fn percent_decode(value: &str) -> String {
-    let bytes = value.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%'
-            && i + 2 < bytes.len()
-            && let Ok(b) = u8::from_str_radix(&value[i + 1..i + 3], 16)
-        {
-            out.push(b);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[cfg(feature = "tls")]

@@ -517,7 +517,12 @@ async fn watch_other_processes(config: SqliteConfig, hub: Hub) {
     };
     let conn: Conn = Arc::new(std::sync::Mutex::new(conn));
     let mut last = None;
-    let mut ticks = tokio::time::interval(config.poll_interval.max(Duration::from_millis(5)));
+    // Bounded both ways: a zero period is refused by tokio, a huge one
+    // overflows the next deadline.
+    let period = config
+        .poll_interval
+        .clamp(Duration::from_millis(5), Duration::from_secs(24 * 3600));
+    let mut ticks = tokio::time::interval(period);
     loop {
         ticks.tick().await;
         let version = on_connection(&conn, Place::Elsewhere, |c| {
