@@ -113,3 +113,62 @@ async fn refuses_a_target_that_holds_other_events() {
     assert!(matches!(err, Error::InvalidInput { .. }), "{err}");
     assert_eq!(target.count().await.unwrap(), 1);
 }
+
+/// What `jsonb` normalises (a negative zero, key order) does not fail the
+/// verification, and ids, types and aggregate ids of control characters at
+/// their length limits go through the notification trigger, whose payload
+/// would otherwise pass 8000 bytes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn imports_data_jsonb_normalises_and_ids_of_control_characters() {
+    use synckit::validate::{MAX_AGGREGATE_ID_LEN, MAX_EVENT_TYPE_LEN, MAX_ID_LEN};
+    let source = crate::sqlite::fresh_store(7).await;
+    let control = |n: usize| "\u{1}".repeat(n);
+    let events = vec![
+        NewEvent::new(
+            "a",
+            "Measured",
+            json!({ "x": -0.0, "b": 1, "aa": [1.5, -0.0] }),
+        ),
+        NewEvent::new(
+            control(MAX_AGGREGATE_ID_LEN),
+            control(MAX_EVENT_TYPE_LEN),
+            json!({}),
+        )
+        .with_id(control(MAX_ID_LEN)),
+    ];
+    source
+        .append(ExpectedVersion::Any, events.clone())
+        .await
+        .unwrap();
+    // Appended straight to PostgreSQL, the same events fit the trigger too.
+    let direct = PgStore::connect(Config::new(database_url().await))
+        .await
+        .unwrap();
+    let mut subscription = synckit::SubscriptionSource::subscribe(
+        &direct,
+        synckit::Filter::all(),
+        synckit::Start::Beginning,
+    )
+    .await
+    .unwrap();
+    direct
+        .append(ExpectedVersion::Any, events)
+        .await
+        .expect("a payload that would pass 8000 bytes is shortened");
+    for expected in 1..=2 {
+        let event = crate::behaviour::next_within(&mut subscription)
+            .await
+            .unwrap();
+        assert_eq!(event.version, expected);
+    }
+
+    let target = PgStore::connect(Config::new(database_url().await))
+        .await
+        .unwrap();
+    let report = target
+        .import_from(&source, "normalised.db", |_| {})
+        .await
+        .expect("the import verifies");
+    assert_eq!((report.source_count, report.target_count), (2, 2));
+    assert_eq!(report.source_checksum, report.target_checksum);
+}

@@ -184,6 +184,34 @@ async fn bad_files_are_refused_and_left_untouched() {
     assert!(err.to_string().contains("did not create"), "{err}");
     assert_eq!(file_bytes(&foreign), before);
 
+    // A file another tool manages with diesel: its own tables beside
+    // diesel's migration record, which synckit's files hold too.
+    use diesel::Connection;
+    use diesel::connection::SimpleConnection;
+    let managed = dir.path().join("managed.db");
+    {
+        let mut c = diesel::SqliteConnection::establish(managed.to_str().unwrap()).unwrap();
+        c.batch_execute(
+            "CREATE TABLE __diesel_schema_migrations (version VARCHAR(50) PRIMARY KEY NOT NULL, run_on TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP); \
+             INSERT INTO __diesel_schema_migrations (version) VALUES ('20240101000000'); \
+             CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT);",
+        )
+        .unwrap();
+    }
+    let before = file_bytes(&managed);
+    let err = SqliteStore::open(&managed).await.unwrap_err();
+    assert!(err.to_string().contains("did not create (users)"), "{err}");
+    assert_eq!(file_bytes(&managed), before);
+    // The same record without the application's tables is still not ours.
+    {
+        let mut c = diesel::SqliteConnection::establish(managed.to_str().unwrap()).unwrap();
+        c.batch_execute("DROP TABLE users;").unwrap();
+    }
+    let before = file_bytes(&managed);
+    let err = SqliteStore::open(&managed).await.unwrap_err();
+    assert!(err.to_string().contains("20240101000000"), "{err}");
+    assert_eq!(file_bytes(&managed), before);
+
     let readonly = dir.path().join("readonly.db");
     {
         let store = SqliteStore::open(&readonly).await.unwrap();

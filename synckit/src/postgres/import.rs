@@ -50,28 +50,77 @@ fn checkpoint_name(source_name: &str) -> String {
 
 /// An order-sensitive checksum and count over a store's events: id,
 /// aggregate, type, stream version, data, metadata and creation time (to the
-/// microsecond).
+/// microsecond). JSON is hashed by meaning, not by text: keys in byte
+/// order whatever order a map keeps them in (`jsonb` reorders them, and
+/// serde_json's `preserve_order` keeps the order read), numbers by value
+/// (`jsonb` stores `-0.0` as `0.0` and `1e2` as `100`).
 pub(crate) async fn checksum<S: EventStore>(store: &S) -> Result<(u64, String)> {
     let mut hasher = Md5::new();
     let mut count = 0u64;
     let mut events = store.read_stream(Filter::all(), Cursor::START);
     while let Some(e) = events.try_next().await? {
-        let line = serde_json::to_string(&(
-            &e.id,
-            &e.aggregate_id,
-            &e.event_type,
-            e.stream_version,
-            &e.data,
-            &e.metadata,
-            e.created_at.timestamp_micros(),
-        ))
-        .map_err(|err| Error::database("checksum", err))?;
-        hasher.update(line.as_bytes());
+        for text in [&e.id, &e.aggregate_id, &e.event_type] {
+            hash_json(&mut hasher, &Value::from(text.as_str()));
+        }
+        hasher.update(e.stream_version.to_string().as_bytes());
+        hash_json(&mut hasher, &e.data);
+        hash_json(&mut hasher, &Value::Object(e.metadata));
+        hasher.update(e.created_at.timestamp_micros().to_string().as_bytes());
         hasher.update(b"\n");
         count += 1;
     }
     let digest = hasher.finalize();
     Ok((count, digest.iter().map(|b| format!("{b:02x}")).collect()))
+}
+
+/// Feeds a JSON value to the hasher in a canonical form (see [`checksum`]).
+fn hash_json(hasher: &mut Md5, value: &Value) {
+    match value {
+        Value::Null => hasher.update(b"n"),
+        Value::Bool(b) => hasher.update(if *b { b"t" } else { b"f" }),
+        Value::Number(n) => {
+            hasher.update(b"#");
+            hasher.update(canonical_number(n).as_bytes());
+            hasher.update(b";");
+        }
+        Value::String(s) => {
+            // Length-prefixed: no string can pass for two.
+            hasher.update(format!("s{}:", s.len()).as_bytes());
+            hasher.update(s.as_bytes());
+        }
+        Value::Array(items) => {
+            hasher.update(format!("a{}:", items.len()).as_bytes());
+            for item in items {
+                hash_json(hasher, item);
+            }
+        }
+        Value::Object(map) => {
+            let mut keys: Vec<&String> = map.keys().collect();
+            keys.sort_unstable();
+            hasher.update(format!("o{}:", keys.len()).as_bytes());
+            for key in keys {
+                hash_json(hasher, &Value::from(key.as_str()));
+                hash_json(hasher, &map[key]);
+            }
+        }
+    }
+}
+
+/// A number by its value: integers as integers, integral floats that an
+/// `f64` holds exactly as integers too, zero without a sign.
+fn canonical_number(n: &serde_json::Number) -> String {
+    if let Some(i) = n.as_i64() {
+        return i.to_string();
+    }
+    if let Some(u) = n.as_u64() {
+        return u.to_string();
+    }
+    let f = n.as_f64().unwrap_or(f64::NAN);
+    // 2^53: every integer up to it is exact in an f64.
+    if f.fract() == 0.0 && f.abs() <= 9_007_199_254_740_992.0 {
+        return (f as i64).to_string();
+    }
+    format!("{f:e}")
 }
 
 impl PgStore {
@@ -205,5 +254,38 @@ impl PgStore {
             .map_err(|e| Error::database("import", e))
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn digest(value: &Value) -> Vec<u8> {
+        let mut hasher = Md5::new();
+        hash_json(&mut hasher, value);
+        hasher.finalize().to_vec()
+    }
+
+    #[test]
+    fn json_is_hashed_by_meaning_not_text() {
+        let parsed = |text: &str| serde_json::from_str::<Value>(text).unwrap();
+        assert_eq!(
+            digest(&json!({"x": -0.0})),
+            digest(&parsed(r#"{"x": 0.0}"#))
+        );
+        assert_eq!(
+            digest(&parsed(r#"{"y": 1e2}"#)),
+            digest(&parsed(r#"{"y": 100}"#))
+        );
+        assert_eq!(
+            digest(&parsed(r#"{"b": 1, "aa": [2, "3"]}"#)),
+            digest(&parsed(r#"{"aa": [2, "3"], "b": 1}"#))
+        );
+        assert_ne!(digest(&json!({"x": 1.5})), digest(&json!({"x": 1})));
+        assert_ne!(digest(&json!(["ab", "c"])), digest(&json!(["a", "bc"])));
+        assert_ne!(digest(&json!({"a": null})), digest(&json!({})));
     }
 }

@@ -273,6 +273,24 @@ fn invalid_file(path: &Path, reason: impl std::fmt::Display) -> Error {
     }
 }
 
+/// The tables a synckit file holds (the migrations create them).
+const SYNCKIT_TABLES: [&str; 3] = [
+    "events",
+    "synckit_checkpoints",
+    "__diesel_schema_migrations",
+];
+
+/// The versions of the embedded migrations.
+fn embedded_versions() -> Result<Vec<String>> {
+    use diesel::migration::MigrationSource;
+    let migrations = MigrationSource::<diesel::sqlite::Sqlite>::migrations(&MIGRATIONS)
+        .map_err(|e| Error::database("migrate", e.to_string()))?;
+    Ok(migrations
+        .iter()
+        .map(|m| m.name().version().to_string())
+        .collect())
+}
+
 /// Opens the file and checks it before anything is written: a SQLite
 /// database, writable, and either empty or synckit's.
 fn open_checked(config: &SqliteConfig) -> Result<(SqliteConnection, Vec<String>)> {
@@ -303,14 +321,56 @@ fn open_checked(config: &SqliteConfig) -> Result<(SqliteConnection, Vec<String>)
     )
     .load(&mut conn)
     .map_err(|e| invalid_file(path, format!("not a SQLite database ({e})")))?;
-    let names: Vec<&str> = tables.iter().map(|t| t.name.as_str()).collect();
-    let ours = names.contains(&"__diesel_schema_migrations");
-    if !names.is_empty() && !ours {
+    // synckit's file holds synckit's tables and migrations only: a file
+    // another tool manages with diesel has the same migrations table, but
+    // other tables or other migration versions.
+    let foreign: Vec<&str> = tables
+        .iter()
+        .map(|t| t.name.as_str())
+        .filter(|name| !SYNCKIT_TABLES.contains(name))
+        .collect();
+    if !foreign.is_empty() {
         return Err(invalid_file(
             path,
             format!(
                 "holds tables synckit did not create ({}); use another file",
-                names.join(", ")
+                foreign.join(", ")
+            ),
+        ));
+    }
+    if tables
+        .iter()
+        .any(|t| t.name == "__diesel_schema_migrations")
+    {
+        let known = embedded_versions()?;
+        let applied: Vec<Name> =
+            diesel::sql_query("SELECT version AS name FROM __diesel_schema_migrations")
+                .load(&mut conn)
+                .map_err(|e| invalid_file(path, e))?;
+        let unknown: Vec<&str> = applied
+            .iter()
+            .map(|v| v.name.as_str())
+            .filter(|v| !known.iter().any(|k| k == v))
+            .collect();
+        if !unknown.is_empty() {
+            return Err(invalid_file(
+                path,
+                format!(
+                    "holds tables synckit did not create: its migration record lists versions synckit does not have ({}), from another tool or a newer synckit; use another file",
+                    unknown.join(", ")
+                ),
+            ));
+        }
+    } else if !tables.is_empty() {
+        return Err(invalid_file(
+            path,
+            format!(
+                "holds tables synckit did not create ({}): synckit's migration record is missing; use another file",
+                tables
+                    .iter()
+                    .map(|t| t.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
         ));
     }
