@@ -233,6 +233,17 @@ pub trait SubscriptionSource: EventStore {
         Ok(())
     }
 
+    /// Where a subscription that starts now begins: a position, and the
+    /// versions above it that had committed already (a backend whose
+    /// fence can lag behind commits lists them, so that a subscription
+    /// from now delivers only what commits after it starts, yet nothing
+    /// that was still pending below those).
+    #[doc(hidden)]
+    fn start_now(&self) -> impl Future<Output = Result<(Cursor, Vec<u64>)>> + Send {
+        let latest = self.latest_version();
+        async move { Ok((latest.await?, Vec::new())) }
+    }
+
     /// Waits before a subscription retries a read that failed with a
     /// transient error (`attempt` counts from 1).
     fn retry_delay(&self, attempt: u32) -> impl Future<Output = ()> + Send {

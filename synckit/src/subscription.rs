@@ -332,10 +332,15 @@ pub(crate) async fn open<S: SubscriptionSource>(
     let registration = store.hub().register(&filter);
     let mut checkpoint = None;
     let mut description = filter.describe();
+    let mut committed_before = Vec::new();
     let position = match start {
         Start::Beginning => Cursor::START,
         Start::After(cursor) => cursor,
-        Start::Now => store.latest_version().await?,
+        Start::Now => {
+            let (position, committed) = store.start_now().await?;
+            committed_before = committed;
+            position
+        }
         Start::Checkpoint(name) => {
             check_checkpoint_name(&name)?;
             let position = store.load_checkpoint(&name).await?.unwrap_or(Cursor::START);
@@ -364,6 +369,7 @@ pub(crate) async fn open<S: SubscriptionSource>(
         filter,
         position,
         buffer: VecDeque::new(),
+        committed_before: committed_before.into(),
         at_head: false,
         announced: false,
         finished: false,
@@ -390,6 +396,9 @@ struct Follower<S> {
     /// Rows read and not yet handed out: events, and stored rows that do
     /// not decode (each handed out as one error item in its place).
     buffer: VecDeque<PageRow>,
+    /// Versions above a `Start::Now` position that had committed before
+    /// the subscription started: passed over, in order.
+    committed_before: VecDeque<u64>,
     /// The last read returned less than a page: nothing more is visible.
     at_head: bool,
     announced: bool,
@@ -464,7 +473,24 @@ impl<S: SubscriptionSource> Follower<S> {
                             self.registration.signal.raise();
                         }
                     }
-                    self.buffer.extend(page.rows);
+                    if self.committed_before.is_empty() {
+                        self.buffer.extend(page.rows);
+                    } else {
+                        for row in page.rows {
+                            let version = match &row {
+                                Ok(event) => event.version,
+                                Err(unreadable) => unreadable.version,
+                            };
+                            while self.committed_before.front().is_some_and(|v| *v < version) {
+                                self.committed_before.pop_front();
+                            }
+                            if self.committed_before.front() == Some(&version) {
+                                self.committed_before.pop_front();
+                            } else {
+                                self.buffer.push_back(row);
+                            }
+                        }
+                    }
                 }
                 Err(error) if error.is_transient() => {
                     self.failures += 1;

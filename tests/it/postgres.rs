@@ -671,3 +671,58 @@ async fn appends_at_every_length_limit_never_fail_on_notification_limits() {
         1
     );
 }
+
+/// A writer reads the sequence, then takes its pending mark; others may
+/// commit above the head it read before the mark shows, so the fence the
+/// database gives drops below versions already committed. The store's
+/// `latest_version` never goes back, and a subscription from now, even in
+/// a store that never saw the higher fence, delivers only what commits
+/// after it started.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fence_never_moves_back_and_start_now_skips_what_committed_before() {
+    let (store, url) = store_with(100).await;
+    let first: Vec<_> = (1..=5).map(|n| event("early", n)).collect();
+    store.append(ExpectedVersion::Any, first).await.unwrap();
+    assert_eq!(store.latest_version().await.unwrap(), Cursor::new(5));
+    // A late mark, as such a writer takes it: a lower bound of versions it
+    // has not taken yet, below five committed ones.
+    let late = raw_client(&url).await;
+    late.batch_execute("BEGIN; SELECT pg_advisory_xact_lock_shared(4611686018427387904 + 1)")
+        .await
+        .unwrap();
+    let fence: i64 = late
+        .query_one("SELECT synckit_fence()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(fence, 0, "the database's fence dropped");
+    assert_eq!(
+        store.latest_version().await.unwrap(),
+        Cursor::new(5),
+        "latest_version went back"
+    );
+
+    let mut config = Config::new(url.clone());
+    config.max_idle_conns = 0;
+    let fresh = PgStore::connect(config).await.unwrap();
+    let mut from_fresh =
+        synckit::SubscriptionSource::subscribe(&fresh, Filter::all(), synckit::Start::Now)
+            .await
+            .unwrap();
+    let mut from_store =
+        synckit::SubscriptionSource::subscribe(&store, Filter::all(), synckit::Start::Now)
+            .await
+            .unwrap();
+    let sixth = store
+        .append(ExpectedVersion::Any, vec![event("after", 6)])
+        .await
+        .unwrap();
+    late.batch_execute("COMMIT").await.unwrap();
+    for subscription in [&mut from_fresh, &mut from_store] {
+        let next = crate::behaviour::next_within(subscription).await.unwrap();
+        assert_eq!(
+            next.version, sixth[0].version,
+            "delivered an event committed before it started"
+        );
+    }
+}

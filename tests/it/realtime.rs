@@ -656,3 +656,52 @@ async fn a_slow_subscriber_blocks_nobody_and_catches_up() {
     let (versions, _) = collect(slow, 3000, Duration::from_secs(60)).await;
     assert_exactly_once_in_order(&versions, 3000, "slow subscriber");
 }
+
+/// A subscription to one stream (or one type) whose read the fence cut
+/// short, because a lower version on another stream was still pending, is
+/// woken by that version's commit: its own stream gets no new event, and
+/// the poll tick is two minutes away.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_filtered_subscription_held_back_by_the_fence_wakes_when_the_blocker_commits() {
+    let url = database_url().await;
+    let store = listening_store(&url).await;
+    let mut by_stream = store
+        .subscribe(Filter::stream("mine"), Start::Now)
+        .await
+        .unwrap();
+    let mut by_type = store
+        .subscribe(Filter::types(["Mine"]), Start::Now)
+        .await
+        .unwrap();
+    wait_until("the listener connects", || store.is_listener_connected()).await;
+    let held = raw_client(&url).await;
+    held.batch_execute("BEGIN").await.unwrap();
+    held.batch_execute(
+        "INSERT INTO events (id, aggregate_id, event_type, data) VALUES ('blocker', 'other', 'Other', '{}')",
+    )
+    .await
+    .unwrap();
+    let mine = store
+        .append(
+            ExpectedVersion::Any,
+            vec![NewEvent::new("mine", "Mine", json!({}))],
+        )
+        .await
+        .unwrap();
+    // Both are woken by their event, and read nothing: the fence is below.
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), by_stream.next())
+            .await
+            .is_err(),
+        "delivered past a pending version"
+    );
+    held.batch_execute("COMMIT").await.unwrap();
+    for subscription in [&mut by_stream, &mut by_type] {
+        let event = tokio::time::timeout(Duration::from_secs(5), subscription.next())
+            .await
+            .expect("woken by the blocker's commit, not the poll tick")
+            .unwrap()
+            .unwrap();
+        assert_eq!(event.version, mine[0].version);
+    }
+}

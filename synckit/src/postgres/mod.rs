@@ -1037,6 +1037,34 @@ impl SubscriptionSource for PgStore {
         crate::subscription::open(self.clone(), filter, start).await
     }
 
+    /// The fence, and the versions above it that had committed: while a
+    /// writer below them is pending, the fence lags behind them, and a
+    /// subscription from now must not deliver what committed before it.
+    async fn start_now(&self) -> Result<(Cursor, Vec<u64>)> {
+        let (fence, committed) = self
+            .with_conn("subscribe", async |conn| {
+                let fence = fence(conn, "subscribe").await?;
+                // A later statement: its snapshot sees every commit up to
+                // now, above the fence read before it.
+                let rows: Vec<Position> = Statement::new(
+                    "SELECT version AS position FROM events WHERE version > $1 ORDER BY version",
+                )
+                .bind::<BigInt, _>(fence)
+                .load(&mut *conn)
+                .await
+                .map_err(db("subscribe"))?;
+                Ok((fence, rows))
+            })
+            .await?;
+        let fence = self.inner.fence_floor.raise(fence as u64);
+        let committed = committed
+            .into_iter()
+            .filter_map(|r| u64::try_from(r.position).ok())
+            .filter(|v| *v > fence)
+            .collect();
+        Ok((Cursor::new(fence), committed))
+    }
+
     async fn load_checkpoint(&self, name: &str) -> Result<Option<Cursor>> {
         let name = name.to_owned();
         self.with_conn("load_checkpoint", async |conn| {
