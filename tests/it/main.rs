@@ -6,6 +6,7 @@ mod derive;
 mod import;
 mod memory;
 mod poison;
+mod pooler;
 mod postgres;
 mod realtime;
 mod sqlite;

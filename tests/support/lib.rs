@@ -170,7 +170,12 @@ fn find_binary(name: &str) -> Option<PathBuf> {
         .unwrap_or_default();
     versioned.sort();
     versioned.reverse();
-    in_path.into_iter().chain(versioned).find(|p| p.is_file())
+    let system = ["/usr/sbin", "/usr/bin"].map(|d| Path::new(d).join(name));
+    in_path
+        .into_iter()
+        .chain(versioned)
+        .chain(system)
+        .find(|p| p.is_file())
 }
 
 fn is_root() -> bool {
@@ -455,6 +460,20 @@ async fn drop_stale_databases(client: &tokio_postgres::Client) {
 
 /// A new, empty database for one test; returns its connection string.
 pub async fn database_url() -> String {
+    let (name, server) = new_database().await;
+    server.url(&name)
+}
+
+/// A new, empty database for one test, reached through [`pgbouncer`]:
+/// returns the connection string through the pooler, and a direct one.
+pub async fn pooled_database_url() -> (String, String) {
+    let bouncer = pgbouncer();
+    let (name, server) = new_database().await;
+    (bouncer.url(&name), server.url(&name))
+}
+
+/// Creates a new, empty database; returns its name.
+async fn new_database() -> (String, Server) {
     let server = server();
     let client = admin(&server).await;
     if CLEANED.set(()).is_ok() {
@@ -469,7 +488,7 @@ pub async fn database_url() -> String {
         .batch_execute(&format!("CREATE DATABASE \"{name}\""))
         .await
         .unwrap_or_else(|e| panic!("cannot create test database {name}: {e}"));
-    server.url(&name)
+    (name, server)
 }
 
 /// A raw client on `url`, driven on the current runtime.
@@ -479,4 +498,126 @@ pub async fn raw_client(url: &str) -> tokio_postgres::Client {
         .unwrap_or_else(|e| panic!("cannot connect: {e}"));
     tokio::spawn(connection);
     client
+}
+
+/// A PgBouncer in transaction pooling mode in front of the test server.
+#[derive(Debug, Clone)]
+pub struct Bouncer {
+    server: Server,
+    port: u16,
+}
+
+impl Bouncer {
+    /// A key=value connection string for `dbname` through the pooler.
+    pub fn url(&self, dbname: &str) -> String {
+        let mut through = self.server.clone();
+        through.host = "127.0.0.1".to_owned();
+        through.port = self.port;
+        through.url(dbname)
+    }
+}
+
+static BOUNCER: OnceLock<Result<Bouncer, String>> = OnceLock::new();
+
+/// The PgBouncer of this test process (`pool_mode = transaction`, a small
+/// pool so that clients share server connections), started once on a free
+/// port against [`server`] and stopped when the process exits. Needs the
+/// `pgbouncer` binary (Debian: `apt-get install pgbouncer`; `.ci/run`
+/// installs it when missing).
+pub fn pgbouncer() -> Bouncer {
+    let server = server();
+    BOUNCER
+        .get_or_init(|| {
+            // Probing uses its own runtime: keep it off the caller's.
+            std::thread::spawn(move || start_bouncer(server))
+                .join()
+                .unwrap_or_else(|_| Err("starting PgBouncer panicked".to_owned()))
+        })
+        .clone()
+        .unwrap_or_else(|message| panic!("{message}"))
+}
+
+fn start_bouncer(server: Server) -> Result<Bouncer, String> {
+    let Some(binary) = find_binary("pgbouncer") else {
+        return Err(
+            "the pooler tests need PgBouncer: install it (Debian: `apt-get install \
+                    pgbouncer`; `.ci/run` installs it when missing)"
+                .to_owned(),
+        );
+    };
+    let root = is_root();
+    let dir = std::env::temp_dir().join(format!("synckit-pgbouncer-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(|e| format!("no free port: {e}"))?;
+    let password = server
+        .password
+        .as_ref()
+        .map(|p| format!(" password={}", quote(p)))
+        .unwrap_or_default();
+    let ini = format!(
+        "[databases]\n* = host={} port={} user={}{password}\n\
+         [pgbouncer]\nlisten_addr = 127.0.0.1\nlisten_port = {port}\nunix_socket_dir =\n\
+         auth_type = trust\nauth_file = {dir}/users.txt\npool_mode = transaction\n\
+         max_client_conn = 500\ndefault_pool_size = 4\nlogfile = {dir}/pgbouncer.log\n\
+         ignore_startup_parameters = extra_float_digits,options\n",
+        server.host,
+        server.port,
+        server.user,
+        dir = dir.display()
+    );
+    std::fs::write(dir.join("pgbouncer.ini"), ini).map_err(|e| e.to_string())?;
+    std::fs::write(dir.join("users.txt"), format!("\"{}\" \"\"\n", server.user))
+        .map_err(|e| e.to_string())?;
+    if root {
+        // PgBouncer refuses to run as root.
+        let status = Command::new("chown")
+            .args(["-R", "postgres"])
+            .arg(&dir)
+            .status()
+            .map_err(|e| format!("chown: {e}"))?;
+        if !status.success() {
+            return Err("running as root, PgBouncer needs the `postgres` OS user".to_owned());
+        }
+    }
+    // A watchdog stops the pooler and deletes its files once this process
+    // exits, however it exits.
+    let script = format!(
+        "\"$0\" \"$1/pgbouncer.ini\" >/dev/null 2>&1 & pid=$!; \
+         while [ -d /proc/{parent} ] && kill -0 $pid 2>/dev/null; do sleep 1; done; \
+         kill -INT $pid 2>/dev/null; wait $pid; rm -rf \"$1\"",
+        parent = std::process::id()
+    );
+    let mut watchdog = if root {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--", "sh", "-c"]);
+        c
+    } else {
+        let mut c = Command::new("sh");
+        c.arg("-c");
+        c
+    };
+    watchdog
+        .arg(&script)
+        .arg(&binary)
+        .arg(&dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("cannot start {}: {e}", binary.display()))?;
+    let bouncer = Bouncer { server, port };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if can_connect(&bouncer.url(&bouncer.server.admin_db)) {
+            eprintln!("synckit tests: started PgBouncer on port {port}");
+            return Ok(bouncer);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let log = std::fs::read_to_string(dir.join("pgbouncer.log")).unwrap_or_default();
+    Err(format!("PgBouncer did not start within 30 s:\n{log}"))
 }

@@ -60,6 +60,24 @@ pub struct Config {
     /// off behind PgBouncer in transaction mode: every statement is then
     /// prepared unnamed and never reused.
     pub prepared_statements: bool,
+    /// The connection string points at a pooler in transaction mode
+    /// (PgBouncer's `pool_mode = transaction`), where consecutive
+    /// transactions of one client may run on different server connections
+    /// (default off). The store then relies on no session state: every
+    /// operation runs in one transaction (a statement's preparation and
+    /// execution stay on one server connection), the fence of a read is a
+    /// transaction-local setting, and statements are not cached (as with
+    /// `prepared_statements` off). What needs a session of its own, the
+    /// LISTEN connection and the migrations' advisory lock, uses
+    /// [`Config::direct_connection_string`]; without it, subscriptions and
+    /// `run_migrations` are refused with [`Error::InvalidInput`].
+    ///
+    /// [`Error::InvalidInput`]: crate::Error::InvalidInput
+    pub transaction_pooling: bool,
+    /// A connection string straight to the server, bypassing any pooler,
+    /// for the LISTEN connection and the migrations (default `None`: they
+    /// use [`Config::connection_string`]). Redacted like it.
+    pub direct_connection_string: Option<String>,
     /// Whether the store records `metrics` counters, gauges and histograms
     /// (default on; with no recorder installed they cost nothing).
     pub metrics: bool,
@@ -85,6 +103,8 @@ impl Config {
             max_reconnect_attempts: 10,
             batch_size: DEFAULT_BATCH_SIZE,
             prepared_statements: true,
+            transaction_pooling: false,
+            direct_connection_string: None,
             metrics: true,
             run_migrations: true,
         }
@@ -112,7 +132,29 @@ impl Config {
         if self.conn_max_idle_time.is_some_and(|d| d.is_zero()) {
             return invalid("conn_max_idle_time must be above zero (None keeps idle connections)");
         }
+        if self.transaction_pooling
+            && self.run_migrations
+            && self.direct_connection_string.is_none()
+        {
+            return invalid(
+                "run_migrations behind a transaction pooler needs direct_connection_string \
+                 (the migrations hold a session-level lock), or run_migrations = false",
+            );
+        }
         Ok(())
+    }
+
+    /// The connection string of what needs a session: the listener and the
+    /// migrations.
+    pub(crate) fn session_connection_string(&self) -> &str {
+        self.direct_connection_string
+            .as_deref()
+            .unwrap_or(&self.connection_string)
+    }
+
+    /// Whether pooled connections cache prepared statements.
+    pub(crate) fn caches_statements(&self) -> bool {
+        self.prepared_statements && !self.transaction_pooling
     }
 
     /// The connection string with its password replaced by `***`, in URL
@@ -136,6 +178,11 @@ impl fmt::Debug for Config {
             .field("max_reconnect_attempts", &self.max_reconnect_attempts)
             .field("batch_size", &self.batch_size)
             .field("prepared_statements", &self.prepared_statements)
+            .field("transaction_pooling", &self.transaction_pooling)
+            .field(
+                "direct_connection_string",
+                &self.direct_connection_string.as_deref().map(redact),
+            )
             .field("metrics", &self.metrics)
             .field("run_migrations", &self.run_migrations)
             .finish()
@@ -229,6 +276,10 @@ mod tests {
         assert!(!text.contains("topsecret"), "{text}");
         let text = format!("{:?}", Config::new("postgres://u:top/sec?ret@h/d"));
         assert!(!text.contains("top") && !text.contains("ret"), "{text}");
+        let mut config = Config::new("postgres://u@pooler/d");
+        config.direct_connection_string = Some("postgres://u:hidden@db/d".to_owned());
+        let text = format!("{config:?}");
+        assert!(!text.contains("hidden"), "{text}");
         let text = format!("{:?}", Config::new("user=u password=topsecret host=h"));
         assert!(!text.contains("topsecret"), "{text}");
     }

@@ -18,14 +18,23 @@ pub(crate) type Pool = diesel_async::pooled_connection::bb8::Pool<AsyncPgConnect
 /// Parses the connection string (URL or key=value), taking out the TLS
 /// settings, and applies the configured connect timeout when the string
 /// sets none.
+#[cfg(test)]
 pub(crate) fn parse(config: &Config) -> Result<(tokio_postgres::Config, TlsSettings)> {
+    parse_string(config, &config.connection_string)
+}
+
+/// [`parse`] for one of the config's connection strings.
+fn parse_string(
+    config: &Config,
+    connection_string: &str,
+) -> Result<(tokio_postgres::Config, TlsSettings)> {
     let malformed = |e: &dyn std::fmt::Display| Error::InvalidConnection {
         reason: format!(
             "malformed connection string {:?}: {e}",
-            config.redacted_connection_string()
+            redact(connection_string)
         ),
     };
-    let (rest, tls) = tls::split(&config.connection_string)?;
+    let (rest, tls) = tls::split(connection_string)?;
     let mut parsed = tokio_postgres::Config::from_str(&rest).map_err(|e| malformed(&e))?;
     if parsed.get_connect_timeout().is_none() {
         parsed.connect_timeout(config.connect_timeout);
@@ -36,12 +45,9 @@ pub(crate) fn parse(config: &Config) -> Result<(tokio_postgres::Config, TlsSetti
     Ok((parsed, tls))
 }
 
-fn connect_error(config: &Config, reason: &str) -> Error {
+fn connect_error(connection_string: &str, reason: &str) -> Error {
     Error::InvalidConnection {
-        reason: format!(
-            "cannot connect to {}: {reason}",
-            config.redacted_connection_string()
-        ),
+        reason: format!("cannot connect to {}: {reason}", redact(connection_string)),
     }
 }
 
@@ -49,13 +55,14 @@ fn connect_error(config: &Config, reason: &str) -> Error {
 /// applies it per host; this bounds the whole attempt).
 async fn within_timeout<T, E: std::error::Error + 'static>(
     config: &Config,
+    connection_string: &str,
     attempt: impl std::future::Future<Output = std::result::Result<T, E>>,
 ) -> Result<T> {
     match tokio::time::timeout(config.connect_timeout, attempt).await {
         Ok(Ok(value)) => Ok(value),
-        Ok(Err(e)) => Err(connect_error(config, &with_causes(&e))),
+        Ok(Err(e)) => Err(connect_error(connection_string, &with_causes(&e))),
         Err(_) => Err(connect_error(
-            config,
+            connection_string,
             &format!("no answer within {:?}", config.connect_timeout),
         )),
     }
@@ -82,10 +89,22 @@ enum Opened {
     ),
 }
 
+/// Where a connection goes: through [`Config::connection_string`] (the
+/// pool), or straight to the server for what needs a session.
+#[derive(Clone, Copy)]
+pub(crate) enum Target {
+    Pooled,
+    Session,
+}
+
 /// Connects with the TLS the connection string asks for (the one place that
 /// decides it, for the pool and the listener alike).
-async fn open(config: &Config, application_name: Option<&str>) -> Result<Opened> {
-    let (mut parsed, tls) = parse(config)?;
+async fn open(config: &Config, target: Target, application_name: Option<&str>) -> Result<Opened> {
+    let connection_string = match target {
+        Target::Pooled => config.connection_string.as_str(),
+        Target::Session => config.session_connection_string(),
+    };
+    let (mut parsed, tls) = parse_string(config, connection_string)?;
     if let Some(name) = application_name {
         parsed.application_name(name);
     }
@@ -93,8 +112,12 @@ async fn open(config: &Config, application_name: Option<&str>) -> Result<Opened>
         tls::SslMode::Disable => {}
         #[cfg(feature = "tls")]
         _ => {
-            let (client, connection) =
-                within_timeout(config, parsed.connect(tls::connector(&tls)?)).await?;
+            let (client, connection) = within_timeout(
+                config,
+                connection_string,
+                parsed.connect(tls::connector(&tls)?),
+            )
+            .await?;
             return Ok(Opened::Tls(client, Box::new(connection)));
         }
         #[cfg(not(feature = "tls"))]
@@ -106,14 +129,18 @@ async fn open(config: &Config, application_name: Option<&str>) -> Result<Opened>
             });
         }
     }
-    let (client, connection) =
-        within_timeout(config, parsed.connect(tokio_postgres::NoTls)).await?;
+    let (client, connection) = within_timeout(
+        config,
+        connection_string,
+        parsed.connect(tokio_postgres::NoTls),
+    )
+    .await?;
     Ok(Opened::Plain(client, Box::new(connection)))
 }
 
 /// Opens one diesel-async connection, with TLS as the connection string
 /// asks, and the configured statement cache.
-pub(crate) async fn connect(config: &Config) -> Result<AsyncPgConnection> {
+pub(crate) async fn connect(config: &Config, target: Target) -> Result<AsyncPgConnection> {
     let setup = |e: diesel::ConnectionError| Error::InvalidConnection {
         reason: format!(
             "cannot set up a connection to {}: {}",
@@ -121,7 +148,7 @@ pub(crate) async fn connect(config: &Config) -> Result<AsyncPgConnection> {
             with_causes(&e)
         ),
     };
-    let mut conn = match open(config, None).await? {
+    let mut conn = match open(config, target, None).await? {
         Opened::Plain(client, connection) => {
             AsyncPgConnection::try_from_client_and_connection(client, *connection).await
         }
@@ -131,7 +158,7 @@ pub(crate) async fn connect(config: &Config) -> Result<AsyncPgConnection> {
         }
     }
     .map_err(setup)?;
-    if !config.prepared_statements {
+    if !config.caches_statements() {
         conn.set_prepared_statement_cache_size(CacheSize::Disabled);
     }
     Ok(conn)
@@ -153,11 +180,13 @@ where
 /// Opens one raw tokio-postgres connection (outside the pool), with the
 /// same TLS settings; polling the returned stream drives the connection.
 pub(crate) async fn connect_raw(config: &Config) -> Result<(tokio_postgres::Client, Messages)> {
-    Ok(match open(config, Some("synckit-listener")).await? {
-        Opened::Plain(client, connection) => (client, messages(*connection)),
-        #[cfg(feature = "tls")]
-        Opened::Tls(client, connection) => (client, messages(*connection)),
-    })
+    Ok(
+        match open(config, Target::Session, Some("synckit-listener")).await? {
+            Opened::Plain(client, connection) => (client, messages(*connection)),
+            #[cfg(feature = "tls")]
+            Opened::Tls(client, connection) => (client, messages(*connection)),
+        },
+    )
 }
 
 /// Builds the pool. Connections are opened lazily (and `max_idle_conns` of
@@ -168,7 +197,7 @@ pub(crate) fn pool(config: &Config) -> Pool {
     manager_config.custom_setup = Box::new(move |_url| {
         let config = setup_config.clone();
         async move {
-            connect(&config)
+            connect(&config, Target::Pooled)
                 .await
                 .map_err(|e| diesel::ConnectionError::BadConnection(e.to_string()))
         }

@@ -69,7 +69,14 @@ pub struct MigrationReport {
 /// does not know) is refused with [`Error::IncompatibleVersion`].
 pub async fn migrate(config: &Config) -> Result<MigrationReport> {
     config.check()?;
-    let conn = connect::connect(config).await?;
+    if config.transaction_pooling && config.direct_connection_string.is_none() {
+        return Err(Error::invalid(
+            "config",
+            "migrating behind a transaction pooler needs direct_connection_string \
+             (the migrations hold a session-level lock)",
+        ));
+    }
+    let conn = connect::connect(config, connect::Target::Session).await?;
     let (_, applied) = migrate_connection(conn).await?;
     Ok(MigrationReport { applied })
 }

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use diesel::sql_types::{Array, BigInt, Bool, Jsonb, Text};
-use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl, TransactionManager};
 
 use crate::statement;
 pub use config::Config;
@@ -324,15 +324,14 @@ impl PgStore {
     #[tracing::instrument(skip_all, fields(db = %config.redacted_connection_string()), err)]
     pub async fn connect(config: Config) -> Result<Self> {
         config.check()?;
-        let conn = connect::connect(&config).await?;
         if config.run_migrations {
+            let conn = connect::connect(&config, connect::Target::Session).await?;
             let (_, applied) = migrate::migrate_connection(conn).await?;
             if !applied.is_empty() {
                 tracing::info!(?applied, "applied migrations");
             }
-        } else {
-            check_schema(conn).await?;
         }
+        let check = !config.run_migrations || config.direct_connection_string.is_some();
         let pool = connect::pool(&config);
         let inner = Arc::new(Inner {
             pool: RwLock::new(Some(pool)),
@@ -343,7 +342,13 @@ impl PgStore {
             listener: Arc::new(listener::ListenerState::default()),
             listener_task: std::sync::Mutex::new(ListenerTask::NotStarted),
         });
-        Ok(PgStore { inner })
+        let store = PgStore { inner };
+        if check {
+            // Through the pool, the way the store's operations go (behind a
+            // pooler: in a transaction).
+            store.with_conn("connect", check_schema).await?;
+        }
+        Ok(store)
     }
 
     /// Whether the notification listener's connection is up now. The
@@ -387,6 +392,10 @@ impl PgStore {
             .ok_or(Error::StoreClosed)
     }
 
+    /// Runs `f` on a pooled connection. Behind a transaction pooler
+    /// ([`Config::transaction_pooling`]) it runs in one transaction, so
+    /// that its statements, prepared and executed, stay on one server
+    /// connection.
     async fn with_conn<T>(
         &self,
         operation: &'static str,
@@ -397,7 +406,23 @@ impl PgStore {
             .get()
             .await
             .map_err(|e| Error::database(operation, e))?;
-        f(&mut conn).await
+        if !self.inner.config.transaction_pooling {
+            return f(&mut conn).await;
+        }
+        // Begun and ended by hand: `f` decides the outcome, whatever its
+        // type. A database error inside has aborted the transaction, and
+        // PostgreSQL's COMMIT then rolls it back; a future dropped inside
+        // leaves the connection in a transaction, which the pool discards.
+        type Transactions = <AsyncPgConnection as AsyncConnection>::TransactionManager;
+        Transactions::begin_transaction(&mut *conn)
+            .await
+            .map_err(db(operation))?;
+        let outcome = f(&mut conn).await;
+        if let Err(e) = Transactions::commit_transaction(&mut *conn).await {
+            let _ = Transactions::rollback_transaction(&mut *conn).await;
+            return Err(Error::database(operation, e));
+        }
+        outcome
     }
 
     /// Pool figures.
@@ -498,11 +523,17 @@ impl PgStore {
         .await
     }
 
-    /// Whether this connection caches prepared statements: the number of
-    /// statements prepared on one pooled connection after the same query ran
-    /// twice on it. Zero when [`Config::prepared_statements`] is off.
+    /// Whether this connection caches prepared statements: the text of the
+    /// statements prepared on one pooled connection after the same query
+    /// ran twice on it. None of synckit's own when
+    /// [`Config::prepared_statements`] is off.
     #[doc(hidden)]
-    pub async fn prepared_statement_count(&self) -> Result<i64> {
+    pub async fn prepared_statements(&self) -> Result<Vec<String>> {
+        #[derive(diesel::QueryableByName)]
+        struct Prepared {
+            #[diesel(sql_type = Text)]
+            statement: String,
+        }
         self.with_conn("stats", async |conn| {
             for _ in 0..2 {
                 let _: Vec<Count> = Statement::new("SELECT $1::bigint AS count")
@@ -511,14 +542,14 @@ impl PgStore {
                     .await
                     .map_err(db("stats"))?;
             }
-            let rows: Vec<Count> = Statement::new(
-                "SELECT count(*) AS count FROM pg_prepared_statements \
-                 WHERE statement NOT LIKE '%pg_prepared_statements%'",
+            let rows: Vec<Prepared> = Statement::new(
+                "SELECT statement FROM pg_prepared_statements \
+                 WHERE statement NOT LIKE '%pg_prepared_statements%' ORDER BY name",
             )
             .load(&mut *conn)
             .await
             .map_err(db("stats"))?;
-            Ok(rows.into_iter().next().map_or(0, |r| r.count))
+            Ok(rows.into_iter().map(|r| r.statement).collect())
         })
         .await
     }
@@ -711,6 +742,7 @@ impl PgStore {
         validate::check_filter(filter)?;
         let after = after.as_i64();
         let filter = filter.clone();
+        let pooled = self.inner.config.transaction_pooling;
         let rows = self
             .with_conn("read", async |conn| {
                 if limit == 0 {
@@ -760,11 +792,17 @@ impl PgStore {
                     };
                 }
                 let query = query.bind::<BigInt, _>(to_i64(limit));
-                let set_fence = Statement::new(
+                // Session-wide, or (behind a transaction pooler, where the
+                // read runs in a transaction of its own) local to it.
+                let set_fence = Statement::new(if pooled {
+                    "SELECT set_config('synckit.fence', synckit_fence()::text, true) AS fence, \
+                     (SELECT CASE WHEN is_called THEN last_value ELSE last_value - 1 END \
+                        FROM events_version_seq) AS head"
+                } else {
                     "SELECT set_config('synckit.fence', synckit_fence()::text, false) AS fence, \
                      (SELECT CASE WHEN is_called THEN last_value ELSE last_value - 1 END \
-                        FROM events_version_seq) AS head",
-                );
+                        FROM events_version_seq) AS head"
+                });
                 if upto.is_some() {
                     let rows = query.load::<EventRow>(conn).await.map_err(db("read"))?;
                     return Ok((rows, upto, false));
@@ -826,11 +864,10 @@ async fn fence(conn: &mut AsyncPgConnection, operation: &'static str) -> Result<
         .max(0))
 }
 
-async fn check_schema(conn: AsyncPgConnection) -> Result<()> {
-    let mut conn = conn;
+async fn check_schema(conn: &mut AsyncPgConnection) -> Result<()> {
     let rows: Vec<Count> =
         Statement::new("SELECT count(*) AS count FROM pg_proc WHERE proname = 'synckit_fence'")
-            .load(&mut conn)
+            .load(conn)
             .await
             .map_err(db("connect"))?;
     if rows.into_iter().next().map_or(0, |r| r.count) == 0 {
@@ -1033,6 +1070,16 @@ impl SubscriptionSource for PgStore {
     /// LISTEN is not lost: the listener wakes every subscription once it
     /// listens.
     async fn subscribe(&self, filter: Filter, start: crate::Start) -> Result<crate::Subscription> {
+        let config = &self.inner.config;
+        if config.transaction_pooling && config.direct_connection_string.is_none() {
+            // LISTEN through a transaction pooler would look connected and
+            // hear nothing: refuse rather than poll silently.
+            return Err(Error::invalid(
+                "config",
+                "subscriptions behind a transaction pooler need direct_connection_string \
+                 (LISTEN needs a session of its own)",
+            ));
+        }
         self.inner.start_listener();
         crate::subscription::open(self.clone(), filter, start).await
     }
