@@ -49,10 +49,18 @@ pub const MAX_PAGE_GROWTH: usize = 16;
 /// - reads return events in `version` order and never step over an event
 ///   that commits later with a lower version, so a reader that resumes from
 ///   the last version it saw never misses one;
+/// - a stored event that cannot be decoded is one error naming its version
+///   and id ([`Error::UnreadableEvent`], [`Error::Decode`]): streamed reads
+///   and subscriptions yield it in its place and go on; whole pages
+///   ([`EventStore::read`], [`EventStore::load`]) fail with it;
+/// - every future may be dropped at any await point and leaves no lock,
+///   connection or task behind;
+/// - errors say whether a retry can help ([`Error::is_transient`]);
 /// - after [`EventStore::close`], every call fails with
 ///   [`Error::StoreClosed`].
 ///
-/// Handles are cheap to clone and share one store.
+/// Handles are cheap to clone and share one store; dropping every handle
+/// frees what the store holds, as `close` does.
 pub trait EventStore: Clone + Send + Sync + 'static {
     /// Appends events atomically, after checking `expected` against the
     /// stream's version (an append that expects a version covers one
@@ -256,7 +264,10 @@ pub trait SubscriptionSource: EventStore {
     /// The subscription reads the store from its own position, so wake-ups
     /// that are lost or coalesced cost latency, never an event; it delivers
     /// in version order, yields [`Message::CaughtUp`](crate::Message) once
-    /// when it reaches the head, then follows new commits.
+    /// when it reaches the head, then follows new commits. A stored event
+    /// that cannot be decoded is an error item in its place, after which it
+    /// goes on; transient read errors are error items too, retried with
+    /// backoff. [`Start::Now`] delivers what commits after the call.
     fn subscribe(
         &self,
         filter: Filter,
