@@ -29,7 +29,8 @@ async fn migrate_twice_is_a_no_op_the_second_time() {
     let first = synckit(&url, &["migrate"]);
     assert!(first.status.success(), "{first:?}");
     assert!(
-        stdout(&first).contains("applied 20261124000001"),
+        stdout(&first).contains("applied 20261124000001")
+            && stdout(&first).contains("20261201000001"),
         "{}",
         stdout(&first)
     );
@@ -49,11 +50,21 @@ async fn errors_are_one_line_and_a_failure_exit() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.contains("DATABASE_URL"), "{err}");
-    let out = synckit("postgres://u:secret@127.0.0.1:1/db", &["stats"]);
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(err.lines().count(), 1, "{err}");
-    assert!(!err.contains("secret"), "{err}");
+    // Passwords the driver accepts unencoded, with the characters that
+    // end a URL's authority elsewhere.
+    for url in [
+        "postgres://u:secret@127.0.0.1:1/db",
+        "postgres://app:pa/ss@127.0.0.1:1/x",
+        "postgres://app:pa?ss@127.0.0.1:1/x?sslmode=disable",
+    ] {
+        let out = synckit(url, &["stats"]);
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(err.lines().count(), 1, "{err}");
+        for secret in ["secret", "pa/ss", "pa?ss"] {
+            assert!(!err.contains(secret), "{err}");
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

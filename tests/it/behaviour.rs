@@ -684,6 +684,53 @@ pub async fn closed_store_refuses_everything_and_ends_subscriptions<S: Subscript
     ));
 }
 
+/// `run` passes over an event its type cannot decode (one written by
+/// another version of the application, say), commits past it and handles
+/// the next: the same policy on every backend.
+pub async fn run_passes_over_a_poison_event_and_commits_past_it<S: SubscriptionSource>(store: S) {
+    store
+        .append_event(ExpectedVersion::NoStream, &opened("a"))
+        .await
+        .unwrap();
+    let misfit = NewEvent::new("a", "Deposited", json!({ "id": "a", "amount": "lots" }));
+    store
+        .append(ExpectedVersion::Any, vec![misfit.with_id("misfit")])
+        .await
+        .unwrap();
+    store
+        .append_event(ExpectedVersion::Any, &deposited("a", 3))
+        .await
+        .unwrap();
+    let subscription = Account::subscribe_from(&store, Start::Checkpoint("projection".into()))
+        .await
+        .unwrap();
+    let (seen, mut handled) = tokio::sync::mpsc::unbounded_channel();
+    let running = tokio::spawn(subscription.run(move |event: synckit::Recorded<Account>| {
+        let seen = seen.clone();
+        async move {
+            seen.send((event.version, event.data)).unwrap();
+            Ok::<_, std::convert::Infallible>(())
+        }
+    }));
+    for expected in [(1, opened("a")), (3, deposited("a", 3))] {
+        let got = tokio::time::timeout(Duration::from_secs(20), handled.recv())
+            .await
+            .expect("handled within 20 s")
+            .expect("run ended");
+        assert_eq!(got, expected, "the misfit at version 2 is passed over");
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while store.load_checkpoint("projection").await.unwrap() != Some(Cursor::new(3)) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "checkpoint not saved"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(!running.is_finished(), "run goes on");
+    running.abort();
+}
+
 /// A stored event the store cannot read back is refused at append on every
 /// backend, before anything is written; one level less goes in and out.
 pub async fn appends_refuse_json_the_store_could_not_read_back<S: SubscriptionSource>(store: S) {
@@ -731,6 +778,7 @@ macro_rules! behaviour_suite {
             durable_subscription_resumes_after_its_checkpoint,
             closed_store_refuses_everything_and_ends_subscriptions,
             appends_refuse_json_the_store_could_not_read_back,
+            run_passes_over_a_poison_event_and_commits_past_it,
         );
     };
     (@tests $fresh:expr; $($name:ident),* $(,)?) => {

@@ -277,3 +277,72 @@ fn which_python() -> Result<&'static str, ()> {
     }
     Err(())
 }
+
+/// Another process holds the write lock while a durable subscription saves
+/// its checkpoint: the save fails as "database is locked", a transient
+/// error, and `run` retries it instead of ending.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_retries_a_checkpoint_save_that_fails_transiently() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.db");
+    let mut config = SqliteConfig::new(&path);
+    config.busy_timeout = Duration::from_millis(20);
+    config.poll_interval = Duration::from_millis(20);
+    let store = SqliteStore::connect(config).await.unwrap();
+    let first = NewEvent::new("a", "T", json!({ "n": 1 }));
+    store
+        .append(ExpectedVersion::Any, vec![first])
+        .await
+        .unwrap();
+    let subscription = store
+        .subscribe(Filter::all(), Start::Checkpoint("saver".into()))
+        .await
+        .unwrap();
+    let (seen, mut handled) = tokio::sync::mpsc::unbounded_channel();
+    let (locked_tx, locked) = tokio::sync::watch::channel(false);
+    let running = tokio::spawn(subscription.run(move |event: synckit::Recorded| {
+        let (seen, mut locked) = (seen.clone(), locked.clone());
+        async move {
+            seen.send(event.version).unwrap();
+            // The first event's checkpoint is saved while the lock is held.
+            if event.version == 1 {
+                locked.wait_for(|l| *l).await.unwrap();
+            }
+            Ok::<_, std::convert::Infallible>(())
+        }
+    }));
+    assert_eq!(handled.recv().await, Some(1));
+    let blocker = tokio::task::spawn_blocking(move || {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch("BEGIN IMMEDIATE").unwrap();
+        locked_tx.send(true).unwrap();
+        // Long enough for several saves to meet the lock.
+        std::thread::sleep(Duration::from_millis(400));
+        conn.execute_batch("COMMIT").unwrap();
+    });
+    blocker.await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while store.load_checkpoint("saver").await.unwrap() != Some(Cursor::new(1)) {
+        assert!(!running.is_finished(), "run ended: {:?}", running.await);
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "checkpoint never saved"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    store
+        .append(
+            ExpectedVersion::Any,
+            vec![NewEvent::new("a", "T", json!({ "n": 2 }))],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        tokio::time::timeout(Duration::from_secs(20), handled.recv())
+            .await
+            .unwrap(),
+        Some(2),
+        "run goes on after the failed saves"
+    );
+    running.abort();
+}
