@@ -684,6 +684,18 @@ pub async fn closed_store_refuses_everything_and_ends_subscriptions<S: Subscript
     ));
 }
 
+/// Waits until the durable subscription `name` has committed `version`.
+pub(crate) async fn checkpoint_reaches<S: SubscriptionSource>(store: &S, name: &str, version: u64) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while store.load_checkpoint(name).await.unwrap() != Some(Cursor::new(version)) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "checkpoint {name:?} never reached {version}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// `run` passes over an event its type cannot decode (one written by
 /// another version of the application, say), commits past it and handles
 /// the next: the same policy on every backend.
@@ -719,14 +731,7 @@ pub async fn run_passes_over_a_poison_event_and_commits_past_it<S: SubscriptionS
             .expect("run ended");
         assert_eq!(got, expected, "the misfit at version 2 is passed over");
     }
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while store.load_checkpoint("projection").await.unwrap() != Some(Cursor::new(3)) {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "checkpoint not saved"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    checkpoint_reaches(&store, "projection", 3).await;
     assert!(!running.is_finished(), "run goes on");
     running.abort();
 }

@@ -265,19 +265,6 @@ async fn postgres_futures_dropped_at_every_poll_leave_nothing_behind_multi_threa
     sweep(pg_store().await).await;
 }
 
-/// Listener connections of this test's database, as the server sees them.
-async fn listener_backends(client: &tokio_postgres::Client) -> i64 {
-    client
-        .query_one(
-            "SELECT count(*) FROM pg_stat_activity \
-             WHERE datname = current_database() AND application_name = 'synckit-listener'",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0)
-}
-
 /// Waits until `check` holds, failing after the deadline.
 async fn eventually<F: AsyncFnMut() -> bool>(what: &str, mut check: F) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
@@ -293,7 +280,6 @@ async fn eventually<F: AsyncFnMut() -> bool>(what: &str, mut check: F) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropping_every_postgres_handle_ends_the_listener_and_its_connection() {
     let url = synckit_workspace::database_url().await;
-    let admin = synckit_workspace::raw_client(&url).await;
     let mut config = Config::new(url.clone());
     config.max_open_conns = 2;
     config.batch_size = 7;
@@ -318,7 +304,7 @@ async fn dropping_every_postgres_handle_ends_the_listener_and_its_connection() {
     // Polled until its read is in flight, then dropped.
     while futures::poll!(mid_read.next()).is_ready() {}
     eventually("the listener connects", async || {
-        listener_backends(&admin).await == 1
+        crate::realtime::listener_connections(&url).await == 1
     })
     .await;
     drop(mid_read);
@@ -326,7 +312,7 @@ async fn dropping_every_postgres_handle_ends_the_listener_and_its_connection() {
     drop(plain);
     drop(store);
     eventually("the listener's backend is gone", async || {
-        listener_backends(&admin).await == 0
+        crate::realtime::listener_connections(&url).await == 0
     })
     .await;
 }

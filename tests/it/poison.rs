@@ -163,14 +163,7 @@ where
         versions.push(next.expect("the handler was called").expect("run ended"));
     }
     assert_eq!(versions, [1, 3, 4], "the poison event is passed over");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while store.load_checkpoint("projector").await.unwrap() != Some(Cursor::new(4)) {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "checkpoint not saved"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    crate::behaviour::checkpoint_reaches(&store, "projector", 4).await;
     assert!(!running.is_finished(), "run goes on");
     running.abort();
 }

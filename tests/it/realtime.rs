@@ -46,7 +46,7 @@ fn deposit(id: &str, amount: u64) -> Account {
 }
 
 /// Listener connections of this test's database, by their application name.
-async fn listener_connections(url: &str) -> i64 {
+pub(crate) async fn listener_connections(url: &str) -> i64 {
     raw_client(url)
         .await
         .query_one(

@@ -196,6 +196,30 @@ fn as_cluster_owner(program: &Path, root: bool) -> Command {
     }
 }
 
+/// Runs a watchdog shell `script` (its arguments `$0`, `$1`, ... are
+/// `args`), as the `postgres` OS user when running as root: it starts a
+/// server program and stops it once this process exits, however it exits.
+fn spawn_watchdog(script: &str, root: bool, args: &[&Path]) -> Result<(), String> {
+    let mut watchdog = if root {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--", "sh", "-c"]);
+        c
+    } else {
+        let mut c = Command::new("sh");
+        c.arg("-c");
+        c
+    };
+    watchdog
+        .arg(script)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map(drop)
+        .map_err(|e| format!("cannot start {}: {e}", args[0].display()))
+}
+
 fn start_private_cluster() -> Result<Server, String> {
     start_cluster("main", |_, _| Ok(()), &[])
 }
@@ -385,25 +409,7 @@ fn start_cluster(
          kill -INT $pg 2>/dev/null; wait $pg; rm -rf \"$2\"",
         parent = std::process::id()
     );
-    let mut watchdog = if root {
-        let mut c = Command::new("runuser");
-        c.args(["-u", "postgres", "--", "sh", "-c"]);
-        c
-    } else {
-        let mut c = Command::new("sh");
-        c.arg("-c");
-        c
-    };
-    watchdog
-        .arg(&script)
-        .arg(&postgres)
-        .arg(&data)
-        .arg(&dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .map_err(|e| format!("cannot start {}: {e}", postgres.display()))?;
+    spawn_watchdog(&script, root, &[postgres.as_path(), &data, &dir])?;
     let server = Server {
         host: "127.0.0.1".to_owned(),
         port,
@@ -591,24 +597,7 @@ fn start_bouncer(server: Server) -> Result<Bouncer, String> {
          kill -INT $pid 2>/dev/null; wait $pid; rm -rf \"$1\"",
         parent = std::process::id()
     );
-    let mut watchdog = if root {
-        let mut c = Command::new("runuser");
-        c.args(["-u", "postgres", "--", "sh", "-c"]);
-        c
-    } else {
-        let mut c = Command::new("sh");
-        c.arg("-c");
-        c
-    };
-    watchdog
-        .arg(&script)
-        .arg(&binary)
-        .arg(&dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .map_err(|e| format!("cannot start {}: {e}", binary.display()))?;
+    spawn_watchdog(&script, root, &[binary.as_path(), &dir])?;
     let bouncer = Bouncer { server, port };
     let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline {

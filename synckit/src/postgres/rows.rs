@@ -12,7 +12,7 @@ use serde_json::{Map, Value};
 
 use crate::cursor::Cursor;
 use crate::error::{Error, Result};
-use crate::recorded::Recorded;
+use crate::recorded::{Recorded, stored_data, stored_metadata, stored_positions};
 use crate::subscription::Payload;
 
 /// Columns every event query returns, in this order.
@@ -127,35 +127,24 @@ impl EventRow {
     /// ([`Error::UnreadableEvent`], or [`Error::Decode`] for data that
     /// does not fit `P`), for this event alone.
     pub(crate) fn into_payload<P: Payload>(self) -> Result<Recorded<P>> {
-        // Reads select `version > after` with `after >= 0`, so a row here
-        // has a positive version; a negative one names itself as 0.
-        let version = u64::try_from(self.version).unwrap_or(0);
+        let (version, stream_version) =
+            stored_positions(self.version, self.stream_version, &self.id)?;
         let unreadable = |reason: String| Error::unreadable(version, &self.id, reason);
-        if version == 0 {
-            return Err(unreadable(format!("its version is {}", self.version)));
-        }
-        let stream_version = u64::try_from(self.stream_version)
-            .ok()
-            .filter(|v| *v > 0)
-            .ok_or_else(|| unreadable(format!("its stream version is {}", self.stream_version)))?;
         let created_at = self
             .created_at
             .0
             .ok_or_else(|| unreadable("its created_at is infinite".to_owned()))?;
         let metadata = match &self.metadata {
-            None => Value::Null,
             Some(RawJson(Err(e))) => return Err(unreadable(format!("its metadata: {e}"))),
-            Some(RawJson(Ok(json))) => serde_json::from_slice(json)
-                .map_err(|e| unreadable(format!("its metadata: {e}")))?,
+            Some(RawJson(Ok(json))) => stored_metadata(Some(json), version, &self.id)?,
+            None => stored_metadata(None, version, &self.id)?,
         };
-        let metadata = crate::recorded::stored_metadata(metadata);
         let json = match &self.data {
-            None => &b"null"[..],
             Some(RawJson(Err(e))) => return Err(unreadable(format!("its data: {e}"))),
-            Some(RawJson(Ok(json))) => json.as_slice(),
+            Some(RawJson(Ok(json))) => Some(json.as_slice()),
+            None => None,
         };
-        let data = P::from_json(&self.event_type, &self.id, json)
-            .map_err(|e| e.with_event(version, &self.id))?;
+        let data = stored_data(json, &self.event_type, version, &self.id)?;
         Ok(Recorded {
             version,
             stream_version,

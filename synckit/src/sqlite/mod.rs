@@ -26,7 +26,7 @@ use crate::cursor::{Cursor, ExpectedVersion};
 use crate::error::{Error, Result};
 use crate::filter::Filter;
 use crate::hub::Hub;
-use crate::recorded::{NewEvent, Recorded};
+use crate::recorded::{NewEvent, Recorded, stored_data, stored_metadata, stored_positions};
 use crate::store::{
     DEFAULT_BATCH_SIZE, EventStore, SubscriptionSource, TypedPage, idempotent_replay,
 };
@@ -202,28 +202,21 @@ impl Row {
     /// that does not decode is an error naming its version and id, for
     /// this event alone (the same policy as PostgreSQL's rows).
     fn into_payload<P: Payload>(self) -> Result<Recorded<P>> {
-        let version = u64::try_from(self.version).unwrap_or(0);
-        let unreadable = |reason: String| Error::unreadable(version, &self.id, reason);
-        if version == 0 {
-            return Err(unreadable(format!("its version is {}", self.version)));
-        }
-        let stream_version = u64::try_from(self.stream_version)
-            .ok()
-            .filter(|v| *v > 0)
-            .ok_or_else(|| unreadable(format!("its stream version is {}", self.stream_version)))?;
-        let metadata = match &self.metadata {
-            None => Value::Null,
-            Some(text) => {
-                serde_json::from_str(text).map_err(|e| unreadable(format!("its metadata: {e}")))?
-            }
-        };
-        let metadata = crate::recorded::stored_metadata(metadata);
+        let (version, stream_version) =
+            stored_positions(self.version, self.stream_version, &self.id)?;
+        let metadata = stored_metadata(
+            self.metadata.as_deref().map(str::as_bytes),
+            version,
+            &self.id,
+        )?;
         let created_at = DateTime::parse_from_rfc3339(&self.created_at)
             .map(|t| t.with_timezone(&Utc))
-            .map_err(|e| unreadable(format!("its created_at {:?}: {e}", self.created_at)))?;
-        let json = self.data.as_deref().unwrap_or("null");
-        let data = P::from_json(&self.event_type, &self.id, json.as_bytes())
-            .map_err(|e| e.with_event(version, &self.id))?;
+            .map_err(|e| {
+                let reason = format!("its created_at {:?}: {e}", self.created_at);
+                Error::unreadable(version, &self.id, reason)
+            })?;
+        let json = self.data.as_deref().map(str::as_bytes);
+        let data = stored_data(json, &self.event_type, version, &self.id)?;
         Ok(Recorded {
             version,
             stream_version,
