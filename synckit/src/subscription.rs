@@ -69,8 +69,7 @@ impl<E: Event> Payload for E {
         raw.decode()
     }
 
-    fn from_json(event_type: &str, event_id: &str, json: &[u8]) -> Result<Self> {
-        let _ = event_id;
+    fn from_json(event_type: &str, _event_id: &str, json: &[u8]) -> Result<Self> {
         E::decode_json(event_type, json)
     }
 }

@@ -157,12 +157,12 @@ fn message_is_transient(message: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
     use crate::Error;
 
     #[cfg(feature = "postgres")]
     #[test]
     fn sqlstates_that_say_try_again() {
+        use super::sqlstate_is_transient;
         assert!(sqlstate_is_transient("08006"));
         assert!(sqlstate_is_transient("40001"));
         assert!(sqlstate_is_transient("40P01"));
