@@ -568,7 +568,7 @@ fn start_bouncer(server: Server) -> Result<Bouncer, String> {
         "[databases]\n* = host={} port={} user={}{password}\n\
          [pgbouncer]\nlisten_addr = 127.0.0.1\nlisten_port = {port}\nunix_socket_dir =\n\
          auth_type = trust\nauth_file = {dir}/users.txt\npool_mode = transaction\n\
-         max_client_conn = 500\ndefault_pool_size = 4\nlogfile = {dir}/pgbouncer.log\n\
+         max_client_conn = 500\ndefault_pool_size = 3\nserver_idle_timeout = 1\nlogfile = {dir}/pgbouncer.log\n\
          ignore_startup_parameters = extra_float_digits,options\n",
         server.host,
         server.port,

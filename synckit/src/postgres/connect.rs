@@ -148,20 +148,66 @@ pub(crate) async fn connect(config: &Config, target: Target) -> Result<AsyncPgCo
             with_causes(&e)
         ),
     };
+    // Behind a transaction pooler, diesel-async's own setup statements
+    // (time zone, client encoding: each prepared, then executed) run in a
+    // transaction, so that the pooler keeps them on one server connection.
+    let pinned = config.transaction_pooling && matches!(target, Target::Pooled);
     let mut conn = match open(config, target, None).await? {
-        Opened::Plain(client, connection) => {
+        Opened::Plain(client, mut connection) => {
+            if pinned {
+                begin(&client, &mut *connection, config).await?;
+            }
             AsyncPgConnection::try_from_client_and_connection(client, *connection).await
         }
         #[cfg(feature = "tls")]
-        Opened::Tls(client, connection) => {
+        Opened::Tls(client, mut connection) => {
+            if pinned {
+                begin(&client, &mut *connection, config).await?;
+            }
             AsyncPgConnection::try_from_client_and_connection(client, *connection).await
         }
     }
     .map_err(setup)?;
+    if pinned {
+        diesel_async::SimpleAsyncConnection::batch_execute(&mut conn, "COMMIT")
+            .await
+            .map_err(|e| Error::database("connect", e))?;
+    }
     if !config.caches_statements() {
         conn.set_prepared_statement_cache_size(CacheSize::Disabled);
     }
     Ok(conn)
+}
+
+/// Sends `BEGIN` on a connection that no task drives yet, driving it here
+/// until the server has answered.
+async fn begin<S, T>(
+    client: &tokio_postgres::Client,
+    connection: &mut tokio_postgres::Connection<S, T>,
+    config: &Config,
+) -> Result<()>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let failed = |e: &tokio_postgres::Error| Error::InvalidConnection {
+        reason: format!(
+            "cannot set up a connection to {}: {}",
+            config.redacted_connection_string(),
+            with_causes(e)
+        ),
+    };
+    let begin = client.batch_execute("BEGIN");
+    futures::pin_mut!(begin);
+    match futures::future::select(begin, connection).await {
+        futures::future::Either::Left((outcome, _)) => outcome.map_err(|e| failed(&e)),
+        futures::future::Either::Right((outcome, _)) => Err(match outcome {
+            Err(e) => failed(&e),
+            Ok(()) => Error::InvalidConnection {
+                reason: "the connection closed during setup".to_owned(),
+            },
+        }),
+    }
 }
 
 /// Messages of a raw connection: notifications, notices, and its end.
