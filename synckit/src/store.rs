@@ -188,6 +188,21 @@ pub trait EventStore: Clone + Send + Sync + 'static {
         }
     }
 
+    /// One raw page as a subscription reads it: like
+    /// [`EventStore::read_page_as`], but awaited whole by its reader, so
+    /// backends read it in place rather than on a task or thread of its own
+    /// (which only pays off when the reader works through one page while
+    /// the next arrives).
+    #[doc(hidden)]
+    fn read_page(
+        &self,
+        filter: &Filter,
+        after: Cursor,
+        limit: usize,
+    ) -> impl Future<Output = Result<TypedPage<Value>>> + Send {
+        self.read_page_as::<Value>(filter, after, limit, None)
+    }
+
     /// Parses cursor text (the seed's `ParseVersion`).
     fn parse_version(&self, text: &str) -> Result<Cursor> {
         Cursor::parse(text)

@@ -445,9 +445,7 @@ impl<S: SubscriptionSource> Follower<S> {
                 let store = self.store.clone();
                 let filter = self.filter.clone();
                 async move {
-                    let page = store
-                        .read_page_as::<Value>(&filter, position, batch, None)
-                        .await?;
+                    let page = store.read_page(&filter, position, batch).await?;
                     Ok(page.into_shared(position))
                 }
                 .boxed()

@@ -230,7 +230,21 @@ async fn sweep<S: Holdings>(store: S) {
 }
 
 async fn pg_store() -> PgStore {
-    let mut config = Config::new(synckit_workspace::database_url().await);
+    pg_store_with(Config::new(synckit_workspace::database_url().await)).await
+}
+
+/// The same behind PgBouncer in transaction mode: each operation runs in a
+/// transaction begun by hand, and one dropped inside it must not hand a
+/// connection in a transaction to the next caller.
+async fn pooled_pg_store() -> PgStore {
+    let (pooled, direct) = synckit_workspace::pooled_database_url().await;
+    let mut config = Config::new(pooled);
+    config.transaction_pooling = true;
+    config.direct_connection_string = Some(direct);
+    pg_store_with(config).await
+}
+
+async fn pg_store_with(mut config: Config) -> PgStore {
     // One connection: a leaked one makes the next operation time out.
     config.max_open_conns = 1;
     config.max_idle_conns = 0;
@@ -263,6 +277,11 @@ async fn postgres_futures_dropped_at_every_poll_leave_nothing_behind_current_thr
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_futures_dropped_at_every_poll_leave_nothing_behind_multi_thread() {
     sweep(pg_store().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pooled_postgres_futures_dropped_at_every_poll_leave_nothing_behind() {
+    sweep(pooled_pg_store().await).await;
 }
 
 /// Waits until `check` holds, failing after the deadline.

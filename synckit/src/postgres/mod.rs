@@ -864,6 +864,24 @@ async fn fence(conn: &mut AsyncPgConnection, operation: &'static str) -> Result<
         .max(0))
 }
 
+/// A page of rows read up to `fence`, decoded into `P` as it is taken.
+fn typed_page<P: Payload>(
+    rows: Vec<EventRow>,
+    fence: Option<Cursor>,
+    held_back: bool,
+) -> TypedPage<P> {
+    let page = TypedPage::from_rows(
+        rows,
+        EventRow::cursor,
+        EventRow::held_bytes,
+        EventRow::into_payload,
+    );
+    match fence {
+        Some(fence) => page.with_fence(fence, held_back),
+        None => page,
+    }
+}
+
 async fn check_schema(conn: &mut AsyncPgConnection) -> Result<()> {
     let rows: Vec<Count> =
         Statement::new("SELECT count(*) AS count FROM pg_proc WHERE proname = 'synckit_fence'")
@@ -992,8 +1010,9 @@ impl EventStore for PgStore {
         // A task of its own reads the page off the socket as fast as the
         // server sends it, whatever the caller is doing meanwhile (the
         // stream reads a page ahead while its consumer goes through the
-        // last one); polled only by the consumer, the read made the server
-        // stall and wake up again many times per page.
+        // last one; a subscription may not be polled at all), and gives
+        // its connection back when done; polled only by the consumer, the
+        // read made the server stall and wake up again many times per page.
         let store = self.clone();
         let filter = filter.clone();
         let read = async move { store.read_rows(&filter, after, limit, upto).await };
@@ -1001,16 +1020,7 @@ impl EventStore for PgStore {
             AbortOnDrop(tokio::spawn(tracing::Instrument::in_current_span(read)))
                 .await
                 .map_err(|e| Error::database("read", e))??;
-        let page = TypedPage::from_rows(
-            rows,
-            EventRow::cursor,
-            EventRow::held_bytes,
-            EventRow::into_payload,
-        );
-        Ok(match fence {
-            Some(fence) => page.with_fence(fence, held_back),
-            None => page,
-        })
+        Ok(typed_page(rows, fence, held_back))
     }
 
     async fn latest_version(&self) -> Result<Cursor> {

@@ -186,6 +186,11 @@ impl Row {
         Cursor::new(self.version.max(0) as u64)
     }
 
+    /// A page of rows, decoded into `P` as it is taken.
+    fn page<P: Payload>(rows: Vec<Row>) -> TypedPage<P> {
+        TypedPage::from_rows(rows, Row::cursor, Row::held_bytes, Row::into_payload)
+    }
+
     /// What the row holds in memory, roughly.
     fn held_bytes(&self) -> usize {
         let text = |t: &Option<String>| t.as_ref().map_or(0, String::len);
@@ -874,12 +879,17 @@ impl EventStore for SqliteStore {
         let rows = self
             .read_rows(filter, after, limit, Place::Elsewhere)
             .await?;
-        Ok(TypedPage::from_rows(
-            rows,
-            Row::cursor,
-            Row::held_bytes,
-            Row::into_payload,
-        ))
+        Ok(Row::page(rows))
+    }
+
+    async fn read_page(
+        &self,
+        filter: &Filter,
+        after: Cursor,
+        limit: usize,
+    ) -> Result<TypedPage<Value>> {
+        let rows = self.read_rows(filter, after, limit, Place::Here).await?;
+        Ok(Row::page(rows))
     }
 
     async fn latest_version(&self) -> Result<Cursor> {
