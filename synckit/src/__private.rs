@@ -1,6 +1,6 @@
 //! Paths the derive's generated code uses. Not public API.
 
-pub use crate::event::{EnumRepr, Layout, VariantLayout};
+pub use crate::model::event::{EnumRepr, Layout, VariantLayout};
 pub use std::string::{String, ToString};
 pub use std::{format, stringify};
 

@@ -67,49 +67,48 @@
 #[allow(unused_extern_crates)]
 extern crate self as synckit;
 
-mod cursor;
-mod error;
-mod event;
-mod filter;
-#[cfg(feature = "runtime")]
-mod handler;
-pub mod hub;
-mod memory;
-pub mod notification;
+// The typed core: events, envelopes, cursors, filters, errors and
+// validation. It needs no runtime and builds for wasm32.
+mod model;
+// The store traits, paging, subscriptions and shared reads, written once
+// for every backend, and the in-memory store (wasm-safe but for the
+// spawned handlers, which need tokio).
+mod store;
+// What the SQL backends share: statements, columns, rows, filters,
+// checkpoints, replays and integer conversions.
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
+mod sql;
+
 #[cfg(feature = "postgres")]
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
 pub mod postgres;
-mod recorded;
-#[cfg(feature = "schema")]
-mod schema;
 #[cfg(feature = "sqlite")]
 #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
 pub mod sqlite;
-#[cfg(any(feature = "postgres", feature = "sqlite"))]
-mod statement;
-mod store;
-mod subscription;
-mod transient;
-pub mod validate;
+
+pub use model::{notification, validate};
+pub use store::hub;
 
 #[doc(hidden)]
 pub mod __private;
 
-pub use cursor::{Cursor, ExpectedVersion};
-pub use error::{BoxError, Error, Result};
-pub use event::Event;
+pub use model::cursor::{Cursor, ExpectedVersion};
+pub use model::error::{BoxError, Error, Result};
+pub use model::event::Event;
 #[cfg(feature = "schema")]
-pub use event::EventSchema;
-pub use filter::{Filter, Start};
+pub use model::event::EventSchema;
+pub use model::filter::{Filter, Start};
+pub use model::notification::NotificationPayload;
+pub use model::recorded::{
+    CAUSATION_ID_KEY, CORRELATION_ID_KEY, NewEvent, Recorded, SCHEMA_VERSION_KEY,
+};
 #[cfg(feature = "runtime")]
-pub use handler::{HandlerSubscriptions, SubscriptionHandle};
-pub use memory::MemoryStore;
-pub use notification::NotificationPayload;
-pub use recorded::{CAUSATION_ID_KEY, CORRELATION_ID_KEY, NewEvent, Recorded, SCHEMA_VERSION_KEY};
+pub use store::handler::{HandlerSubscriptions, SubscriptionHandle};
+pub use store::memory::MemoryStore;
+pub use store::subscription::{HANDLER_ATTEMPTS, Message, Payload, Subscription};
 pub use store::{
     DEFAULT_BATCH_SIZE, EventStore, MAX_PAGE_GROWTH, READ_PAGE_BYTES, SubscriptionSource,
 };
-pub use subscription::{HANDLER_ATTEMPTS, Message, Payload, Subscription};
 
 /// Derives [`Event`](trait@Event) for a struct or an enum.
 ///

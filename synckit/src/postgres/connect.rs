@@ -10,7 +10,7 @@ use futures::{FutureExt, StreamExt};
 
 use super::config::{Config, redact};
 use super::tls::{self, TlsSettings};
-use crate::error::{Error, Result, with_causes};
+use crate::model::error::{Error, Result, with_causes};
 
 /// The pool of diesel-async connections.
 pub(crate) type Pool = diesel_async::pooled_connection::bb8::Pool<AsyncPgConnection>;

@@ -11,10 +11,10 @@ use serde_json::Value;
 use super::PgStore;
 use super::Statement;
 use super::rows::{Count, JsonMap, Position};
-use crate::cursor::Cursor;
-use crate::error::{Error, Result};
-use crate::filter::Filter;
-use crate::recorded::Recorded;
+use crate::model::cursor::Cursor;
+use crate::model::error::{Error, Result};
+use crate::model::filter::Filter;
+use crate::model::recorded::Recorded;
 use crate::store::EventStore;
 
 /// Progress of an import, reported after each batch.
@@ -141,7 +141,7 @@ impl PgStore {
         mut on_progress: impl FnMut(ImportProgress) + Send,
     ) -> Result<ImportReport> {
         let name = checkpoint_name(source_name);
-        if name.len() > crate::validate::MAX_ID_LEN {
+        if name.len() > crate::model::validate::MAX_ID_LEN {
             return Err(Error::invalid("source name", "is too long"));
         }
         let (mut position, mut copied) = self.import_start(&name).await?;

@@ -17,9 +17,9 @@ use tokio_postgres::AsyncMessage;
 
 use super::config::Config;
 use super::connect;
-use crate::error::{Error, with_causes};
-use crate::hub::Hub;
-use crate::notification::{GLOBAL_CHANNEL, NotificationPayload};
+use crate::model::error::{Error, with_causes};
+use crate::model::notification::{GLOBAL_CHANNEL, NotificationPayload};
+use crate::store::hub::Hub;
 
 /// What the rest of the store sees of the listener.
 #[derive(Default)]

@@ -10,7 +10,7 @@ use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 
 use super::config::Config;
 use super::connect;
-use crate::error::{Error, Result};
+use crate::model::error::{Error, Result};
 
 /// The PostgreSQL migrations of `migrations/postgres`, embedded.
 pub(crate) const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");

@@ -22,7 +22,7 @@ use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use diesel::sql_types::{Array, BigInt, Bool, Jsonb, Text};
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl, TransactionManager};
 
-use crate::statement;
+use crate::sql::statement;
 pub use config::Config;
 pub use import::{ImportProgress, ImportReport};
 pub use migrate::{MigrationReport, migrate};
@@ -33,14 +33,14 @@ use rows::{
 /// Cacheable raw SQL on PostgreSQL.
 type Statement<'f> = statement::Statement<'f, diesel::pg::Pg>;
 
-use crate::cursor::{Cursor, ExpectedVersion};
-use crate::error::{Error, Result};
-use crate::filter::Filter;
-use crate::hub::Hub;
-use crate::recorded::{NewEvent, Recorded};
+use crate::model::cursor::{Cursor, ExpectedVersion};
+use crate::model::error::{Error, Result};
+use crate::model::filter::Filter;
+use crate::model::recorded::{NewEvent, Recorded};
+use crate::model::validate;
+use crate::store::hub::Hub;
+use crate::store::subscription::Payload;
 use crate::store::{EventStore, SubscriptionSource, TypedPage, idempotent_replay};
-use crate::subscription::Payload;
-use crate::validate;
 
 /// How often an append is retried after losing a race on a unique index
 /// (same id or same stream position appended concurrently). Each retry
@@ -1091,7 +1091,7 @@ impl SubscriptionSource for PgStore {
             ));
         }
         self.inner.start_listener();
-        crate::subscription::open(self.clone(), filter, start).await
+        crate::store::subscription::open(self.clone(), filter, start).await
     }
 
     /// The fence, and the versions above it that had committed: while a

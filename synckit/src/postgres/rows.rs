@@ -10,10 +10,10 @@ use diesel::serialize::{self, IsNull, Output, ToSql};
 use diesel::sql_types::{BigInt, Jsonb, Nullable, Text, Timestamptz};
 use serde_json::{Map, Value};
 
-use crate::cursor::Cursor;
-use crate::error::{Error, Result};
-use crate::recorded::{Recorded, stored_data, stored_metadata, stored_positions};
-use crate::subscription::Payload;
+use crate::model::cursor::Cursor;
+use crate::model::error::{Error, Result};
+use crate::model::recorded::{Recorded, stored_data, stored_metadata, stored_positions};
+use crate::store::subscription::Payload;
 
 /// Columns every event query returns, in this order.
 pub(crate) const EVENT_COLUMNS: &str =

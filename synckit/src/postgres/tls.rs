@@ -16,7 +16,7 @@
 use std::path::PathBuf;
 
 use super::conninfo;
-use crate::error::{Error, Result};
+use crate::model::error::{Error, Result};
 
 /// The `sslmode` values of libpq.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -141,7 +141,7 @@ mod with_rustls {
     use tokio_postgres_rustls::MakeRustlsConnect;
 
     use super::{SslMode, TlsSettings};
-    use crate::error::{Error, Result};
+    use crate::model::error::{Error, Result};
 
     fn provider() -> Arc<CryptoProvider> {
         Arc::new(rustls::crypto::ring::default_provider())

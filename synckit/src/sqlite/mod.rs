@@ -22,22 +22,22 @@ use diesel::{Connection, QueryableByName, RunQueryDsl, SqliteConnection};
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 use serde_json::Value;
 
-use crate::cursor::{Cursor, ExpectedVersion};
-use crate::error::{Error, Result};
-use crate::filter::Filter;
-use crate::hub::Hub;
-use crate::recorded::{NewEvent, Recorded, stored_data, stored_metadata, stored_positions};
+use crate::model::cursor::{Cursor, ExpectedVersion};
+use crate::model::error::{Error, Result};
+use crate::model::filter::Filter;
+use crate::model::recorded::{NewEvent, Recorded, stored_data, stored_metadata, stored_positions};
+use crate::model::validate;
+use crate::store::hub::Hub;
+use crate::store::subscription::Payload;
 use crate::store::{
     DEFAULT_BATCH_SIZE, EventStore, SubscriptionSource, TypedPage, idempotent_replay,
 };
-use crate::subscription::Payload;
-use crate::validate;
 
 /// The SQLite migrations of `migrations/sqlite`, embedded.
 const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
 
 /// Cacheable raw SQL on SQLite.
-type Statement<'f> = crate::statement::Statement<'f, diesel::sqlite::Sqlite>;
+type Statement<'f> = crate::sql::statement::Statement<'f, diesel::sqlite::Sqlite>;
 
 const EVENT_COLUMNS: &str =
     "version, stream_version, id, aggregate_id, event_type, data, metadata, created_at";

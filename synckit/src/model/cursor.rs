@@ -5,7 +5,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::Error;
+use crate::model::error::Error;
 
 /// A position in the store's global order: "every event after this one".
 ///

@@ -19,10 +19,10 @@ use futures::FutureExt;
 use futures::future::{BoxFuture, Shared, WeakShared};
 use futures::task::AtomicWaker;
 
-use crate::cursor::Cursor;
-use crate::error::Result;
-use crate::filter::Filter;
-use crate::recorded::Recorded;
+use crate::model::cursor::Cursor;
+use crate::model::error::Result;
+use crate::model::filter::Filter;
+use crate::model::recorded::Recorded;
 
 /// A coalescing wake-up flag: any number of `raise` calls before the next
 /// `wait` count as one.

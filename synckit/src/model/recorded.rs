@@ -5,9 +5,9 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::cursor::Cursor;
-use crate::error::Result;
-use crate::event::Event;
+use crate::model::cursor::Cursor;
+use crate::model::error::Result;
+use crate::model::event::Event;
 
 /// Metadata key of the correlation id.
 pub const CORRELATION_ID_KEY: &str = "correlation_id";
@@ -129,7 +129,7 @@ pub(crate) fn stored_metadata(
 /// The data of a stored row decoded into `P` (SQL `NULL` as JSON `null`);
 /// the error names the row.
 #[cfg(any(feature = "postgres", feature = "sqlite"))]
-pub(crate) fn stored_data<P: crate::subscription::Payload>(
+pub(crate) fn stored_data<P: crate::store::subscription::Payload>(
     json: Option<&[u8]>,
     event_type: &str,
     version: u64,

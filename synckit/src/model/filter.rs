@@ -2,8 +2,8 @@
 
 use std::collections::BTreeSet;
 
-use crate::cursor::Cursor;
-use crate::recorded::Recorded;
+use crate::model::cursor::Cursor;
+use crate::model::recorded::Recorded;
 
 /// Selects events by stream (aggregate id) and by event type.
 ///

@@ -4,7 +4,7 @@
 //! page, through the backend's gap-free [`EventStore::read`]. When a page
 //! comes back short it has reached the head: it says so once
 //! ([`Message::CaughtUp`]) and waits for a wake-up from the store's
-//! [`Hub`](crate::hub::Hub), then reads again. Events are never pushed
+//! [`Hub`](crate::store::hub::Hub), then reads again. Events are never pushed
 //! through the wake-up, so the table stays the one source of truth.
 
 use std::collections::VecDeque;
@@ -21,14 +21,14 @@ use futures::stream::{self, BoxStream};
 use futures::{FutureExt, Stream, StreamExt};
 use serde_json::Value;
 
-use crate::cursor::Cursor;
-use crate::error::{Error, Result};
-use crate::event::Event;
-use crate::filter::{Filter, Start};
-use crate::hub::{PageRow, Registration};
-use crate::recorded::Recorded;
+use crate::model::cursor::Cursor;
+use crate::model::error::{Error, Result};
+use crate::model::event::Event;
+use crate::model::filter::{Filter, Start};
+use crate::model::recorded::Recorded;
+use crate::model::validate::MAX_ID_LEN;
 use crate::store::SubscriptionSource;
-use crate::validate::MAX_ID_LEN;
+use crate::store::hub::{PageRow, Registration};
 
 /// What a subscription yields.
 #[derive(Debug, Clone, PartialEq)]
@@ -212,7 +212,7 @@ impl<T: Payload + Clone> Subscription<T> {
     where
         F: FnMut(Recorded<T>) -> Fut,
         Fut: Future<Output = std::result::Result<(), E>>,
-        E: Into<crate::error::BoxError>,
+        E: Into<crate::model::error::BoxError>,
     {
         // Owned handles, so that no borrow of `self` lives across an await
         // (the stream inside is `Send` but not `Sync`).

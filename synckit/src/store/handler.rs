@@ -3,12 +3,12 @@
 
 use std::future::Future;
 
-use crate::error::{BoxError, Result};
-use crate::filter::{Filter, Start};
-use crate::notification::NotificationPayload;
-use crate::recorded::Recorded;
+use crate::model::error::{BoxError, Result};
+use crate::model::filter::{Filter, Start};
+use crate::model::notification::NotificationPayload;
+use crate::model::recorded::Recorded;
 use crate::store::SubscriptionSource;
-use crate::subscription::{Payload, Subscription};
+use crate::store::subscription::{Payload, Subscription};
 
 /// A subscription running its handler on a spawned task.
 ///

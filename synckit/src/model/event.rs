@@ -6,10 +6,10 @@ use serde_json::{Map, Value};
 
 use std::future::Future;
 
-use crate::error::{Error, Result};
-use crate::filter::{Filter, Start};
+use crate::model::error::{Error, Result};
+use crate::model::filter::{Filter, Start};
 use crate::store::SubscriptionSource;
-use crate::subscription::Subscription;
+use crate::store::subscription::Subscription;
 
 /// A domain event that synckit can store, load and deliver.
 ///
@@ -203,7 +203,7 @@ pub trait Event: Serialize + DeserializeOwned + Send + Sync + 'static {
     where
         Self: schemars::JsonSchema,
     {
-        crate::schema::event_schemas::<Self>()
+        crate::model::schema::event_schemas::<Self>()
     }
 }
 

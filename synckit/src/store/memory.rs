@@ -10,13 +10,13 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use chrono::Utc;
 
-use crate::cursor::{Cursor, ExpectedVersion};
-use crate::error::{Error, Result};
-use crate::filter::Filter;
-use crate::hub::Hub;
-use crate::recorded::{NewEvent, Recorded};
+use crate::model::cursor::{Cursor, ExpectedVersion};
+use crate::model::error::{Error, Result};
+use crate::model::filter::Filter;
+use crate::model::recorded::{NewEvent, Recorded};
+use crate::model::validate;
+use crate::store::hub::Hub;
 use crate::store::{DEFAULT_BATCH_SIZE, EventStore, SubscriptionSource, idempotent_replay};
-use crate::validate;
 
 #[derive(Default)]
 struct State {

@@ -1,4 +1,12 @@
-//! The traits every backend implements.
+//! The store traits every backend implements, and what is written once on
+//! top of them: paging, subscriptions, shared reads, the in-memory store
+//! and the spawned handlers.
+
+#[cfg(feature = "runtime")]
+pub(crate) mod handler;
+pub mod hub;
+pub(crate) mod memory;
+pub(crate) mod subscription;
 
 use std::future::Future;
 
@@ -11,13 +19,13 @@ use futures::{FutureExt, ready};
 
 use serde_json::Value;
 
-use crate::cursor::{Cursor, ExpectedVersion};
-use crate::error::{Error, Result};
-use crate::event::Event;
-use crate::filter::{Filter, Start};
-use crate::hub::Hub;
-use crate::recorded::{NewEvent, Recorded};
-use crate::subscription::{Payload, Subscription};
+use crate::model::cursor::{Cursor, ExpectedVersion};
+use crate::model::error::{Error, Result};
+use crate::model::event::Event;
+use crate::model::filter::{Filter, Start};
+use crate::model::recorded::{NewEvent, Recorded};
+use crate::store::hub::Hub;
+use crate::store::subscription::{Payload, Subscription};
 
 /// Page size of loads and catch-up reads when a backend does not say.
 pub const DEFAULT_BATCH_SIZE: usize = 1000;
@@ -111,7 +119,7 @@ pub trait EventStore: Clone + Send + Sync + 'static {
         aggregate_id: &str,
         after: Cursor,
     ) -> impl Future<Output = Result<Vec<Recorded>>> + Send {
-        let checked = crate::validate::check_aggregate_id(aggregate_id);
+        let checked = crate::model::validate::check_aggregate_id(aggregate_id);
         let events = self.read_stream(Filter::stream(aggregate_id), after);
         async move {
             checked?;
@@ -288,7 +296,7 @@ pub trait SubscriptionSource: EventStore {
         filter: Filter,
         start: Start,
     ) -> impl Future<Output = Result<Subscription>> + Send {
-        crate::subscription::open(self.clone(), filter, start)
+        crate::store::subscription::open(self.clone(), filter, start)
     }
 }
 
@@ -340,7 +348,7 @@ pub struct TypedPage<P> {
     last: Option<Cursor>,
     fence: Option<Cursor>,
     /// The fence stopped the read below a version a writer has taken (see
-    /// [`SharedPage::held_back`](crate::hub::SharedPage)).
+    /// [`SharedPage::held_back`](crate::store::hub::SharedPage)).
     held_back: bool,
     events: Box<dyn Iterator<Item = Result<Recorded<P>>> + Send>,
 }
@@ -377,11 +385,11 @@ impl<P> TypedPage<P> {
 impl TypedPage<Value> {
     /// The page as a subscription reads it: each row an event or the
     /// error that names it.
-    pub(crate) fn into_shared(self, after: Cursor) -> crate::hub::SharedPage {
-        crate::hub::SharedPage {
+    pub(crate) fn into_shared(self, after: Cursor) -> crate::store::hub::SharedPage {
+        crate::store::hub::SharedPage {
             rows: self
                 .events
-                .map(|row| row.map_err(|e| crate::hub::UnreadableRow::of(e, after)))
+                .map(|row| row.map_err(|e| crate::store::hub::UnreadableRow::of(e, after)))
                 .collect(),
             held_back: self.held_back,
         }

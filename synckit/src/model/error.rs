@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use crate::cursor::ExpectedVersion;
+use crate::model::cursor::ExpectedVersion;
 
 /// Boxed source error of a backend (a database driver, a pool, TLS).
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
@@ -113,7 +113,7 @@ pub enum Error {
     /// metadata, its time or its positions are not what the store writes
     /// (a row written by another tool, or data the JSON decoder refuses,
     /// such as numbers beyond `f64` or nesting deeper than
-    /// [`MAX_JSON_DEPTH`](crate::validate::MAX_JSON_DEPTH)).
+    /// [`MAX_JSON_DEPTH`](crate::model::validate::MAX_JSON_DEPTH)).
     ///
     /// Reads and subscriptions yield it as one error item in the event's
     /// place and go on with the next event; retrying cannot help.
@@ -220,7 +220,9 @@ impl Error {
     /// ```
     pub fn is_transient(&self) -> bool {
         match self {
-            Error::Database { source, .. } => crate::transient::is_transient(source.as_ref()),
+            Error::Database { source, .. } => {
+                crate::model::transient::is_transient(source.as_ref())
+            }
             _ => false,
         }
     }
@@ -229,7 +231,7 @@ impl Error {
     /// not resolve within its own retries).
     #[cfg(feature = "postgres")]
     pub(crate) fn retryable(operation: &'static str, reason: impl Into<String>) -> Self {
-        Error::database(operation, crate::transient::Retryable(reason.into()))
+        Error::database(operation, crate::model::transient::Retryable(reason.into()))
     }
 
     /// Attaches the version and id of the stored event to a decode error

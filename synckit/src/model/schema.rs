@@ -2,7 +2,7 @@
 
 use serde_json::{Map, Value};
 
-use crate::event::{EnumRepr, Event, EventSchema, Layout};
+use crate::model::event::{EnumRepr, Event, EventSchema, Layout};
 
 /// Cuts one schema per event type out of the schema schemars derives for the
 /// whole Rust type.

@@ -4,9 +4,9 @@ use std::collections::HashSet;
 
 use serde_json::Value;
 
-use crate::cursor::ExpectedVersion;
-use crate::error::{Error, Result};
-use crate::recorded::NewEvent;
+use crate::model::cursor::ExpectedVersion;
+use crate::model::error::{Error, Result};
+use crate::model::recorded::NewEvent;
 
 /// Longest event id, in bytes.
 pub const MAX_ID_LEN: usize = 255;
@@ -39,7 +39,7 @@ pub fn check_aggregate_id(aggregate_id: &str) -> Result<()> {
 
 /// Checks the aggregate ids and event types of a read or subscription
 /// filter.
-pub fn check_filter(filter: &crate::filter::Filter) -> Result<()> {
+pub fn check_filter(filter: &crate::model::filter::Filter) -> Result<()> {
     for id in filter.aggregate_ids().into_iter().flatten() {
         check_aggregate_id(id)?;
     }

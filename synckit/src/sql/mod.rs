@@ -1,0 +1,3 @@
+//! What the SQL backends share.
+
+pub(crate) mod statement;
