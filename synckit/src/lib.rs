@@ -61,6 +61,12 @@
 //! for `wasm32-unknown-unknown`: events, envelopes, cursors, filters,
 //! notification payloads, the error type and [`MemoryStore`].
 #![cfg_attr(docsrs, feature(doc_cfg))]
+// Integer conversions go through `TryFrom` or `sql::int`, never a bare cast.
+#![warn(
+    clippy::cast_possible_truncation,
+    clippy::cast_possible_wrap,
+    clippy::cast_sign_loss
+)]
 
 // Lets the crate's own tests and doctests use `#[derive(Event)]`, whose
 // output names `::synckit`.
@@ -99,13 +105,14 @@ pub use model::event::Event;
 pub use model::event::EventSchema;
 pub use model::filter::{Filter, Start};
 pub use model::notification::NotificationPayload;
+pub use model::payload::Payload;
 pub use model::recorded::{
     CAUSATION_ID_KEY, CORRELATION_ID_KEY, NewEvent, Recorded, SCHEMA_VERSION_KEY,
 };
 #[cfg(feature = "runtime")]
 pub use store::handler::{HandlerSubscriptions, SubscriptionHandle};
 pub use store::memory::MemoryStore;
-pub use store::subscription::{HANDLER_ATTEMPTS, Message, Payload, Subscription};
+pub use store::subscription::{HANDLER_ATTEMPTS, Message, Subscription};
 pub use store::{
     DEFAULT_BATCH_SIZE, EventStore, MAX_PAGE_GROWTH, READ_PAGE_BYTES, SubscriptionSource,
 };

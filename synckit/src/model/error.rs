@@ -229,7 +229,7 @@ impl Error {
 
     /// A database error that a retry may cure (contention the store could
     /// not resolve within its own retries).
-    #[cfg(feature = "postgres")]
+    #[cfg(any(feature = "postgres", feature = "sqlite"))]
     pub(crate) fn retryable(operation: &'static str, reason: impl Into<String>) -> Self {
         Error::database(operation, crate::model::transient::Retryable(reason.into()))
     }

@@ -6,6 +6,7 @@ pub(crate) mod error;
 pub(crate) mod event;
 pub(crate) mod filter;
 pub mod notification;
+pub(crate) mod payload;
 pub(crate) mod recorded;
 #[cfg(feature = "schema")]
 pub(crate) mod schema;

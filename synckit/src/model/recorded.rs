@@ -77,67 +77,6 @@ impl<T> Recorded<T> {
     }
 }
 
-/// The positions of a stored row, checked the same way on every backend:
-/// both positive, or an error naming the row. Reads select
-/// `version > after` with `after >= 0`, so a negative version names itself
-/// as 0.
-#[cfg(any(feature = "postgres", feature = "sqlite"))]
-pub(crate) fn stored_positions(version: i64, stream_version: i64, id: &str) -> Result<(u64, u64)> {
-    let at = u64::try_from(version).unwrap_or(0);
-    if at == 0 {
-        return Err(crate::Error::unreadable(
-            0,
-            id,
-            format!("its version is {version}"),
-        ));
-    }
-    let stream = u64::try_from(stream_version)
-        .ok()
-        .filter(|v| *v > 0)
-        .ok_or_else(|| {
-            crate::Error::unreadable(at, id, format!("its stream version is {stream_version}"))
-        })?;
-    Ok((at, stream))
-}
-
-/// The metadata of a stored row, from its JSON text, as every backend
-/// returns it: an object as it is, no metadata (SQL `NULL` or JSON `null`)
-/// as an empty object, and any other JSON value (a row another tool wrote)
-/// under the key `value`; text that is not JSON is an error naming the row.
-#[cfg(any(feature = "postgres", feature = "sqlite"))]
-pub(crate) fn stored_metadata(
-    json: Option<&[u8]>,
-    version: u64,
-    id: &str,
-) -> Result<Map<String, Value>> {
-    let value = match json {
-        None => Value::Null,
-        Some(json) => serde_json::from_slice(json)
-            .map_err(|e| crate::Error::unreadable(version, id, format!("its metadata: {e}")))?,
-    };
-    Ok(match value {
-        Value::Null => Map::new(),
-        Value::Object(map) => map,
-        other => {
-            let mut map = Map::new();
-            map.insert("value".to_owned(), other);
-            map
-        }
-    })
-}
-
-/// The data of a stored row decoded into `P` (SQL `NULL` as JSON `null`);
-/// the error names the row.
-#[cfg(any(feature = "postgres", feature = "sqlite"))]
-pub(crate) fn stored_data<P: crate::store::subscription::Payload>(
-    json: Option<&[u8]>,
-    event_type: &str,
-    version: u64,
-    id: &str,
-) -> Result<P> {
-    P::from_json(event_type, id, json.unwrap_or(b"null")).map_err(|e| e.with_event(version, id))
-}
-
 impl Recorded<Value> {
     /// Decodes `data` into the event type `E`; the error names the event.
     pub fn decode<E: Event>(mut self) -> Result<Recorded<E>> {

@@ -10,18 +10,18 @@ use std::error::Error as StdError;
 
 /// A failure the store itself knows to be temporary (contention it gave up
 /// resolving within its own retries).
-#[cfg(feature = "postgres")]
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
 #[derive(Debug)]
 pub(crate) struct Retryable(pub(crate) String);
 
-#[cfg(feature = "postgres")]
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
 impl std::fmt::Display for Retryable {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.0)
     }
 }
 
-#[cfg(feature = "postgres")]
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
 impl StdError for Retryable {}
 
 /// Whether an error, or one of its causes, is one that may go away.
@@ -39,7 +39,7 @@ pub(crate) fn is_transient(error: &(dyn StdError + 'static)) -> bool {
 /// The verdict on one error of the chain, `None` when this layer does not
 /// say (a wrapper: look at its cause).
 fn judge(e: &(dyn StdError + 'static)) -> Option<bool> {
-    #[cfg(feature = "postgres")]
+    #[cfg(any(feature = "postgres", feature = "sqlite"))]
     if e.is::<Retryable>() {
         return Some(true);
     }

@@ -157,7 +157,8 @@ pub(crate) fn key_values(conn: &str) -> Vec<Param> {
 /// by two hex digits stays as it is.
 pub(crate) fn percent_decode(value: &str) -> String {
     let bytes = value.as_bytes();
-    let hex = |b: u8| (b as char).to_digit(16);
+    // A hex digit's value fits a nibble.
+    let hex = |b: u8| (b as char).to_digit(16).and_then(|d| u8::try_from(d).ok());
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
@@ -167,7 +168,7 @@ pub(crate) fn percent_decode(value: &str) -> String {
                 bytes.get(i + 2).copied().and_then(hex),
             )
         {
-            out.push((hi * 16 + lo) as u8);
+            out.push(hi * 16 + lo);
             i += 3;
         } else {
             out.push(bytes[i]);

@@ -8,13 +8,15 @@ use futures::TryStreamExt;
 use md5::{Digest, Md5};
 use serde_json::Value;
 
+use diesel::pg::Pg;
+
 use super::PgStore;
-use super::Statement;
-use super::rows::{Count, JsonMap, Position};
+use super::rows::JsonMap;
 use crate::model::cursor::Cursor;
 use crate::model::error::{Error, Result};
 use crate::model::filter::Filter;
 use crate::model::recorded::Recorded;
+use crate::sql::{Number, Statement, checkpoint, int};
 use crate::store::EventStore;
 
 /// Progress of an import, reported after each batch.
@@ -118,7 +120,10 @@ fn canonical_number(n: &serde_json::Number) -> String {
     let f = n.as_f64().unwrap_or(f64::NAN);
     // 2^53: every integer up to it is exact in an f64.
     if f.fract() == 0.0 && f.abs() <= 9_007_199_254_740_992.0 {
-        return (f as i64).to_string();
+        // Exact: `f` is integral and within i64.
+        #[allow(clippy::cast_possible_truncation)]
+        let i = f as i64;
+        return i.to_string();
     }
     format!("{f:e}")
 }
@@ -156,8 +161,8 @@ impl PgStore {
             };
             self.import_batch(&name, &page, last).await?;
             position = last;
-            copied += page.len() as u64;
-            copied_now += page.len() as u64;
+            copied += int::len(page.len());
+            copied_now += int::len(page.len());
             on_progress(ImportProgress {
                 copied,
                 source_position: position,
@@ -191,19 +196,17 @@ impl PgStore {
     async fn import_start(&self, name: &str) -> Result<(u64, u64)> {
         let name = name.to_owned();
         self.with_conn("import", async |conn| {
-            let done: Vec<Position> =
-                Statement::new("SELECT position FROM synckit_checkpoints WHERE name = $1")
-                    .bind::<Text, _>(&name)
-                    .load(&mut *conn)
-                    .await
-                    .map_err(|e| Error::database("import", e))?;
-            let count: Vec<Count> = Statement::new("SELECT count(*) AS count FROM events")
+            let done: Vec<Number> = checkpoint::load::<Pg>(name)
                 .load(&mut *conn)
                 .await
                 .map_err(|e| Error::database("import", e))?;
-            let count = count.into_iter().next().map_or(0, |c| c.count.max(0) as u64);
-            match done.into_iter().next() {
-                Some(p) => Ok((p.position.max(0) as u64, count)),
+            let count: Vec<Number> = Statement::new("SELECT count(*) AS n FROM events")
+                .load(&mut *conn)
+                .await
+                .map_err(|e| Error::database("import", e))?;
+            let count = Number::first(count).map_or(0, int::nonnegative);
+            match checkpoint::position(done) {
+                Some(p) => Ok((p.version(), count)),
                 None if count == 0 => Ok((0, 0)),
                 None => Err(Error::invalid(
                     "import target",
@@ -220,10 +223,11 @@ impl PgStore {
         let types: Vec<&str> = page.iter().map(|e| e.event_type.as_str()).collect();
         let data: Vec<&Value> = page.iter().map(|e| &e.data).collect();
         let metadata: Vec<JsonMap<'_>> = page.iter().map(|e| JsonMap(&e.metadata)).collect();
-        let stream_versions: Vec<i64> = page.iter().map(|e| e.stream_version as i64).collect();
+        let stream_versions: Vec<i64> =
+            page.iter().map(|e| int::to_sql(e.stream_version)).collect();
         let created: Vec<DateTime<Utc>> = page.iter().map(|e| e.created_at).collect();
         let name = name.to_owned();
-        let position = Cursor::new(last).as_i64();
+        let position = Cursor::new(last);
         self.with_conn("import", async |conn| {
             conn.transaction::<_, diesel::result::Error, _>(async |conn| {
                 Statement::new(
@@ -240,13 +244,8 @@ impl PgStore {
                 .execute(&mut *conn)
                 .await?;
                 // Progress commits with the batch: all or nothing.
-                Statement::new(
-                    "INSERT INTO synckit_checkpoints (name, position) VALUES ($1, $2) \
-                     ON CONFLICT (name) DO UPDATE SET position = EXCLUDED.position, updated_at = now()",
-                )
-                .bind::<Text, _>(&name)
-                .bind::<BigInt, _>(position)
-                .execute(&mut *conn)
+                checkpoint::save::<Pg>(name, position)
+                    .execute(&mut *conn)
                 .await?;
                 Ok(())
             })

@@ -1,4 +1,5 @@
-//! Row types and the SQL of the store.
+//! The row types of PostgreSQL's queries, in its SQL types (decoded by
+//! the shared rules of [`crate::sql::rows`]).
 
 use chrono::{DateTime, Utc};
 use diesel::QueryableByName;
@@ -10,14 +11,10 @@ use diesel::serialize::{self, IsNull, Output, ToSql};
 use diesel::sql_types::{BigInt, Jsonb, Nullable, Text, Timestamptz};
 use serde_json::{Map, Value};
 
-use crate::model::cursor::Cursor;
-use crate::model::error::{Error, Result};
-use crate::model::recorded::{Recorded, stored_data, stored_metadata, stored_positions};
-use crate::store::subscription::Payload;
-
-/// Columns every event query returns, in this order.
-pub(crate) const EVENT_COLUMNS: &str =
-    "version, stream_version, id, aggregate_id, event_type, data, metadata, created_at";
+use crate::model::error::Result;
+use crate::model::payload::Payload;
+use crate::model::recorded::Recorded;
+use crate::sql::rows::{self, StoredJson, StoredParts, StoredRow};
 
 /// One row of `events`.
 #[derive(QueryableByName)]
@@ -60,6 +57,15 @@ impl RawJson {
     fn len(&self) -> usize {
         self.0.as_ref().map_or(0, Vec::len)
     }
+
+    /// A nullable column as the shared decoder takes it.
+    fn stored(column: &Option<RawJson>) -> StoredJson<'_> {
+        match column {
+            None => StoredJson::Null,
+            Some(RawJson(Ok(text))) => StoredJson::Text(text),
+            Some(RawJson(Err(e))) => StoredJson::Unreadable(e),
+        }
+    }
 }
 
 /// A `timestamptz` that may be `infinity` or `-infinity` (plain SQL can
@@ -99,20 +105,12 @@ impl ToSql<Jsonb, Pg> for JsonMap<'_> {
     }
 }
 
-impl EventRow {
-    /// The recorded event; rows written by plain SQL may have no data (JSON
-    /// `null`) or no metadata (an empty object).
-    pub(crate) fn into_recorded(self) -> Result<Recorded> {
-        self.into_payload::<Value>()
+impl StoredRow for EventRow {
+    fn version(&self) -> i64 {
+        self.version
     }
 
-    /// The event's position.
-    pub(crate) fn cursor(&self) -> Cursor {
-        Cursor::new(self.version.max(0) as u64)
-    }
-
-    /// What the row holds in memory, roughly.
-    pub(crate) fn held_bytes(&self) -> usize {
+    fn held_bytes(&self) -> usize {
         let json = |j: &Option<RawJson>| j.as_ref().map_or(0, RawJson::len);
         std::mem::size_of::<Self>()
             + self.id.len()
@@ -122,38 +120,26 @@ impl EventRow {
             + json(&self.metadata)
     }
 
-    /// The event decoded into `P` straight from the stored JSON; a row
-    /// that does not decode is an error naming its version and id
-    /// ([`Error::UnreadableEvent`], or [`Error::Decode`] for data that
-    /// does not fit `P`), for this event alone.
-    pub(crate) fn into_payload<P: Payload>(self) -> Result<Recorded<P>> {
-        let (version, stream_version) =
-            stored_positions(self.version, self.stream_version, &self.id)?;
-        let unreadable = |reason: String| Error::unreadable(version, &self.id, reason);
-        let created_at = self
-            .created_at
-            .0
-            .ok_or_else(|| unreadable("its created_at is infinite".to_owned()))?;
-        let metadata = match &self.metadata {
-            Some(RawJson(Err(e))) => return Err(unreadable(format!("its metadata: {e}"))),
-            Some(RawJson(Ok(json))) => stored_metadata(Some(json), version, &self.id)?,
-            None => stored_metadata(None, version, &self.id)?,
-        };
-        let json = match &self.data {
-            Some(RawJson(Err(e))) => return Err(unreadable(format!("its data: {e}"))),
-            Some(RawJson(Ok(json))) => Some(json.as_slice()),
-            None => None,
-        };
-        let data = stored_data(json, &self.event_type, version, &self.id)?;
-        Ok(Recorded {
+    fn into_payload<P: Payload>(self) -> Result<Recorded<P>> {
+        let EventRow {
             version,
             stream_version,
-            id: self.id,
-            aggregate_id: self.aggregate_id,
-            event_type: self.event_type,
+            id,
+            aggregate_id,
+            event_type,
             data,
             metadata,
             created_at,
+        } = self;
+        rows::decode(StoredParts {
+            version,
+            stream_version,
+            id,
+            aggregate_id,
+            event_type,
+            data: RawJson::stored(&data),
+            metadata: RawJson::stored(&metadata),
+            created_at: created_at.0.ok_or_else(|| "is infinite".to_owned()),
         })
     }
 }
@@ -171,12 +157,6 @@ pub(crate) struct Inserted {
     pub(crate) created_at: DateTime<Utc>,
 }
 
-#[derive(QueryableByName)]
-pub(crate) struct Fence {
-    #[diesel(sql_type = Nullable<BigInt>)]
-    pub(crate) fence: Option<i64>,
-}
-
 /// The fence as `set_config` returns it.
 #[derive(QueryableByName)]
 pub(crate) struct FenceText {
@@ -185,22 +165,4 @@ pub(crate) struct FenceText {
     /// The last version taken (committed or not).
     #[diesel(sql_type = Nullable<BigInt>)]
     pub(crate) head: Option<i64>,
-}
-
-#[derive(QueryableByName)]
-pub(crate) struct StreamHead {
-    #[diesel(sql_type = BigInt)]
-    pub(crate) stream_version: i64,
-}
-
-#[derive(QueryableByName)]
-pub(crate) struct Position {
-    #[diesel(sql_type = BigInt)]
-    pub(crate) position: i64,
-}
-
-#[derive(QueryableByName)]
-pub(crate) struct Count {
-    #[diesel(sql_type = BigInt)]
-    pub(crate) count: i64,
 }

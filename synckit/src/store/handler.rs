@@ -6,9 +6,10 @@ use std::future::Future;
 use crate::model::error::{BoxError, Result};
 use crate::model::filter::{Filter, Start};
 use crate::model::notification::NotificationPayload;
+use crate::model::payload::Payload;
 use crate::model::recorded::Recorded;
 use crate::store::SubscriptionSource;
-use crate::store::subscription::{Payload, Subscription};
+use crate::store::subscription::Subscription;
 
 /// A subscription running its handler on a spawned task.
 ///

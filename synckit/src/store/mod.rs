@@ -23,9 +23,10 @@ use crate::model::cursor::{Cursor, ExpectedVersion};
 use crate::model::error::{Error, Result};
 use crate::model::event::Event;
 use crate::model::filter::{Filter, Start};
+use crate::model::payload::Payload;
 use crate::model::recorded::{NewEvent, Recorded};
 use crate::store::hub::Hub;
-use crate::store::subscription::{Payload, Subscription};
+use crate::store::subscription::Subscription;
 
 /// Page size of loads and catch-up reads when a backend does not say.
 pub const DEFAULT_BATCH_SIZE: usize = 1000;

@@ -1,0 +1,198 @@
+//! What the store holds and how its pool does: summaries, counts, single
+//! events by id, pool figures, and the schema check at connect.
+
+use diesel::sql_types::{BigInt, Text};
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
+
+use super::PgStore;
+use super::rows::EventRow;
+use crate::model::error::{Error, Result};
+use crate::model::recorded::Recorded;
+use crate::sql::rows::StoredRow as _;
+use crate::sql::{EVENT_COLUMNS, Number, Statement, db, int};
+use crate::store::EventStore as _;
+
+/// Figures about what a PostgreSQL store holds.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct Summary {
+    /// Events stored.
+    pub events: u64,
+    /// Version of the last event readers can see.
+    pub latest_version: u64,
+    /// Distinct aggregates.
+    pub streams: u64,
+    /// Events per type, most frequent first.
+    pub per_type: Vec<(String, u64)>,
+    /// The server's notification queue usage, 0.0 to 1.0.
+    pub notification_queue_usage: f64,
+}
+
+/// Connection pool figures (the seed's `Stats`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PoolStats {
+    /// Most connections the pool opens.
+    pub max_open: u32,
+    /// Connections open now.
+    pub open: u32,
+    /// Connections handed out.
+    pub in_use: u32,
+    /// Connections open and idle.
+    pub idle: u32,
+    /// Callers waiting for a connection.
+    pub waiting: u64,
+}
+
+impl PgStore {
+    /// Pool figures.
+    pub fn stats(&self) -> Result<PoolStats> {
+        let pool = self.pool()?;
+        let state = pool.state();
+        let stats = PoolStats {
+            max_open: pool.config().max_size,
+            open: state.connections,
+            in_use: state.connections - state.idle_connections,
+            idle: state.idle_connections,
+            waiting: state.statistics.pending_gets(),
+        };
+        if self.inner.config.metrics {
+            metrics::gauge!("synckit_pool_connections").set(stats.open);
+            metrics::gauge!("synckit_pool_idle_connections").set(stats.idle);
+        }
+        Ok(stats)
+    }
+
+    /// Counts of events, streams and types, and the server's notification
+    /// queue usage (0.0 to 1.0).
+    pub async fn summary(&self) -> Result<Summary> {
+        #[derive(diesel::QueryableByName)]
+        struct Totals {
+            #[diesel(sql_type = BigInt)]
+            events: i64,
+            #[diesel(sql_type = BigInt)]
+            streams: i64,
+            #[diesel(sql_type = diesel::sql_types::Double)]
+            queue_usage: f64,
+        }
+        #[derive(diesel::QueryableByName)]
+        struct TypeCount {
+            #[diesel(sql_type = Text)]
+            event_type: String,
+            #[diesel(sql_type = BigInt)]
+            count: i64,
+        }
+        let latest_version = self.latest_version().await?.version();
+        self.with_conn("summary", async |conn| {
+            let totals: Vec<Totals> = Statement::new(
+                "SELECT count(*) AS events, count(DISTINCT aggregate_id) AS streams, \
+                 pg_notification_queue_usage() AS queue_usage FROM events",
+            )
+            .load(&mut *conn)
+            .await
+            .map_err(db("summary"))?;
+            let per_type: Vec<TypeCount> = Statement::new(
+                "SELECT event_type, count(*) AS count FROM events GROUP BY event_type \
+                 ORDER BY count DESC, event_type",
+            )
+            .load(&mut *conn)
+            .await
+            .map_err(db("summary"))?;
+            let totals = totals.into_iter().next();
+            Ok(Summary {
+                events: totals.as_ref().map_or(0, |t| int::nonnegative(t.events)),
+                latest_version,
+                streams: totals.as_ref().map_or(0, |t| int::nonnegative(t.streams)),
+                per_type: per_type
+                    .into_iter()
+                    .map(|t| (t.event_type, int::nonnegative(t.count)))
+                    .collect(),
+                notification_queue_usage: totals.map_or(0.0, |t| t.queue_usage),
+            })
+        })
+        .await
+    }
+
+    /// The event with this id, or [`Error::EventNotFound`].
+    pub async fn get(&self, id: &str) -> Result<Recorded> {
+        let sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE id = $1");
+        let id = id.to_owned();
+        self.with_conn("get", async |conn| {
+            let rows: Vec<EventRow> = Statement::new(sql)
+                .bind::<Text, _>(&id)
+                .load(&mut *conn)
+                .await
+                .map_err(db("get"))?;
+            match rows.into_iter().next() {
+                Some(row) => row.into_recorded(),
+                None => Err(Error::EventNotFound { id }),
+            }
+        })
+        .await
+    }
+
+    /// Number of events stored (committed) now.
+    pub async fn count(&self) -> Result<u64> {
+        self.with_conn("count", async |conn| {
+            let rows: Vec<Number> = Statement::new("SELECT count(*) AS n FROM events")
+                .load(&mut *conn)
+                .await
+                .map_err(db("count"))?;
+            Ok(Number::first(rows).map_or(0, int::nonnegative))
+        })
+        .await
+    }
+
+    /// Whether this connection caches prepared statements: the text of the
+    /// statements prepared on one pooled connection after the same query
+    /// ran twice on it. None of synckit's own when
+    /// [`Config::prepared_statements`] is off.
+    #[doc(hidden)]
+    pub async fn prepared_statements(&self) -> Result<Vec<String>> {
+        #[derive(diesel::QueryableByName)]
+        struct Prepared {
+            #[diesel(sql_type = Text)]
+            statement: String,
+        }
+        #[derive(diesel::QueryableByName)]
+        struct Probe {
+            #[diesel(sql_type = BigInt)]
+            #[allow(dead_code)]
+            count: i64,
+        }
+        self.with_conn("stats", async |conn| {
+            for _ in 0..2 {
+                let _: Vec<Probe> = Statement::new("SELECT $1::bigint AS count")
+                    .bind::<BigInt, _>(1)
+                    .load(&mut *conn)
+                    .await
+                    .map_err(db("stats"))?;
+            }
+            let rows: Vec<Prepared> = Statement::new(
+                "SELECT statement FROM pg_prepared_statements \
+                 WHERE statement NOT LIKE '%pg_prepared_statements%' ORDER BY name",
+            )
+            .load(&mut *conn)
+            .await
+            .map_err(db("stats"))?;
+            Ok(rows.into_iter().map(|r| r.statement).collect())
+        })
+        .await
+    }
+}
+
+pub(super) async fn check_schema(conn: &mut AsyncPgConnection) -> Result<()> {
+    let rows: Vec<Number> =
+        Statement::new("SELECT count(*) AS n FROM pg_proc WHERE proname = 'synckit_fence'")
+            .load(conn)
+            .await
+            .map_err(db("connect"))?;
+    if Number::first(rows).unwrap_or(0) == 0 {
+        return Err(Error::IncompatibleVersion {
+            input: "no schema".to_owned(),
+            reason: "the database has no synckit schema: run the migrations (`synckit::postgres::migrate`) or set run_migrations"
+                .to_owned(),
+        });
+    }
+    Ok(())
+}

@@ -1,0 +1,84 @@
+//! The read query: events after a cursor, up to an upper bound, that pass
+//! a filter, in global order.
+
+use super::{Dialect, EVENT_COLUMNS, Statement, int};
+use crate::model::cursor::Cursor;
+use crate::model::filter::Filter;
+
+/// How far a read may go.
+#[derive(Clone, Copy)]
+pub(crate) enum Upto {
+    /// To the last stored event (SQLite: versions become visible in
+    /// commit order, so there is nothing to hold back).
+    #[cfg_attr(not(feature = "sqlite"), allow(dead_code))]
+    Head,
+    /// To this version, inclusive.
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+    Version(Cursor),
+    /// To a bound the SQL computes itself (PostgreSQL: the fence an
+    /// earlier statement of the same round trip stored).
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+    Sql(&'static str),
+}
+
+/// Up to `limit` events after `after` and within `upto` that pass
+/// `filter`, oldest first.
+///
+/// A filter on one value is an equality, which the `(column, version)`
+/// indexes return in version order; a list is the backend's "in list".
+pub(crate) fn events_after<DB: Dialect>(
+    filter: &Filter,
+    after: Cursor,
+    upto: Upto,
+    limit: usize,
+) -> Statement<'static, DB> {
+    let mut sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE version > $1");
+    let mut next = 2;
+    match upto {
+        Upto::Head => {}
+        Upto::Version(_) => {
+            sql.push_str(" AND version <= $2");
+            next = 3;
+        }
+        Upto::Sql(bound) => {
+            sql.push_str(" AND version <= ");
+            sql.push_str(bound);
+        }
+    }
+    let mut values = Vec::new();
+    for (column, selected) in [
+        ("aggregate_id", filter.aggregate_ids()),
+        ("event_type", filter.event_types()),
+    ] {
+        let Some(selected) = selected else { continue };
+        let n = next + values.len();
+        if selected.len() == 1 {
+            sql.push_str(&format!(" AND {column} = ${n}"));
+        } else {
+            sql.push_str(" AND ");
+            sql.push_str(&DB::in_list(column, n));
+        }
+        values.push(selected);
+    }
+    sql.push_str(&format!(" ORDER BY version LIMIT ${}", next + values.len()));
+    let mut query = DB::bind_int(Statement::new(sql), after.as_i64());
+    if let Upto::Version(fence) = upto {
+        query = DB::bind_int(query, fence.as_i64());
+    }
+    for selected in values {
+        query = match selected.first() {
+            Some(one) if selected.len() == 1 => DB::bind_text(query, one.clone()),
+            _ => DB::bind_list(query, selected.iter().cloned().collect()),
+        };
+    }
+    DB::bind_int(query, int::to_sql(limit))
+}
+
+/// The stored events with these ids (the replay lookup of an append).
+pub(crate) fn events_with_ids<DB: Dialect>(ids: Vec<String>) -> Statement<'static, DB> {
+    let sql = format!(
+        "SELECT {EVENT_COLUMNS} FROM events WHERE {}",
+        DB::in_list("id", 1)
+    );
+    DB::bind_list(Statement::new(sql), ids)
+}

@@ -1,0 +1,56 @@
+//! What the store holds: counts of events, streams and types.
+
+use diesel::sql_types::{BigInt, Text};
+use diesel::{QueryableByName, RunQueryDsl, SqliteConnection};
+
+use super::SqliteStore;
+use super::store::Place;
+use crate::model::error::Result;
+use crate::sql::{Number, TxError, int};
+
+/// Figures about what a store holds.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct StoreSummary {
+    /// Events stored.
+    pub events: u64,
+    /// Version of the last event readers can see.
+    pub latest_version: u64,
+    /// Distinct aggregates.
+    pub streams: u64,
+    /// Events per type, most frequent first.
+    pub per_type: Vec<(String, u64)>,
+}
+
+impl SqliteStore {
+    /// Counts of events, streams and types.
+    pub async fn summary(&self) -> Result<StoreSummary> {
+        #[derive(QueryableByName)]
+        struct TypeCount {
+            #[diesel(sql_type = Text)]
+            event_type: String,
+            #[diesel(sql_type = BigInt)]
+            count: i64,
+        }
+        self.run("summary", Place::Here, |c| {
+            let one = |c: &mut SqliteConnection, sql: &str| -> std::result::Result<u64, TxError> {
+                let n: Vec<Number> = diesel::sql_query(sql).load(c)?;
+                Ok(n.into_iter().next().and_then(|r| r.n).map_or(0, int::nonnegative))
+            };
+            let events = one(c, "SELECT count(*) AS n FROM events")?;
+            let latest_version = one(c, "SELECT max(version) AS n FROM events")?;
+            let streams = one(c, "SELECT count(DISTINCT aggregate_id) AS n FROM events")?;
+            let per_type: Vec<TypeCount> = diesel::sql_query(
+                "SELECT event_type, count(*) AS count FROM events GROUP BY event_type ORDER BY count DESC, event_type",
+            )
+            .load(c)?;
+            Ok(StoreSummary {
+                events,
+                latest_version,
+                streams,
+                per_type: per_type.into_iter().map(|t| (t.event_type, int::nonnegative(t.count))).collect(),
+            })
+        })
+        .await
+    }
+}
