@@ -273,3 +273,114 @@ async fn sqlite_poison_rows_are_one_error_item_each() {
         .await;
     }
 }
+
+/// Rows another tool wrote, each with an id and its `data` and `metadata`
+/// as SQL literals, and the metadata every backend reads back: the shared
+/// decoding rules of the SQL backends, one row per rule.
+const STORED_ROW_RULES: &[(&str, &str, &str, &str)] = &[
+    ("object", "'{\"amount\": 1}'", "'{\"k\": 1}'", r#"{"k": 1}"#),
+    ("sql-null", "'{\"amount\": 1}'", "NULL", "{}"),
+    ("json-null", "'{\"amount\": 1}'", "'null'", "{}"),
+    (
+        "array",
+        "'{\"amount\": 1}'",
+        "'[1, 2]'",
+        r#"{"value": [1, 2]}"#,
+    ),
+    (
+        "string",
+        "'{\"amount\": 1}'",
+        "'\"text\"'",
+        r#"{"value": "text"}"#,
+    ),
+    ("number", "'{\"amount\": 1}'", "'7'", r#"{"value": 7}"#),
+    ("no-data", "NULL", "NULL", "{}"),
+];
+
+/// Every SQL backend reads the rows of [`STORED_ROW_RULES`] alike: metadata
+/// that is no object is kept under `"value"`, absent metadata is an empty
+/// object, absent data is JSON `null`; by `load`, by a typed read into raw
+/// JSON and by a subscription.
+async fn stored_rows_read_by_the_shared_rules<S: SubscriptionSource>(
+    store: S,
+    inject: impl AsyncFn(String),
+) {
+    for (n, (id, data, metadata, _)) in STORED_ROW_RULES.iter().enumerate() {
+        inject(format!(
+            "INSERT INTO events (id, aggregate_id, event_type, stream_version, data, metadata) \
+             VALUES ('{id}', 'rules', 'Deposited', {}, {data}, {metadata})",
+            n + 1
+        ))
+        .await;
+    }
+    let loaded = store.load(Cursor::START).await.unwrap();
+    let typed: Vec<Recorded> = store
+        .read_stream_as::<serde_json::Value>(Filter::all(), Cursor::START)
+        .map(Result::unwrap)
+        .collect()
+        .await;
+    let mut subscription = store
+        .subscribe(Filter::all(), Start::Beginning)
+        .await
+        .unwrap();
+    let mut delivered = Vec::new();
+    while delivered.len() < STORED_ROW_RULES.len() {
+        delivered.push(next_within(&mut subscription).await.unwrap());
+    }
+    for read in [&loaded, &typed, &delivered] {
+        assert_eq!(read.len(), STORED_ROW_RULES.len());
+        for (event, (id, data, _, metadata)) in read.iter().zip(STORED_ROW_RULES) {
+            assert_eq!(event.id, *id);
+            let metadata: serde_json::Value = serde_json::from_str(metadata).unwrap();
+            assert_eq!(
+                serde_json::Value::Object(event.metadata.clone()),
+                metadata,
+                "{id}"
+            );
+            let expected_data = if *data == "NULL" {
+                serde_json::Value::Null
+            } else {
+                serde_json::json!({"amount": 1})
+            };
+            assert_eq!(event.data, expected_data, "{id}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_reads_stored_rows_by_the_shared_rules() {
+    let (store, url) = crate::postgres::store_with(3).await;
+    stored_rows_read_by_the_shared_rules(store, async |sql| {
+        synckit_workspace::raw_client(&url)
+            .await
+            .batch_execute(&sql)
+            .await
+            .unwrap();
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_reads_stored_rows_by_the_shared_rules() {
+    let store = crate::sqlite::fresh_store(3).await;
+    let path = store.path().to_owned();
+    stored_rows_read_by_the_shared_rules(store, async |sql| {
+        let path = path.clone();
+        let sql = sql.replace(
+            "stream_version, data, metadata)",
+            "stream_version, data, metadata, created_at)",
+        );
+        let sql = format!(
+            "{}, strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))",
+            sql.trim_end_matches(')')
+        );
+        tokio::task::spawn_blocking(move || {
+            let conn = rusqlite::Connection::open(path).unwrap();
+            conn.busy_timeout(Duration::from_secs(5)).unwrap();
+            conn.execute_batch(&sql).unwrap();
+        })
+        .await
+        .unwrap();
+    })
+    .await;
+}
