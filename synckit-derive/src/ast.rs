@@ -13,6 +13,18 @@ pub(crate) struct Container<'a> {
     pub(crate) data: Data<'a>,
 }
 
+impl Container<'_> {
+    /// The path of the runtime crate: `#[event(crate = "...")]`, else
+    /// `::synckit`. Read here once, for the impl and for the fallback.
+    pub(crate) fn krate(&self) -> syn::Path {
+        self.attrs
+            .krate
+            .as_ref()
+            .map(|k| k.value.clone())
+            .unwrap_or_else(|| syn::parse_quote!(::synckit))
+    }
+}
+
 pub(crate) enum Data<'a> {
     Struct(Vec<Field<'a>>),
     Enum(Vec<Variant<'a>>),

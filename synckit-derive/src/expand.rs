@@ -6,6 +6,7 @@ use syn::DeriveInput;
 
 use crate::ast::{Container, Style};
 use crate::ctxt::Ctxt;
+use crate::fallback;
 use crate::valid::{self, Kind, Model, Repr, VariantAggregate};
 
 /// Expands the derive: the impl, or every error plus a stub impl so that the
@@ -18,16 +19,11 @@ pub(crate) fn derive(input: &DeriveInput) -> TokenStream {
     match (cx.finish(), model) {
         (None, Some(model)) => impl_event(input, &model),
         (Some(errors), _) => {
-            let krate = container
-                .attrs
-                .krate
-                .as_ref()
-                .map(|k| k.value.clone())
-                .unwrap_or_else(|| syn::parse_quote!(::synckit));
+            let krate = container.krate();
             let mut out = errors.to_compile_error();
             // No stub for a union: its impl could never hold.
             if !matches!(input.data, syn::Data::Union(_)) {
-                out.extend(stub(input, &krate));
+                out.extend(fallback::stub(input, &krate));
             }
             out
         }
@@ -40,7 +36,11 @@ pub(crate) fn derive(input: &DeriveInput) -> TokenStream {
 
 /// `impl ... where Self: serde + Send + Sync + 'static` — the impl applies
 /// exactly where `Event`'s supertraits hold, for generic types too.
-fn impl_header(input: &DeriveInput, krate: &syn::Path, delegates: &[&syn::Type]) -> TokenStream {
+pub(crate) fn impl_header(
+    input: &DeriveInput,
+    krate: &syn::Path,
+    delegates: &[&syn::Type],
+) -> TokenStream {
     let ident = &input.ident;
     let (impl_generics, ty_generics, where_clause) = input.generics.split_for_impl();
     let mut where_clause = where_clause
@@ -62,18 +62,6 @@ fn impl_header(input: &DeriveInput, krate: &syn::Path, delegates: &[&syn::Type])
     quote! {
         #[automatically_derived]
         impl #impl_generics #krate::Event for #ident #ty_generics #where_clause
-    }
-}
-
-fn stub(input: &DeriveInput, krate: &syn::Path) -> TokenStream {
-    let header = impl_header(input, krate, &[]);
-    quote! {
-        #header {
-            fn event_types() -> &'static [&'static str] { ::core::unreachable!() }
-            fn event_type(&self) -> &'static str { ::core::unreachable!() }
-            fn aggregate_id(&self) -> #krate::__private::String { ::core::unreachable!() }
-            fn layout() -> &'static #krate::__private::Layout { ::core::unreachable!() }
-        }
     }
 }
 

@@ -8,6 +8,7 @@ mod attr;
 mod case;
 mod ctxt;
 mod expand;
+mod fallback;
 mod valid;
 
 use proc_macro::TokenStream;

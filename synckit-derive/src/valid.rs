@@ -62,12 +62,7 @@ const MISSING_HINT: &str = "mark one field with `#[event(aggregate_id)]`, or nam
 
 /// Checks the container; `None` when an error was recorded.
 pub(crate) fn check(cx: &mut Ctxt, container: &Container<'_>) -> Option<Model> {
-    let krate = container
-        .attrs
-        .krate
-        .as_ref()
-        .map(|k| k.value.clone())
-        .unwrap_or_else(|| syn::parse_quote!(::synckit));
+    let krate = container.krate();
     let container_version = container.attrs.version.as_ref().map(|v| v.value);
     let ident = &container.input.ident;
     let kind = match &container.data {
@@ -178,6 +173,25 @@ fn marked_field<'f, 'a>(cx: &mut Ctxt, fields: &'f [Field<'a>]) -> Option<&'f Fi
     Some(first)
 }
 
+/// The field an `aggregate_id = "..."` rule names; an error at the rule
+/// when its text is not a field name.
+fn rule_field(cx: &mut Ctxt, name: &LitStr) -> Option<Ident> {
+    match syn::parse_str::<Ident>(&name.value()) {
+        Ok(ident) => Some(Ident::new(&ident.to_string(), name.span())),
+        Err(_) => {
+            cx.error_spanned_by(
+                name,
+                format!(
+                    "`aggregate_id = {:?}` must name a field, and `{}` is not a Rust identifier",
+                    name.value(),
+                    name.value()
+                ),
+            );
+            None
+        }
+    }
+}
+
 fn find_named<'f, 'a>(fields: &'f [Field<'a>], name: &LitStr) -> Option<&'f Field<'a>> {
     fields
         .iter()
@@ -216,6 +230,7 @@ fn resolve_variant(
             }
         }
         (Style::Named, None) => match rule {
+            Some(name) if rule_field(cx, name).is_none() => None,
             Some(name) => match find_named(&variant.fields, name) {
                 Some(field) => Some(VariantAggregate::Field(field.member.clone())),
                 None => {
@@ -239,7 +254,7 @@ fn resolve_variant(
             }
         },
         (Style::Tuple, None) if variant.fields.len() == 1 => Some(match rule {
-            Some(name) => VariantAggregate::InnerField(Ident::new(&name.value(), name.span())),
+            Some(name) => VariantAggregate::InnerField(rule_field(cx, name)?),
             None => VariantAggregate::Delegate(variant.fields[0].ty.clone()),
         }),
         (Style::Tuple, None) => {
