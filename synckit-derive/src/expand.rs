@@ -169,9 +169,82 @@ fn impl_event(input: &DeriveInput, model: &Model) -> TokenStream {
             }
         }
     };
+    let helpers = subscription_helpers(input, krate);
     quote! {
         #header {
             #body
+        }
+        #helpers
+    }
+}
+
+/// The typed subscription helpers, as inherent functions of the type
+/// (`Account::subscribe(&store)`), so that they need no import and the
+/// `Event` trait stays free of the subscription machinery.
+pub(crate) fn subscription_helpers(input: &DeriveInput, krate: &syn::Path) -> TokenStream {
+    let ident = &input.ident;
+    let (impl_generics, ty_generics, where_clause) = input.generics.split_for_impl();
+    let private = quote!(#krate::__private);
+    let output = quote! {
+        impl ::core::future::Future<Output = #krate::Result<#krate::Subscription<Self>>>
+            + ::core::marker::Send
+    };
+    quote! {
+        #[automatically_derived]
+        #[allow(dead_code)]
+        impl #impl_generics #ident #ty_generics #where_clause {
+            /// Subscribes to this type's events committed from now on,
+            /// decoded into it.
+            pub fn subscribe<__S: #krate::SubscriptionSource>(store: &__S) -> #output
+            where
+                Self: #krate::Event,
+            {
+                #private::subscribe_as::<Self, __S>(store, None, #krate::Start::Now)
+            }
+
+            /// Subscribes to this type's events from `start`, decoded into it.
+            pub fn subscribe_from<__S: #krate::SubscriptionSource>(
+                store: &__S,
+                start: #krate::Start,
+            ) -> #output
+            where
+                Self: #krate::Event,
+            {
+                #private::subscribe_as::<Self, __S>(store, None, start)
+            }
+
+            /// Subscribes to this type's events of one aggregate, committed
+            /// from now on.
+            pub fn subscribe_stream<__S: #krate::SubscriptionSource>(
+                store: &__S,
+                aggregate_id: impl ::core::convert::Into<#private::String>,
+            ) -> #output
+            where
+                Self: #krate::Event,
+            {
+                #private::subscribe_as::<Self, __S>(
+                    store,
+                    ::core::option::Option::Some(aggregate_id.into()),
+                    #krate::Start::Now,
+                )
+            }
+
+            /// Subscribes to this type's events of one aggregate, from
+            /// `start`.
+            pub fn subscribe_stream_from<__S: #krate::SubscriptionSource>(
+                store: &__S,
+                aggregate_id: impl ::core::convert::Into<#private::String>,
+                start: #krate::Start,
+            ) -> #output
+            where
+                Self: #krate::Event,
+            {
+                #private::subscribe_as::<Self, __S>(
+                    store,
+                    ::core::option::Option::Some(aggregate_id.into()),
+                    start,
+                )
+            }
         }
     }
 }

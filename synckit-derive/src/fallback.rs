@@ -6,13 +6,15 @@ use proc_macro2::TokenStream;
 use quote::quote;
 use syn::DeriveInput;
 
-use crate::expand::impl_header;
+use crate::expand::{impl_header, subscription_helpers};
 
 /// An `Event` impl whose methods are never reached (the crate does not
 /// compile).
 pub(crate) fn stub(input: &DeriveInput, krate: &syn::Path) -> TokenStream {
     let header = impl_header(input, krate, &[]);
+    let helpers = subscription_helpers(input, krate);
     quote! {
+        #helpers
         #header {
             fn event_types() -> &'static [&'static str] { ::core::unreachable!() }
             fn event_type(&self) -> &'static str { ::core::unreachable!() }

@@ -10,3 +10,5 @@ pub fn to_string<T: std::fmt::Display + ?Sized>(value: &T) -> String {
 }
 pub use serde::Serialize;
 pub use serde::de::DeserializeOwned;
+
+pub use crate::store::subscription::subscribe_as;

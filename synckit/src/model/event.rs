@@ -4,12 +4,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
-use std::future::Future;
-
 use crate::model::error::{Error, Result};
-use crate::model::filter::{Filter, Start};
-use crate::store::SubscriptionSource;
-use crate::store::subscription::Subscription;
+use crate::model::filter::Filter;
 
 /// A domain event that synckit can store, load and deliver.
 ///
@@ -155,41 +151,6 @@ pub trait Event: Serialize + DeserializeOwned + Send + Sync + 'static {
     /// The subscription filter of exactly this type's event types.
     fn filter() -> Filter {
         Filter::types(Self::event_types().iter().copied())
-    }
-
-    /// Subscribes to this type's events committed from now on, decoded
-    /// into `Self` (see [`SubscriptionSource::subscribe`]).
-    fn subscribe<S: SubscriptionSource>(
-        store: &S,
-    ) -> impl Future<Output = Result<Subscription<Self>>> + Send {
-        Self::subscribe_from(store, Start::Now)
-    }
-
-    /// Subscribes to this type's events from `start`, decoded into `Self`.
-    fn subscribe_from<S: SubscriptionSource>(
-        store: &S,
-        start: Start,
-    ) -> impl Future<Output = Result<Subscription<Self>>> + Send {
-        let opening = store.subscribe(Self::filter(), start);
-        async move { Ok(opening.await?.typed()) }
-    }
-
-    /// Subscribes to this type's events of one aggregate, from now on.
-    fn subscribe_stream<S: SubscriptionSource>(
-        store: &S,
-        aggregate_id: impl Into<String>,
-    ) -> impl Future<Output = Result<Subscription<Self>>> + Send {
-        Self::subscribe_stream_from(store, aggregate_id, Start::Now)
-    }
-
-    /// Subscribes to this type's events of one aggregate, from `start`.
-    fn subscribe_stream_from<S: SubscriptionSource>(
-        store: &S,
-        aggregate_id: impl Into<String>,
-        start: Start,
-    ) -> impl Future<Output = Result<Subscription<Self>>> + Send {
-        let opening = store.subscribe(Self::filter().and_streams([aggregate_id]), start);
-        async move { Ok(opening.await?.typed()) }
     }
 
     /// The JSON Schema of the stored `data` of each event type, in the order

@@ -23,6 +23,7 @@ use serde_json::Value;
 
 use crate::model::cursor::Cursor;
 use crate::model::error::{Error, Result};
+use crate::model::event::Event;
 use crate::model::filter::{Filter, Start};
 use crate::model::payload::Payload;
 use crate::model::recorded::Recorded;
@@ -39,6 +40,22 @@ pub enum Message<T = Value> {
     /// The catch-up reached the head of the store: what follows is live.
     /// Sent once per subscription.
     CaughtUp,
+}
+
+/// The subscription behind the derive's typed helpers
+/// (`Account::subscribe_from(&store, start)`): `E`'s event types, of one
+/// aggregate when given, decoded into `E`.
+pub fn subscribe_as<E: Event, S: SubscriptionSource>(
+    store: &S,
+    aggregate_id: Option<String>,
+    start: Start,
+) -> impl Future<Output = Result<Subscription<E>>> + Send {
+    let filter = match aggregate_id {
+        Some(id) => E::filter().and_streams([id]),
+        None => E::filter(),
+    };
+    let opening = store.subscribe(filter, start);
+    async move { Ok(opening.await?.typed()) }
 }
 
 type SaveCheckpoint = Arc<dyn Fn(Cursor) -> BoxFuture<'static, Result<()>> + Send + Sync>;
