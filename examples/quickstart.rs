@@ -2,17 +2,16 @@
 //! store it, load it, receive it through a subscription.
 //!
 //! Run: `cargo run --example quickstart`. Without `DATABASE_URL` it uses a
-//! SQLite file in the temporary directory (and prints its path); with a
-//! `postgres://` (or key=value) `DATABASE_URL` it uses PostgreSQL, and with
-//! any other value it takes it as a SQLite file path.
+//! fresh SQLite file in the temporary directory, removed at the end; a
+//! `DATABASE_URL` picks the store by the rules of `synckit::open` (a
+//! `postgres://` URL or key=value string: PostgreSQL; anything else: a
+//! SQLite file path).
 #![allow(clippy::print_stdout)]
 
 use std::time::Duration;
 
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
-use synckit::postgres::PgStore;
-use synckit::sqlite::SqliteStore;
 use synckit::{Cursor, Event, ExpectedVersion, Start, SubscriptionSource};
 
 /// A typed event: the struct's name is its type, `user_id` its stream.
@@ -38,14 +37,17 @@ async fn basic_usage<S: SubscriptionSource>(store: S) -> synckit::Result<()> {
         )
         .await?;
     println!(
-        "stored {} for {} at version {}",
-        stored.event_type, stored.aggregate_id, stored.version
+        "stored {} for {}: global version {}, version {} of its stream",
+        stored.event_type, stored.aggregate_id, stored.version, stored.stream_version
     );
 
     let loaded = store.load_by_aggregate(&user_id, Cursor::START).await?;
     for event in loaded {
         let event = event.decode::<UserRegistered>()?;
-        println!("loaded #{}: {:?}", event.stream_version, event.data);
+        println!(
+            "loaded version {} of its stream (global {}): {:?}",
+            event.stream_version, event.version, event.data
+        );
     }
 
     match tokio::time::timeout(Duration::from_secs(10), registrations.next()).await {
@@ -57,32 +59,21 @@ async fn basic_usage<S: SubscriptionSource>(store: S) -> synckit::Result<()> {
 
 #[tokio::main]
 async fn main() -> synckit::Result<()> {
-    match std::env::var("DATABASE_URL")
+    // A fresh file per run, removed at the end, unless DATABASE_URL names
+    // a store (a postgres:// URL, a key=value string or a SQLite path).
+    let fresh = std::env::temp_dir().join(format!(
+        "synckit-quickstart-{}.db",
+        chrono::Utc::now().timestamp_micros()
+    ));
+    let target = std::env::var("DATABASE_URL")
         .ok()
         .filter(|u| !u.trim().is_empty())
-    {
-        Some(url)
-            if url.starts_with("postgres://")
-                || url.starts_with("postgresql://")
-                || url.contains('=') =>
-        {
-            let config = synckit::postgres::Config::new(url);
-            println!(
-                "using PostgreSQL at {}",
-                config.redacted_connection_string()
-            );
-            basic_usage(PgStore::connect(config).await?).await
-        }
-        other => {
-            let path = match other {
-                Some(path) => path.trim_start_matches("sqlite://").into(),
-                None => std::env::temp_dir().join("synckit-quickstart.db"),
-            };
-            println!(
-                "using the embedded SQLite store at {}",
-                std::path::Path::display(&path)
-            );
-            basic_usage(SqliteStore::open(path).await?).await
-        }
+        .unwrap_or_else(|| fresh.display().to_string());
+    let store = synckit::open(&target).await?;
+    println!("using the {} store", store.backend());
+    basic_usage(store).await?;
+    for file in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{file}", fresh.display()));
     }
+    Ok(())
 }

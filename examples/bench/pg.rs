@@ -386,7 +386,7 @@ pub async fn store(url: &str) -> PgStore {
     let mut config = Config::new(format!("{url} sslmode=disable"));
     config.max_open_conns = 40;
     // Opened as needed: several stores are open at once in some rows.
-    config.max_idle_conns = 2;
+    config.min_idle_conns = 2;
 
     PgStore::connect(config).await.expect("connect")
 }

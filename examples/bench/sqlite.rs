@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use futures::TryStreamExt;
 use serde_json::json;
-use synckit::sqlite::{SqliteConfig, SqliteStore};
+use synckit::sqlite::{self, SqliteStore};
 use synckit::{Cursor, Event, EventStore, ExpectedVersion, NewEvent};
 
 use crate::report::{self, Goal, Rates, Row};
@@ -20,7 +20,7 @@ const INSERT: &str = "INSERT INTO events (id, aggregate_id, event_type, data, me
 
 /// A migrated database file in `dir`, opened by synckit.
 pub async fn store(dir: &Path, name: &str) -> SqliteStore {
-    SqliteStore::connect(SqliteConfig::new(dir.join(name)))
+    SqliteStore::connect(sqlite::Config::new(dir.join(name)))
         .await
         .expect("open")
 }

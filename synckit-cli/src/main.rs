@@ -14,8 +14,8 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use futures::StreamExt;
 use synckit::postgres::{Config, PgStore};
-use synckit::sqlite::{SqliteConfig, SqliteStore};
-use synckit::{Cursor, Filter, Recorded, Start, SubscriptionSource};
+use synckit::sqlite::{self, SqliteStore};
+use synckit::{Cursor, Filter, Recorded, Start, StoreConfig, SubscriptionSource};
 
 #[derive(Parser)]
 #[command(
@@ -62,19 +62,21 @@ enum Command {
 
 enum Database {
     Postgres(Config),
-    Sqlite(SqliteConfig),
+    Sqlite(sqlite::Config),
 }
 
+/// The store the target names ([`StoreConfig::parse`]: the same rules as
+/// every synckit application).
 fn database(url: Option<String>) -> Result<Database, String> {
     let url = url
         .filter(|u| !u.trim().is_empty())
         .ok_or("no database: pass --database-url or set DATABASE_URL")?;
-    if url.starts_with("postgres://") || url.starts_with("postgresql://") || url.contains('=') {
-        Ok(Database::Postgres(Config::new(url)))
-    } else {
-        Ok(Database::Sqlite(SqliteConfig::new(
-            url.trim_start_matches("sqlite://"),
-        )))
+    match StoreConfig::parse(&url).map_err(|e| e.to_string())? {
+        StoreConfig::Postgres(config) => Ok(Database::Postgres(config)),
+        StoreConfig::Sqlite(config) => Ok(Database::Sqlite(config)),
+        _ => Err(format!(
+            "{url}: the CLI works on a PostgreSQL database or a SQLite file"
+        )),
     }
 }
 
@@ -156,10 +158,10 @@ async fn run(cli: Cli) -> Result<(), String> {
             print_applied(&report.applied);
         }
         (Command::Migrate, Database::Sqlite(config)) => {
-            let applied = synckit::sqlite::migrate(&config)
+            let report = synckit::sqlite::migrate(&config)
                 .await
                 .map_err(|e| e.to_string())?;
-            print_applied(&applied);
+            print_applied(&report.applied);
         }
         (
             Command::Tail {
@@ -181,7 +183,7 @@ async fn run(cli: Cli) -> Result<(), String> {
             match db {
                 Database::Postgres(mut config) => {
                     config.max_open_conns = 2;
-                    config.max_idle_conns = 1;
+                    config.min_idle_conns = 1;
                     config.reconnect_interval = Duration::from_millis(500);
                     config.max_reconnect_attempts = u32::MAX;
                     config.notification_timeout = Duration::from_secs(5);
@@ -206,10 +208,9 @@ async fn run(cli: Cli) -> Result<(), String> {
             println!("events:                   {}", s.events);
             println!("latest version:           {}", s.latest_version);
             println!("streams:                  {}", s.streams);
-            println!(
-                "notification queue usage: {:.4}%",
-                s.notification_queue_usage * 100.0
-            );
+            if let Some(usage) = s.notification_queue_usage {
+                println!("notification queue usage: {:.4}%", usage * 100.0);
+            }
             let pool = store.stats().map_err(|e| e.to_string())?;
             println!(
                 "pool:                     {} open of {} ({} in use, {} idle, {} waiting)",
@@ -228,7 +229,7 @@ async fn run(cli: Cli) -> Result<(), String> {
             print_types(&s.per_type);
         }
         (Command::ImportSqlite { file }, Database::Postgres(config)) => {
-            let source = SqliteStore::connect(SqliteConfig::new(&file))
+            let source = SqliteStore::connect(sqlite::Config::new(&file))
                 .await
                 .map_err(|e| e.to_string())?;
             let total = source.summary().await.map_err(|e| e.to_string())?.events;

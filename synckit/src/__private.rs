@@ -11,4 +11,6 @@ pub fn to_string<T: std::fmt::Display + ?Sized>(value: &T) -> String {
 pub use serde::Serialize;
 pub use serde::de::DeserializeOwned;
 
+pub use crate::store::TypedPage;
+pub use crate::store::hub::Hub;
 pub use crate::store::subscription::subscribe_as;

@@ -93,7 +93,9 @@ pub mod postgres;
 pub mod sqlite;
 
 pub use model::{notification, validate};
-pub use store::hub;
+
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
+mod open;
 
 #[doc(hidden)]
 pub mod __private;
@@ -109,13 +111,15 @@ pub use model::payload::Payload;
 pub use model::recorded::{
     CAUSATION_ID_KEY, CORRELATION_ID_KEY, NewEvent, Recorded, SCHEMA_VERSION_KEY,
 };
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
+pub use open::{AnyStore, StoreConfig, open};
 #[cfg(feature = "runtime")]
 pub use store::handler::{HandlerSubscriptions, SubscriptionHandle};
 pub use store::memory::MemoryStore;
-pub use store::subscription::{HANDLER_ATTEMPTS, Message, Subscription};
-pub use store::{
-    DEFAULT_BATCH_SIZE, EventStore, MAX_PAGE_GROWTH, READ_PAGE_BYTES, SubscriptionSource,
-};
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
+pub use store::report::{MigrationReport, Summary};
+pub use store::subscription::{Message, Subscription};
+pub use store::{EventStore, SubscriptionSource};
 
 /// Derives [`Event`](trait@Event) for a struct or an enum.
 ///

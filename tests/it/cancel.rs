@@ -247,7 +247,7 @@ async fn pooled_pg_store() -> PgStore {
 async fn pg_store_with(mut config: Config) -> PgStore {
     // One connection: a leaked one makes the next operation time out.
     config.max_open_conns = 1;
-    config.max_idle_conns = 0;
+    config.min_idle_conns = 0;
     config.batch_size = 7;
     config.connect_timeout = Duration::from_secs(3);
     config.notification_timeout = Duration::from_millis(500);

@@ -30,7 +30,7 @@ async fn copies_100k_events_resumes_after_interruption_and_verifies() {
     let url = database_url().await;
     let mut config = Config::new(url.clone());
     config.batch_size = 1000;
-    config.max_idle_conns = 0;
+    config.min_idle_conns = 0;
     let target = PgStore::connect(config.clone()).await.unwrap();
     let name = source.path().display().to_string();
 
@@ -98,7 +98,7 @@ async fn refuses_a_target_that_holds_other_events() {
         )
         .await
         .unwrap();
-    let target = PgStore::new(database_url().await).await.unwrap();
+    let target = PgStore::open(database_url().await).await.unwrap();
     target
         .append(
             ExpectedVersion::Any,

@@ -19,7 +19,7 @@ fn pooled_config(pooled: &str, direct: Option<&str>, batch_size: usize) -> Confi
     config.direct_connection_string = direct.map(str::to_owned);
     config.batch_size = batch_size;
     config.max_open_conns = 8;
-    config.max_idle_conns = 0;
+    config.min_idle_conns = 0;
     config.notification_timeout = Duration::from_millis(500);
     config
 }

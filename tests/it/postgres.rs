@@ -16,7 +16,7 @@ pub(crate) async fn store_with(batch_size: usize) -> (PgStore, String) {
     let mut config = Config::new(url.clone());
     config.batch_size = batch_size;
     config.max_open_conns = 8;
-    config.max_idle_conns = 0;
+    config.min_idle_conns = 0;
     config.notification_timeout = Duration::from_millis(500);
     (PgStore::connect(config).await.expect("connect"), url)
 }
@@ -472,7 +472,7 @@ async fn migrations_run_once_even_when_processes_start_together() {
     let starts = (0..4).map(|_| {
         let mut config = Config::new(url.clone());
         config.max_open_conns = 2;
-        config.max_idle_conns = 0;
+        config.min_idle_conns = 0;
         PgStore::connect(config)
     });
     for result in futures::future::join_all(starts).await {
@@ -517,7 +517,7 @@ async fn without_migrations_an_empty_database_is_refused_clearly() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_connection_strings_fail_clearly_within_the_timeout() {
-    let err = PgStore::new("postgres://user:secret@host:notaport/db")
+    let err = PgStore::open("postgres://user:secret@host:notaport/db")
         .await
         .unwrap_err();
     assert!(matches!(err, Error::InvalidConnection { .. }), "{err}");
@@ -527,7 +527,7 @@ async fn bad_connection_strings_fail_clearly_within_the_timeout() {
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = closed.local_addr().unwrap().port();
     drop(closed);
-    let err = PgStore::new(format!("postgres://u:secret@127.0.0.1:{port}/db"))
+    let err = PgStore::open(format!("postgres://u:secret@127.0.0.1:{port}/db"))
         .await
         .unwrap_err();
     assert!(matches!(err, Error::InvalidConnection { .. }), "{err}");
@@ -536,7 +536,7 @@ async fn bad_connection_strings_fail_clearly_within_the_timeout() {
     assert!(err.to_string().contains("refused"), "{err}");
 
     // The server refuses: its reason is in the message.
-    let err = PgStore::new(synckit_workspace::server().url("synckit_no_such_database"))
+    let err = PgStore::open(synckit_workspace::server().url("synckit_no_such_database"))
         .await
         .unwrap_err();
     assert!(matches!(err, Error::InvalidConnection { .. }), "{err}");
@@ -574,7 +574,7 @@ async fn config_fields_take_effect() {
     let url = database_url().await;
     let mut config = Config::new(url.clone());
     config.max_open_conns = 3;
-    config.max_idle_conns = 1;
+    config.min_idle_conns = 1;
     let store = PgStore::connect(config).await.unwrap();
     let stats = store.stats().unwrap();
     assert_eq!(stats.max_open, 3);
@@ -587,7 +587,7 @@ async fn config_fields_take_effect() {
 
     let mut config = Config::new(url.clone());
     config.prepared_statements = false;
-    config.max_idle_conns = 0;
+    config.min_idle_conns = 0;
     let unprepared = PgStore::connect(config).await.unwrap();
     let left = unprepared.prepared_statements().await.unwrap();
     assert!(left.iter().all(|s| s.starts_with("SET ")), "{left:?}");
@@ -626,7 +626,7 @@ async fn least_privilege_role_appends_and_reads_with_migrations_run_separately()
         .unwrap();
     let mut config = Config::new(format!("{url} user={role}"));
     config.run_migrations = false;
-    config.max_idle_conns = 0;
+    config.min_idle_conns = 0;
     let store = PgStore::connect(config).await.unwrap();
     store
         .append(ExpectedVersion::NoStream, vec![event("app", 1)])
@@ -708,7 +708,7 @@ async fn the_fence_never_moves_back_and_start_now_skips_what_committed_before() 
     );
 
     let mut config = Config::new(url.clone());
-    config.max_idle_conns = 0;
+    config.min_idle_conns = 0;
     let fresh = PgStore::connect(config).await.unwrap();
     let mut from_fresh =
         synckit::SubscriptionSource::subscribe(&fresh, Filter::all(), synckit::Start::Now)

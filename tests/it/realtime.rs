@@ -22,7 +22,7 @@ use crate::behaviour::{Account, next_within};
 async fn listening_store(url: &str) -> PgStore {
     let mut config = Config::new(url);
     config.max_open_conns = 6;
-    config.max_idle_conns = 0;
+    config.min_idle_conns = 0;
     config.notification_timeout = Duration::from_secs(120);
     config.reconnect_interval = Duration::from_millis(50);
     config.max_reconnect_attempts = 1000;
@@ -616,7 +616,7 @@ async fn subscriptions_end_with_an_error_when_the_listener_gives_up() {
     let server = synckit_workspace::server();
     let proxy = Proxy::start(server.port()).await;
     let mut config = Config::new(via_proxy(&url, &proxy));
-    config.max_idle_conns = 0;
+    config.min_idle_conns = 0;
     config.max_open_conns = 2;
     config.reconnect_interval = Duration::from_millis(20);
     config.max_reconnect_attempts = 2;

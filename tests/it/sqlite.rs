@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use serde_json::json;
-use synckit::sqlite::{SqliteConfig, SqliteStore};
+use synckit::sqlite::{self, SqliteStore};
 use synckit::{
     Cursor, Error, EventStore, ExpectedVersion, Filter, NewEvent, Start, SubscriptionSource,
 };
@@ -17,7 +17,7 @@ use crate::behaviour::{Account, next_within};
 /// temp cleanup).
 pub(crate) async fn fresh_store(batch_size: usize) -> SqliteStore {
     let dir = tempfile::tempdir().expect("temp dir");
-    let mut config = SqliteConfig::new(dir.path().join("events.db"));
+    let mut config = sqlite::Config::new(dir.path().join("events.db"));
     config.batch_size = batch_size;
     config.poll_interval = Duration::from_millis(20);
     let store = SqliteStore::connect(config).await.expect("open");
@@ -108,7 +108,7 @@ mod current_thread {
 async fn another_connection_on_the_same_file_wakes_subscribers() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("shared.db");
-    let mut config = SqliteConfig::new(&path);
+    let mut config = sqlite::Config::new(&path);
     config.poll_interval = Duration::from_millis(20);
     let reader = SqliteStore::connect(config.clone()).await.unwrap();
     let writer = SqliteStore::connect(config).await.unwrap();
@@ -235,7 +235,7 @@ async fn a_commit_by_another_os_process_reaches_subscribers() {
     };
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("shared.db");
-    let mut config = SqliteConfig::new(&path);
+    let mut config = sqlite::Config::new(&path);
     config.poll_interval = Duration::from_millis(20);
     let store = SqliteStore::connect(config).await.unwrap();
     let mut sub = store.subscribe(Filter::all(), Start::Now).await.unwrap();
@@ -285,7 +285,7 @@ fn which_python() -> Result<&'static str, ()> {
 async fn run_retries_a_checkpoint_save_that_fails_transiently() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("events.db");
-    let mut config = SqliteConfig::new(&path);
+    let mut config = sqlite::Config::new(&path);
     config.busy_timeout = Duration::from_millis(20);
     config.poll_interval = Duration::from_millis(20);
     let store = SqliteStore::connect(config).await.unwrap();

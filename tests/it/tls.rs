@@ -13,7 +13,7 @@ async fn connect(host: &str, extra: &str, app: &str) -> Result<bool, Error> {
         cluster.server.port()
     );
     let mut config = Config::new(url);
-    config.max_idle_conns = 1;
+    config.min_idle_conns = 1;
     config.max_open_conns = 1;
     let store = PgStore::connect(config).await?;
     store.latest_version().await?;

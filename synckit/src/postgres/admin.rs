@@ -11,24 +11,9 @@ use crate::model::recorded::Recorded;
 use crate::sql::rows::StoredRow as _;
 use crate::sql::{EVENT_COLUMNS, Number, Statement, db, int};
 use crate::store::EventStore as _;
+use crate::store::report::Summary;
 
-/// Figures about what a PostgreSQL store holds.
-#[derive(Debug, Clone, PartialEq)]
-#[non_exhaustive]
-pub struct Summary {
-    /// Events stored.
-    pub events: u64,
-    /// Version of the last event readers can see.
-    pub latest_version: u64,
-    /// Distinct aggregates.
-    pub streams: u64,
-    /// Events per type, most frequent first.
-    pub per_type: Vec<(String, u64)>,
-    /// The server's notification queue usage, 0.0 to 1.0.
-    pub notification_queue_usage: f64,
-}
-
-/// Connection pool figures (the seed's `Stats`).
+/// Connection pool figures.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct PoolStats {
@@ -107,7 +92,7 @@ impl PgStore {
                     .into_iter()
                     .map(|t| (t.event_type, int::nonnegative(t.count)))
                     .collect(),
-                notification_queue_usage: totals.map_or(0.0, |t| t.queue_usage),
+                notification_queue_usage: Some(totals.map_or(0.0, |t| t.queue_usage)),
             })
         })
         .await

@@ -27,15 +27,18 @@ pub struct Config {
     pub connection_string: String,
     /// Most connections the pool opens (default 25).
     pub max_open_conns: u32,
-    /// Idle connections the pool keeps when it reaps connections idle for
-    /// longer than [`Config::conn_max_idle_time`]; also the number it opens
-    /// up front (default 10, at most `max_open_conns`).
-    pub max_idle_conns: u32,
+    /// The fewest idle connections the pool keeps open: it opens this many
+    /// up front, and reaping connections idle for longer than
+    /// [`Config::conn_max_idle_time`] stops here (default 10, at most
+    /// `max_open_conns`). The pool has no upper bound on idle connections
+    /// below `max_open_conns`: idle ones above this are closed by
+    /// `conn_max_idle_time`.
+    pub min_idle_conns: u32,
     /// Connections older than this are closed when returned (default 1 h;
     /// `None` keeps them).
     pub conn_max_lifetime: Option<Duration>,
     /// Connections idle for longer than this are closed, down to
-    /// `max_idle_conns` (default 15 min; `None` keeps them).
+    /// `min_idle_conns` (default 15 min; `None` keeps them).
     pub conn_max_idle_time: Option<Duration>,
     /// How long connecting, or waiting for a pooled connection, may take
     /// before failing with [`Error::InvalidConnection`](crate::Error) or a
@@ -94,7 +97,7 @@ impl Config {
         Config {
             connection_string: connection_string.into(),
             max_open_conns: 25,
-            max_idle_conns: 10,
+            min_idle_conns: 10,
             conn_max_lifetime: Some(Duration::from_secs(3600)),
             conn_max_idle_time: Some(Duration::from_secs(15 * 60)),
             connect_timeout: Duration::from_secs(10),
@@ -169,7 +172,7 @@ impl fmt::Debug for Config {
         f.debug_struct("Config")
             .field("connection_string", &self.redacted_connection_string())
             .field("max_open_conns", &self.max_open_conns)
-            .field("max_idle_conns", &self.max_idle_conns)
+            .field("min_idle_conns", &self.min_idle_conns)
             .field("conn_max_lifetime", &self.conn_max_lifetime)
             .field("conn_max_idle_time", &self.conn_max_idle_time)
             .field("connect_timeout", &self.connect_timeout)
@@ -225,7 +228,7 @@ mod tests {
         ) {
             let mut config = Config::new(format!("postgres://u:p@h/{conn}"));
             config.max_open_conns = max_open;
-            config.max_idle_conns = max_idle;
+            config.min_idle_conns = max_idle;
             config.conn_max_lifetime = lifetime;
             config.conn_max_idle_time = idle;
             config.connect_timeout = connect_timeout;

@@ -235,7 +235,7 @@ pub(crate) async fn connect_raw(config: &Config) -> Result<(tokio_postgres::Clie
     )
 }
 
-/// Builds the pool. Connections are opened lazily (and `max_idle_conns` of
+/// Builds the pool. Connections are opened lazily (and `min_idle_conns` of
 /// them in the background); the caller has checked that the server answers.
 pub(crate) fn pool(config: &Config) -> Pool {
     let setup_config = config.clone();
@@ -259,7 +259,7 @@ pub(crate) fn pool(config: &Config) -> Pool {
     let max = config.max_open_conns.max(1);
     diesel_async::pooled_connection::bb8::Pool::builder()
         .max_size(max)
-        .min_idle(Some(config.max_idle_conns.min(max)))
+        .min_idle(Some(config.min_idle_conns.min(max)))
         .max_lifetime(config.conn_max_lifetime)
         .idle_timeout(config.conn_max_idle_time)
         .connection_timeout(config.connect_timeout)

@@ -11,6 +11,7 @@ use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 use super::config::Config;
 use super::connect;
 use crate::model::error::{Error, Result};
+use crate::store::report::MigrationReport;
 
 /// The PostgreSQL migrations of `migrations/postgres`, embedded.
 pub(crate) const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
@@ -50,14 +51,6 @@ async fn applied_versions(conn: &mut AsyncPgConnection) -> Result<Vec<String>> {
             .await
             .map_err(|e| Error::database("migrate", e))?;
     Ok(rows.into_iter().filter_map(|r| r.version).collect())
-}
-
-/// What a migration run did.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct MigrationReport {
-    /// Versions applied by this run, in order (empty when up to date).
-    pub applied: Vec<String>,
 }
 
 /// Runs the embedded migrations that the database lacks.

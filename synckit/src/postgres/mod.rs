@@ -22,8 +22,8 @@ mod rows;
 mod store;
 mod tls;
 
-pub use admin::{PoolStats, Summary};
+pub use admin::PoolStats;
 pub use config::Config;
 pub use import::{ImportProgress, ImportReport};
-pub use migrate::{MigrationReport, migrate};
+pub use migrate::migrate;
 pub use store::PgStore;

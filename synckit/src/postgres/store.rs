@@ -99,8 +99,9 @@ impl fmt::Debug for PgStore {
 }
 
 impl PgStore {
-    /// Connects with the seed's defaults ([`Config::new`]).
-    pub async fn new(connection_string: impl Into<String>) -> Result<Self> {
+    /// Connects with the defaults of [`Config::new`], as
+    /// [`SqliteStore::open`](crate::sqlite::SqliteStore::open) opens a file.
+    pub async fn open(connection_string: impl Into<String>) -> Result<Self> {
         PgStore::connect(Config::new(connection_string)).await
     }
 

@@ -7,24 +7,11 @@ use super::SqliteStore;
 use super::store::Place;
 use crate::model::error::Result;
 use crate::sql::{Number, TxError, int};
-
-/// Figures about what a store holds.
-#[derive(Debug, Clone, PartialEq)]
-#[non_exhaustive]
-pub struct StoreSummary {
-    /// Events stored.
-    pub events: u64,
-    /// Version of the last event readers can see.
-    pub latest_version: u64,
-    /// Distinct aggregates.
-    pub streams: u64,
-    /// Events per type, most frequent first.
-    pub per_type: Vec<(String, u64)>,
-}
+use crate::store::report::Summary;
 
 impl SqliteStore {
     /// Counts of events, streams and types.
-    pub async fn summary(&self) -> Result<StoreSummary> {
+    pub async fn summary(&self) -> Result<Summary> {
         #[derive(QueryableByName)]
         struct TypeCount {
             #[diesel(sql_type = Text)]
@@ -44,11 +31,12 @@ impl SqliteStore {
                 "SELECT event_type, count(*) AS count FROM events GROUP BY event_type ORDER BY count DESC, event_type",
             )
             .load(c)?;
-            Ok(StoreSummary {
+            Ok(Summary {
                 events,
                 latest_version,
                 streams,
                 per_type: per_type.into_iter().map(|t| (t.event_type, int::nonnegative(t.count))).collect(),
+                notification_queue_usage: None,
             })
         })
         .await

@@ -10,7 +10,7 @@ use crate::store::EventStore;
 /// Configuration of a [`SqliteStore`].
 #[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct SqliteConfig {
+pub struct Config {
     /// The database file; created when missing.
     pub path: PathBuf,
     /// How long a statement waits for another process's lock (default 5 s).
@@ -24,10 +24,10 @@ pub struct SqliteConfig {
     pub batch_size: usize,
 }
 
-impl SqliteConfig {
+impl Config {
     /// Defaults for this file.
     pub fn new(path: impl Into<PathBuf>) -> Self {
-        SqliteConfig {
+        Config {
             path: path.into(),
             busy_timeout: Duration::from_secs(5),
             poll_interval: Duration::from_millis(200),

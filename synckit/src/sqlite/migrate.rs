@@ -9,8 +9,9 @@ use diesel::sql_types::Text;
 use diesel::{Connection, QueryableByName, RunQueryDsl, SqliteConnection};
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 
-use super::SqliteConfig;
+use super::Config;
 use crate::model::error::{Error, Result};
+use crate::store::report::MigrationReport;
 
 /// The SQLite migrations of `migrations/sqlite`, embedded.
 const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
@@ -47,7 +48,7 @@ fn embedded_versions() -> Result<Vec<String>> {
 
 /// Opens the file and checks it before anything is written: a SQLite
 /// database, writable, and either empty or synckit's.
-pub(super) fn open_checked(config: &SqliteConfig) -> Result<(SqliteConnection, Vec<String>)> {
+pub(super) fn open_checked(config: &Config) -> Result<(SqliteConnection, Vec<String>)> {
     let path = &config.path;
     if path.is_dir() {
         return Err(invalid_file(path, "is a directory, not a database file"));
@@ -155,13 +156,13 @@ pub(super) fn open_checked(config: &SqliteConfig) -> Result<(SqliteConnection, V
     Ok((conn, applied))
 }
 
-/// Creates or migrates the database file and returns the migrations it
+/// Creates or migrates the database file and reports the migrations it
 /// applied (none when it was up to date); refuses the same files as
-/// [`SqliteStore::connect`].
-pub async fn migrate(config: &SqliteConfig) -> Result<Vec<String>> {
+/// [`SqliteStore::connect`](super::SqliteStore::connect).
+pub async fn migrate(config: &Config) -> Result<MigrationReport> {
     let config = config.clone();
     let (_, applied) = tokio::task::spawn_blocking(move || open_checked(&config))
         .await
         .map_err(|e| Error::database("migrate", e))??;
-    Ok(applied)
+    Ok(MigrationReport { applied })
 }

@@ -23,7 +23,6 @@ mod rows;
 mod store;
 mod watcher;
 
-pub use admin::StoreSummary;
-pub use config::SqliteConfig;
+pub use config::Config;
 pub use migrate::migrate;
 pub use store::SqliteStore;

@@ -11,7 +11,7 @@ use diesel::sqlite::Sqlite;
 use diesel::{RunQueryDsl, SqliteConnection};
 use serde_json::Value;
 
-use super::{SqliteConfig, append, migrate, watcher};
+use super::{Config, append, migrate, watcher};
 use crate::model::cursor::{Cursor, ExpectedVersion};
 use crate::model::error::{Error, Result};
 use crate::model::filter::Filter;
@@ -66,7 +66,7 @@ pub(super) struct Inner {
     /// longer polled (a subscription whose consumer went quiet), holds up
     /// no one once its blocking part is done.
     pub(super) conn: std::sync::Mutex<Option<Conn>>,
-    pub(super) config: SqliteConfig,
+    pub(super) config: Config,
     pub(super) closed: AtomicBool,
     pub(super) hub: Hub,
     pub(super) poller: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
@@ -107,14 +107,14 @@ impl std::fmt::Debug for SqliteStore {
 impl SqliteStore {
     /// Opens (or creates) the database file with default settings.
     pub async fn open(path: impl Into<PathBuf>) -> Result<Self> {
-        SqliteStore::connect(SqliteConfig::new(path)).await
+        SqliteStore::connect(Config::new(path)).await
     }
 
     /// Opens (or creates) the database file, runs the embedded migrations,
     /// and starts watching for other processes' commits. A directory, a
     /// read-only file, a file that is not a SQLite database or a database
     /// with tables synckit did not create is refused, unmodified.
-    pub async fn connect(config: SqliteConfig) -> Result<Self> {
+    pub async fn connect(config: Config) -> Result<Self> {
         if config.batch_size == 0 {
             return Err(Error::invalid("config", "batch_size must be at least 1"));
         }

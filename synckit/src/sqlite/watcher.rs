@@ -6,13 +6,13 @@ use std::time::Duration;
 
 use diesel::{Connection, RunQueryDsl, SqliteConnection};
 
-use super::SqliteConfig;
+use super::Config;
 use super::store::{Conn, Place, on_connection};
 use crate::sql::Number;
 use crate::store::hub::Hub;
 
 /// Wakes every subscription when another connection commits.
-pub(super) async fn watch_other_processes(config: SqliteConfig, hub: Hub) {
+pub(super) async fn watch_other_processes(config: Config, hub: Hub) {
     let path = config.path.clone();
     let opened = tokio::task::spawn_blocking(move || {
         let url = path.to_str().unwrap_or_default().to_owned();

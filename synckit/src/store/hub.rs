@@ -187,7 +187,7 @@ impl std::fmt::Debug for Hub {
 
 impl Hub {
     /// A hub with no subscriptions.
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Hub::default()
     }
 
@@ -227,7 +227,7 @@ impl Hub {
 
     /// Wakes the subscriptions that may want an event of this aggregate and
     /// type.
-    pub fn notify(&self, aggregate_id: &str, event_type: &str) {
+    pub(crate) fn notify(&self, aggregate_id: &str, event_type: &str) {
         let mut reg = self.lock();
         reg.generation += 1;
         if !reg.held_back.is_empty() {
@@ -250,7 +250,7 @@ impl Hub {
     }
 
     /// Wakes every subscription (poll tick, reconnect, close).
-    pub fn notify_all(&self) {
+    pub(crate) fn notify_all(&self) {
         let mut reg = self.lock();
         reg.generation += 1;
         reg.held_back.clear();
@@ -356,7 +356,7 @@ impl Hub {
     }
 
     /// Marks the hub closed and wakes everyone so that subscriptions notice.
-    pub fn close(&self) {
+    pub(crate) fn close(&self) {
         self.lock().closed = true;
         self.notify_all();
     }
@@ -372,7 +372,8 @@ impl Hub {
     }
 
     /// The filters of the registered subscriptions.
-    pub fn filters(&self) -> Vec<Filter> {
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+    pub(crate) fn filters(&self) -> Vec<Filter> {
         self.lock()
             .signals
             .values()

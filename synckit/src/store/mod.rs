@@ -6,6 +6,8 @@
 pub(crate) mod handler;
 pub mod hub;
 pub(crate) mod memory;
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
+pub(crate) mod report;
 pub(crate) mod subscription;
 
 use std::future::Future;
@@ -29,7 +31,7 @@ use crate::store::hub::Hub;
 use crate::store::subscription::Subscription;
 
 /// Page size of loads and catch-up reads when a backend does not say.
-pub const DEFAULT_BATCH_SIZE: usize = 1000;
+pub(crate) const DEFAULT_BATCH_SIZE: usize = 1000;
 
 /// How large the pages of a long read grow ([`EventStore::read_stream`]):
 /// about this many bytes of rows, and never more than [`MAX_PAGE_GROWTH`]
@@ -40,10 +42,10 @@ pub const DEFAULT_BATCH_SIZE: usize = 1000;
 /// events of ~200 bytes spend a sixth of a bulk load in that wait; pages
 /// of a few thousand make it small (measured by the load row of
 /// `cargo run --release --example bench`).
-pub const READ_PAGE_BYTES: usize = 2 << 20;
+pub(crate) const READ_PAGE_BYTES: usize = 2 << 20;
 
 /// The most a page of a long read grows to, in batch sizes.
-pub const MAX_PAGE_GROWTH: usize = 16;
+pub(crate) const MAX_PAGE_GROWTH: usize = 16;
 
 /// An event store: atomic appends and gap-free reads in global order.
 ///
@@ -246,7 +248,9 @@ pub trait EventStore: Clone + Send + Sync + 'static {
 /// A store that can feed subscriptions: wake-ups on commit and durable
 /// checkpoints.
 pub trait SubscriptionSource: EventStore {
-    /// The wake-up registry the backend notifies on every commit it sees.
+    /// The wake-up registry the backend notifies on every commit it sees
+    /// (the backends' own; not for callers).
+    #[doc(hidden)]
     fn hub(&self) -> &Hub;
 
     /// The stored position of a durable subscription.

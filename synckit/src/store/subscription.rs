@@ -63,7 +63,7 @@ type RetryDelay = Arc<dyn Fn(u32) -> BoxFuture<'static, ()> + Send + Sync>;
 
 /// How often [`Subscription::run`] calls a failing handler for one event
 /// before it stops the subscription with [`Error::Handler`].
-pub const HANDLER_ATTEMPTS: u32 = 5;
+pub(crate) const HANDLER_ATTEMPTS: u32 = 5;
 
 /// A live subscription: a [`Stream`] of recorded events in version order.
 ///
