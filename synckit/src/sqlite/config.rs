@@ -7,7 +7,7 @@ use crate::store::DEFAULT_BATCH_SIZE;
 #[allow(unused_imports)] // for the docs' links
 use crate::store::EventStore;
 
-/// Configuration of a [`SqliteStore`].
+/// Configuration of a [`SqliteStore`](super::SqliteStore).
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct Config {

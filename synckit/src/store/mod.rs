@@ -134,8 +134,8 @@ pub trait EventStore: Clone + Send + Sync + 'static {
     /// one page at a time: memory bounded by two pages whatever the store
     /// holds. The first page holds [`EventStore::batch_size`] events; while
     /// pages come back full, each next one doubles, up to about
-    /// [`READ_PAGE_BYTES`] of rows (judged by the page before) and at most
-    /// [`MAX_PAGE_GROWTH`] batch sizes, but never below the batch size. A
+    /// 2 MiB of rows (judged by the page before) and at most
+    /// 16 batch sizes, but never below the batch size. A
     /// short read costs one small page; a long one few round trips. The
     /// next page is requested as soon as one arrives, so the database reads
     /// it while the caller goes through this one. It ends at the head as of
@@ -439,7 +439,7 @@ impl<S: EventStore, P: Payload> Pages<S, P> {
 
     /// The size of the page after a full one of `len` events and `bytes`:
     /// double, up to [`READ_PAGE_BYTES`] at that page's bytes per event and
-    /// [`MAX_PAGE_GROWTH`] batch sizes; never below the batch size.
+    /// 16 batch sizes; never below the batch size.
     fn grown(&self, len: usize, bytes: usize) -> usize {
         if bytes == 0 || len == 0 {
             return self.limit;

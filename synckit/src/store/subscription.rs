@@ -178,7 +178,7 @@ impl<T: Payload + Clone> Subscription<T> {
     /// Policy, the same on every backend:
     ///
     /// - A handler error is retried with backoff, up to
-    ///   [`HANDLER_ATTEMPTS`] calls for the same event; then `run` returns
+    ///   5 calls for the same event; then `run` returns
     ///   [`Error::Handler`] naming the event, and the subscription stops
     ///   there (a durable one resumes with that event).
     /// - A poison event, a stored event that cannot be decoded
