@@ -30,7 +30,7 @@ async fn main() -> synckit::Result<()> {
     // Typed stream of one aggregate, and of one enum's event types.
     let mut one_user = UserEvent::subscribe_stream(&store, user.clone()).await?;
     let mut all_users = UserEvent::subscribe(&store).await?;
-    // The seed's handler shape: the notification payload of every event.
+    // A handler in a task of its own: the notification payload of every event.
     let (tx, mut payloads) = tokio::sync::mpsc::unbounded_channel();
     let _all = store
         .subscribe_all_with(move |payload| {

@@ -1,7 +1,8 @@
 //! `#[derive(Event)]` for [synckit](https://docs.rs/synckit).
 //!
 //! Use it through `synckit::Event` (feature `derive`, on by default); the
-//! attributes are documented there and in the synckit README.
+//! attributes, what they generate and examples are documented there:
+//! <https://docs.rs/synckit/latest/synckit/trait.Event.html#deriving-event>.
 
 mod ast;
 mod attr;

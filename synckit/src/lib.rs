@@ -60,6 +60,8 @@
 //! With `default-features = false, features = ["derive"]` the crate builds
 //! for `wasm32-unknown-unknown`: events, envelopes, cursors, filters,
 //! notification payloads, the error type and [`MemoryStore`].
+#![doc = include_str!("docs/guarantees.md")]
+#![doc = include_str!("docs/subscriptions.md")]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 // Integer conversions go through `TryFrom` or `sql::int`, never a bare cast.
 #![warn(
@@ -100,6 +102,11 @@ mod open;
 #[doc(hidden)]
 pub mod __private;
 
+/// The README's Rust blocks, compiled and run with the doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;
+
 pub use model::cursor::{Cursor, ExpectedVersion};
 pub use model::error::{BoxError, Error, Result};
 pub use model::event::Event;
@@ -123,7 +130,8 @@ pub use store::{EventStore, SubscriptionSource};
 
 /// Derives [`Event`](trait@Event) for a struct or an enum.
 ///
-/// See the crate README for every attribute.
+/// The attributes, what they generate and examples: see
+/// [`Event`](trait@Event#deriving-event).
 #[cfg(feature = "derive")]
 #[cfg_attr(docsrs, doc(cfg(feature = "derive")))]
 pub use synckit_derive::Event;

@@ -34,6 +34,8 @@ use crate::model::filter::Filter;
 /// assert_eq!(UserCreated::decode("user.created", data)?, e);
 /// # Ok::<(), synckit::Error>(())
 /// ```
+///
+#[doc = include_str!("../docs/derive.md")]
 pub trait Event: Serialize + DeserializeOwned + Send + Sync + 'static {
     /// Every event type name this Rust type can produce: one for a struct,
     /// one per variant for an enum.

@@ -25,9 +25,13 @@ pub const SCHEMA_VERSION_KEY: &str = "schema_version";
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct Recorded<T = Value> {
-    /// Global position, store-wide, gap-free for readers (1, 2, 3...).
+    /// Global position, store-wide, increasing in commit order. Gap-free
+    /// for readers (no reader steps over an event that commits late) but
+    /// not consecutive: on PostgreSQL an aborted append leaves a hole, so
+    /// `version == last + 1` is no loss check (resume from the last
+    /// version seen instead).
     pub version: u64,
-    /// Position within the aggregate's stream (1, 2, 3...).
+    /// Position within the aggregate's stream: 1, 2, 3, ... with no holes.
     pub stream_version: u64,
     /// Unique id of the event; appending the same id again is idempotent.
     pub id: String,

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use crate::store::DEFAULT_BATCH_SIZE;
 
-/// Configuration of a [`PgStore`](super::PgStore): the seed's fields, each
+/// Configuration of a [`PgStore`](super::PgStore): the fields a PostgreSQL event store needs, each
 /// with an effect.
 ///
 /// ```
@@ -92,7 +92,7 @@ pub struct Config {
 }
 
 impl Config {
-    /// The seed's defaults for this connection string.
+    /// The defaults (see the field docs) for this connection string.
     pub fn new(connection_string: impl Into<String>) -> Self {
         Config {
             connection_string: connection_string.into(),

@@ -1,13 +1,11 @@
 //! The PostgreSQL store (feature `postgres`).
 //!
-//! Storage goes through a diesel-async pool; no libpq. See the crate README
-//! ("PostgreSQL") for the schema, the configuration and production notes.
-//!
-//! The files of this module, and of [`crate::sqlite`], are split along the
-//! same ideas: `store` (the store and its trait impls), `config`, `append`,
-//! `read`, `rows`, `checkpoint`, `admin` (summaries and figures), `migrate`,
-//! and the wake-up source (`listener` here: LISTEN/NOTIFY).
+#![doc = include_str!("../docs/postgres.md")]
 
+// The files of this module, and of [`crate::sqlite`], are split along the
+// same ideas: `store` (the store and its trait impls), `config`, `append`,
+// `read`, `rows`, `checkpoint`, `admin` (summaries and figures), `migrate`,
+// and the wake-up source (`listener` here: LISTEN/NOTIFY).
 mod admin;
 mod append;
 mod checkpoint;

@@ -1,5 +1,5 @@
-//! Handler-shaped subscriptions on a tokio runtime: the seed's
-//! `SubscribeToStream` / `SubscribeToAll` / `SubscribeToEventType`.
+//! Handler subscriptions on a tokio runtime: a callback per event, in a
+//! task of its own, for one stream, all events or one event type.
 
 use std::future::Future;
 
@@ -81,7 +81,7 @@ impl Drop for SubscriptionHandle {
 }
 
 /// Handler subscriptions receiving the notification payload of each event,
-/// live from now (the seed's API). Each reads from the table through the
+/// live from now. Each reads from the table through the
 /// gap-free fence, so a handler sees every event once, in order.
 pub trait HandlerSubscriptions: SubscriptionSource {
     /// Calls `handler` for each new event of one aggregate.

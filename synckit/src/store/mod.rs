@@ -214,7 +214,7 @@ pub trait EventStore: Clone + Send + Sync + 'static {
         self.read_page_as::<Value>(filter, after, limit, None)
     }
 
-    /// Parses cursor text (the seed's `ParseVersion`).
+    /// Parses cursor text: a version number, as [`Cursor::parse`] does.
     fn parse_version(&self, text: &str) -> Result<Cursor> {
         Cursor::parse(text)
     }
