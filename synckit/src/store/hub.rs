@@ -9,120 +9,16 @@
 //! costs latency, never an event.
 
 use std::collections::{HashMap, HashSet};
-use std::future::Future;
-use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
-use std::task::{Context, Poll};
 
 use futures::FutureExt;
 use futures::future::{BoxFuture, Shared, WeakShared};
-use futures::task::AtomicWaker;
 
 use crate::model::cursor::Cursor;
 use crate::model::error::Result;
 use crate::model::filter::Filter;
-use crate::model::recorded::Recorded;
-
-/// A coalescing wake-up flag: any number of `raise` calls before the next
-/// `wait` count as one.
-#[derive(Debug, Default)]
-pub(crate) struct Signal {
-    raised: AtomicBool,
-    waker: AtomicWaker,
-}
-
-impl Signal {
-    pub(crate) fn raise(&self) {
-        self.raised.store(true, Ordering::Release);
-        self.waker.wake();
-    }
-
-    /// Forgets earlier wake-ups; call before reading the store so that a
-    /// wake-up during the read leads to another read.
-    pub(crate) fn clear(&self) {
-        self.raised.store(false, Ordering::Release);
-    }
-
-    /// Resolves once `raise` has been called since the last `clear`.
-    pub(crate) fn wait(&self) -> SignalWait<'_> {
-        SignalWait { signal: self }
-    }
-}
-
-pub(crate) struct SignalWait<'a> {
-    signal: &'a Signal,
-}
-
-impl Future for SignalWait<'_> {
-    type Output = ();
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        if self.signal.raised.swap(false, Ordering::AcqRel) {
-            return Poll::Ready(());
-        }
-        self.signal.waker.register(cx.waker());
-        if self.signal.raised.swap(false, Ordering::AcqRel) {
-            return Poll::Ready(());
-        }
-        Poll::Pending
-    }
-}
-
-/// One row of a page a subscription reads: the event, or why the stored
-/// row cannot be read (it names the row, so the reader can step over it).
-pub(crate) type PageRow = std::result::Result<Recorded, UnreadableRow>;
-
-/// A stored row that does not decode, as a shared read hands it to every
-/// participant (an [`Error`](crate::Error) is not `Clone`).
-#[derive(Debug, Clone)]
-pub(crate) struct UnreadableRow {
-    pub(crate) version: u64,
-    pub(crate) id: String,
-    pub(crate) reason: String,
-}
-
-impl UnreadableRow {
-    /// The row of a decode error; every raw decode error names its row
-    /// ([`Error::UnreadableEvent`](crate::Error::UnreadableEvent)).
-    pub(crate) fn of(error: crate::Error, after: Cursor) -> Self {
-        match error {
-            crate::Error::UnreadableEvent {
-                version,
-                id,
-                reason,
-            } => UnreadableRow {
-                version,
-                id,
-                reason,
-            },
-            // Not expected from a raw read; name the position it follows.
-            other => UnreadableRow {
-                version: after.version() + 1,
-                id: String::new(),
-                reason: other.to_string(),
-            },
-        }
-    }
-
-    pub(crate) fn into_error(self) -> crate::Error {
-        crate::Error::UnreadableEvent {
-            version: self.version,
-            id: self.id,
-            reason: self.reason,
-        }
-    }
-}
-
-/// A page as subscriptions read it.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct SharedPage {
-    pub(crate) rows: Vec<PageRow>,
-    /// The fence stopped the read below a version already taken by a
-    /// writer that had not finished: the page may be short because of a
-    /// commit on any stream, so its reader wants to be woken by any commit.
-    pub(crate) held_back: bool,
-}
+use crate::store::page::SharedPage;
+use crate::store::signal::Signal;
 
 /// A read in flight that other subscriptions may share.
 struct SharedRead {
@@ -453,6 +349,8 @@ impl Drop for Registration {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
     use super::*;
 
     fn raised(r: &Registration) -> bool {

@@ -29,7 +29,8 @@ use crate::model::payload::Payload;
 use crate::model::recorded::Recorded;
 use crate::model::validate::MAX_ID_LEN;
 use crate::store::SubscriptionSource;
-use crate::store::hub::{PageRow, Registration};
+use crate::store::hub::Registration;
+use crate::store::page::PageRow;
 
 /// What a subscription yields.
 #[derive(Debug, Clone, PartialEq)]
