@@ -251,7 +251,12 @@ async fn sqlite_inject(store: &SqliteStore, values: &str) {
          VALUES ('poison', 'a', 'Deposited', 2, {values})"
     );
     let sql = sql.replace(", NULL)", ", strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))");
-    let path = store.path().to_owned();
+    sqlite_execute(store.path().to_owned(), sql).await;
+}
+
+/// Runs `sql` on the SQLite file through a connection of another library,
+/// as another tool would.
+async fn sqlite_execute(path: std::path::PathBuf, sql: String) {
     tokio::task::spawn_blocking(move || {
         let conn = rusqlite::Connection::open(path).unwrap();
         conn.busy_timeout(Duration::from_secs(5)).unwrap();
@@ -374,13 +379,7 @@ async fn sqlite_reads_stored_rows_by_the_shared_rules() {
             "{}, strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))",
             sql.trim_end_matches(')')
         );
-        tokio::task::spawn_blocking(move || {
-            let conn = rusqlite::Connection::open(path).unwrap();
-            conn.busy_timeout(Duration::from_secs(5)).unwrap();
-            conn.execute_batch(&sql).unwrap();
-        })
-        .await
-        .unwrap();
+        sqlite_execute(path, sql).await;
     })
     .await;
 }
