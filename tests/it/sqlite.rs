@@ -339,3 +339,23 @@ async fn run_retries_a_checkpoint_save_that_fails_transiently() {
     );
     running.abort();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_count_and_config_answer_as_on_postgres() {
+    use synckit::{EventStore, ExpectedVersion, NewEvent};
+    let store = fresh_store(7).await;
+    assert_eq!(store.config().batch_size, 7);
+    assert_eq!(store.count().await.unwrap(), 0);
+    let event = NewEvent::new("a", "Opened", serde_json::json!({"n": 1})).with_id("the-id");
+    store
+        .append(ExpectedVersion::NoStream, vec![event])
+        .await
+        .unwrap();
+    assert_eq!(store.count().await.unwrap(), 1);
+    let got = store.get("the-id").await.unwrap();
+    assert_eq!((got.version, got.aggregate_id.as_str()), (1, "a"));
+    assert!(matches!(
+        store.get("missing").await,
+        Err(synckit::Error::EventNotFound { id }) if id == "missing"
+    ));
+}

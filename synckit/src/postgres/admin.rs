@@ -1,6 +1,7 @@
 //! What the store holds and how its pool does: summaries, counts, single
 //! events by id, pool figures, and the schema check at connect.
 
+use diesel::pg::Pg;
 use diesel::sql_types::{BigInt, Text};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 
@@ -9,7 +10,7 @@ use super::rows::EventRow;
 use crate::model::error::{Error, Result};
 use crate::model::recorded::Recorded;
 use crate::sql::rows::StoredRow as _;
-use crate::sql::{EVENT_COLUMNS, Number, Statement, db, int};
+use crate::sql::{Number, Statement, db, int, query};
 use crate::store::EventStore as _;
 use crate::store::report::Summary;
 
@@ -100,11 +101,9 @@ impl PgStore {
 
     /// The event with this id, or [`Error::EventNotFound`].
     pub async fn get(&self, id: &str) -> Result<Recorded> {
-        let sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE id = $1");
         let id = id.to_owned();
         self.with_conn("get", async |conn| {
-            let rows: Vec<EventRow> = Statement::new(sql)
-                .bind::<Text, _>(&id)
+            let rows: Vec<EventRow> = query::event_with_id::<Pg>(id.clone())
                 .load(&mut *conn)
                 .await
                 .map_err(db("get"))?;
@@ -119,7 +118,7 @@ impl PgStore {
     /// Number of events stored (committed) now.
     pub async fn count(&self) -> Result<u64> {
         self.with_conn("count", async |conn| {
-            let rows: Vec<Number> = Statement::new("SELECT count(*) AS n FROM events")
+            let rows: Vec<Number> = Statement::new(query::COUNT_SQL)
                 .load(&mut *conn)
                 .await
                 .map_err(db("count"))?;

@@ -74,6 +74,15 @@ pub(crate) fn events_after<DB: Dialect>(
     DB::bind_int(query, int::to_sql(limit))
 }
 
+/// The stored event with this id, if any.
+pub(crate) fn event_with_id<DB: Dialect>(id: String) -> Statement<'static, DB> {
+    let sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE id = $1");
+    DB::bind_text(Statement::new(sql), id)
+}
+
+/// The number of stored events, as a [`super::Number`].
+pub(crate) const COUNT_SQL: &str = "SELECT count(*) AS n FROM events";
+
 /// The stored events with these ids (the replay lookup of an append).
 pub(crate) fn events_with_ids<DB: Dialect>(ids: Vec<String>) -> Statement<'static, DB> {
     let sql = format!(

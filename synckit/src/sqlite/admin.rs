@@ -4,12 +4,39 @@ use diesel::sql_types::{BigInt, Text};
 use diesel::{QueryableByName, RunQueryDsl, SqliteConnection};
 
 use super::SqliteStore;
+use super::rows::Row;
 use super::store::Place;
-use crate::model::error::Result;
+use crate::model::error::{Error, Result};
+use crate::model::recorded::Recorded;
+use crate::sql::query;
+use crate::sql::rows::StoredRow as _;
 use crate::sql::{Number, TxError, int};
 use crate::store::report::Summary;
+use diesel::sqlite::Sqlite;
 
 impl SqliteStore {
+    /// The event with this id, or [`Error::EventNotFound`].
+    pub async fn get(&self, id: &str) -> Result<Recorded> {
+        let query = query::event_with_id::<Sqlite>(id.to_owned());
+        let id = id.to_owned();
+        let rows: Vec<Row> = self
+            .run("get", Place::Here, move |c| Ok(query.load(c)?))
+            .await?;
+        match rows.into_iter().next() {
+            Some(row) => row.into_recorded(),
+            None => Err(Error::EventNotFound { id }),
+        }
+    }
+
+    /// Number of events stored now.
+    pub async fn count(&self) -> Result<u64> {
+        self.run("count", Place::Here, |c| {
+            let n: Vec<Number> = diesel::sql_query(query::COUNT_SQL).load(c)?;
+            Ok(Number::first(n).map_or(0, int::nonnegative))
+        })
+        .await
+    }
+
     /// Counts of events, streams and types.
     pub async fn summary(&self) -> Result<Summary> {
         #[derive(QueryableByName)]

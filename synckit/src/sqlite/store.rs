@@ -141,6 +141,11 @@ impl SqliteStore {
         &self.inner.config.path
     }
 
+    /// The configuration the store runs with.
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
     /// Runs `task` on the connection, on a blocking thread.
     pub(super) async fn run<R: Send + 'static>(
         &self,
