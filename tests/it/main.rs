@@ -5,6 +5,7 @@ mod cancel;
 mod derive;
 mod import;
 mod memory;
+mod open;
 mod poison;
 mod pooler;
 mod postgres;
