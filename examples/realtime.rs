@@ -11,7 +11,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use synckit::postgres::{Config, PgStore};
-use synckit::{Event, EventStore, ExpectedVersion, HandlerSubscriptions};
+use synckit::{Event, EventStore, ExpectedVersion, Filter, HandlerSubscriptions};
 
 #[derive(Debug, Clone, Serialize, Deserialize, Event)]
 #[event(aggregate_id = "user_id")]
@@ -33,7 +33,7 @@ async fn main() -> synckit::Result<()> {
     // A handler in a task of its own: the notification payload of every event.
     let (tx, mut payloads) = tokio::sync::mpsc::unbounded_channel();
     let _all = store
-        .subscribe_all_with(move |payload| {
+        .subscribe_with(Filter::all(), move |payload| {
             let tx = tx.clone();
             async move { tx.send(payload).map_err(|e| e.to_string()) }
         })

@@ -115,16 +115,12 @@ pub use model::event::EventSchema;
 pub use model::filter::{Filter, Start};
 pub use model::notification::NotificationPayload;
 pub use model::payload::Payload;
-pub use model::recorded::{
-    CAUSATION_ID_KEY, CORRELATION_ID_KEY, NewEvent, Recorded, SCHEMA_VERSION_KEY,
-};
+pub use model::recorded::{NewEvent, Recorded, metadata};
 #[cfg(any(feature = "postgres", feature = "sqlite"))]
 pub use open::{AnyStore, StoreConfig, open};
 #[cfg(feature = "runtime")]
 pub use store::handler::{HandlerSubscriptions, SubscriptionHandle};
 pub use store::memory::MemoryStore;
-#[cfg(any(feature = "postgres", feature = "sqlite"))]
-pub use store::report::{MigrationReport, Summary};
 pub use store::subscription::{Message, Subscription};
 pub use store::{EventStore, SubscriptionSource};
 

@@ -3,7 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use synckit::{Error, Event, NewEvent, SCHEMA_VERSION_KEY};
+use synckit::metadata::SCHEMA_VERSION;
+use synckit::{Error, Event, NewEvent};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema, Event)]
 pub struct UserRegistered {
@@ -132,7 +133,7 @@ fn new_event_records_schema_version() {
     .unwrap();
     assert_eq!(e.event_type(), "user.renamed");
     assert_eq!(e.aggregate_id(), "u");
-    assert_eq!(e.metadata()[SCHEMA_VERSION_KEY], json!(2));
+    assert_eq!(e.metadata()[SCHEMA_VERSION], json!(2));
 }
 
 #[derive(Debug, PartialEq, Serialize, Deserialize, Event)]

@@ -1,7 +1,6 @@
 //! `synckit::open`: one target string picks the backend, and the store it
 //! returns behaves as that backend's own.
 
-use futures::StreamExt;
 use synckit::{
     AnyStore, Cursor, Error, EventStore, ExpectedVersion, Filter, NewEvent, Start, StoreConfig,
     SubscriptionSource,

@@ -137,9 +137,10 @@ async fn what_needs_a_session_is_refused_without_a_direct_connection() {
     );
     assert!(!store.is_listener_connected());
     // The handler shapes go through the same refusal.
-    let handler = synckit::HandlerSubscriptions::subscribe_all_with(&store, |_| async {
-        Ok::<_, std::convert::Infallible>(())
-    })
-    .await;
+    let handler =
+        synckit::HandlerSubscriptions::subscribe_with(&store, synckit::Filter::all(), |_| async {
+            Ok::<_, std::convert::Infallible>(())
+        })
+        .await;
     assert!(handler.is_err());
 }

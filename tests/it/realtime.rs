@@ -136,21 +136,21 @@ async fn handler_subscriptions_are_independent_and_listed() {
     let (tx2, mut rx2) = tokio::sync::mpsc::unbounded_channel();
     let (tx3, mut rx3) = tokio::sync::mpsc::unbounded_channel();
     let first = store
-        .subscribe_stream_with("s", move |p| {
+        .subscribe_with(Filter::stream("s"), move |p| {
             let tx = tx1.clone();
             async move { tx.send(p).map_err(|e| e.to_string()) }
         })
         .await
         .unwrap();
     let second = store
-        .subscribe_stream_with("s", move |p| {
+        .subscribe_with(Filter::stream("s"), move |p| {
             let tx = tx2.clone();
             async move { tx.send(p).map_err(|e| e.to_string()) }
         })
         .await
         .unwrap();
     let by_type = store
-        .subscribe_type_with("Deposited", move |p| {
+        .subscribe_with(Filter::types(["Deposited"]), move |p| {
             let tx = tx3.clone();
             async move { tx.send(p).map_err(|e| e.to_string()) }
         })
@@ -302,7 +302,7 @@ async fn failing_handler_stops_its_subscription_alone() {
     let url = database_url().await;
     let store = listening_store(&url).await;
     let failing = store
-        .subscribe_all_with(|p| async move {
+        .subscribe_with(Filter::all(), |p| async move {
             if p.version == 2 {
                 Err("cannot handle 2")
             } else {
@@ -313,7 +313,7 @@ async fn failing_handler_stops_its_subscription_alone() {
         .unwrap();
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let _healthy = store
-        .subscribe_all_with(move |p| {
+        .subscribe_with(Filter::all(), move |p| {
             let tx = tx.clone();
             async move { tx.send(p.version).map_err(|e| e.to_string()) }
         })

@@ -49,7 +49,7 @@ pub trait Event: Serialize + DeserializeOwned + Send + Sync + 'static {
 
     /// The schema version of this event's type (`#[event(version = N)]`,
     /// 1 by default); recorded in the metadata under
-    /// [`SCHEMA_VERSION_KEY`](crate::SCHEMA_VERSION_KEY) on append.
+    /// [`metadata::SCHEMA_VERSION`](crate::metadata::SCHEMA_VERSION) on append.
     fn schema_version(&self) -> u32 {
         1
     }

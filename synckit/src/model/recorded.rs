@@ -9,12 +9,17 @@ use crate::model::cursor::Cursor;
 use crate::model::error::Result;
 use crate::model::event::Event;
 
-/// Metadata key of the correlation id.
-pub const CORRELATION_ID_KEY: &str = "correlation_id";
-/// Metadata key of the causation id.
-pub const CAUSATION_ID_KEY: &str = "causation_id";
-/// Metadata key of the event type's schema version (`#[event(version = N)]`).
-pub const SCHEMA_VERSION_KEY: &str = "schema_version";
+/// The metadata keys synckit itself writes.
+pub mod metadata {
+    /// The key of the correlation id ([`NewEvent::with_correlation_id`](crate::NewEvent::with_correlation_id)).
+    pub const CORRELATION_ID: &str = "correlation_id";
+    /// The key of the causation id ([`NewEvent::with_causation_id`](crate::NewEvent::with_causation_id)).
+    pub const CAUSATION_ID: &str = "causation_id";
+    /// The key of the event type's schema version (`#[event(version = N)]`).
+    pub const SCHEMA_VERSION: &str = "schema_version";
+}
+
+use metadata::{CAUSATION_ID, CORRELATION_ID, SCHEMA_VERSION};
 
 /// An event as stored: its place in the global order and in its stream, its
 /// identity and its content.
@@ -56,14 +61,12 @@ impl<T> Recorded<T> {
 
     /// The correlation id from the metadata, if any.
     pub fn correlation_id(&self) -> Option<&str> {
-        self.metadata
-            .get(CORRELATION_ID_KEY)
-            .and_then(Value::as_str)
+        self.metadata.get(CORRELATION_ID).and_then(Value::as_str)
     }
 
     /// The causation id from the metadata, if any.
     pub fn causation_id(&self) -> Option<&str> {
-        self.metadata.get(CAUSATION_ID_KEY).and_then(Value::as_str)
+        self.metadata.get(CAUSATION_ID).and_then(Value::as_str)
     }
 
     /// Replaces the payload, keeping the envelope.
@@ -135,10 +138,8 @@ impl NewEvent {
     /// the metadata.
     pub fn from_event<E: Event>(event: &E) -> Result<Self> {
         let mut new = NewEvent::new(event.aggregate_id(), event.event_type(), event.encode()?);
-        new.metadata.insert(
-            SCHEMA_VERSION_KEY.into(),
-            Value::from(event.schema_version()),
-        );
+        new.metadata
+            .insert(SCHEMA_VERSION.into(), Value::from(event.schema_version()));
         Ok(new)
     }
 
@@ -162,12 +163,12 @@ impl NewEvent {
 
     /// Sets the correlation id.
     pub fn with_correlation_id(self, id: impl Into<String>) -> Self {
-        self.with_metadata(CORRELATION_ID_KEY, Value::String(id.into()))
+        self.with_metadata(CORRELATION_ID, Value::String(id.into()))
     }
 
     /// Sets the causation id.
     pub fn with_causation_id(self, id: impl Into<String>) -> Self {
-        self.with_metadata(CAUSATION_ID_KEY, Value::String(id.into()))
+        self.with_metadata(CAUSATION_ID, Value::String(id.into()))
     }
 
     /// Marks this event as caused by `cause`: the causation id becomes the

@@ -81,50 +81,11 @@ impl Drop for SubscriptionHandle {
 }
 
 /// Handler subscriptions receiving the notification payload of each event,
-/// live from now. Each reads from the table through the
+/// live from now: `subscribe_with(Filter::stream(id), handler)`,
+/// `subscribe_with(Filter::all(), handler)`,
+/// `subscribe_with(Filter::types([name]), handler)`. Each reads from the table through the
 /// gap-free fence, so a handler sees every event once, in order.
 pub trait HandlerSubscriptions: SubscriptionSource {
-    /// Calls `handler` for each new event of one aggregate.
-    fn subscribe_stream_with<F, Fut, E>(
-        &self,
-        aggregate_id: impl Into<String>,
-        handler: F,
-    ) -> impl Future<Output = Result<SubscriptionHandle>> + Send
-    where
-        F: FnMut(NotificationPayload) -> Fut + Send + 'static,
-        Fut: Future<Output = std::result::Result<(), E>> + Send + 'static,
-        E: Into<BoxError> + 'static,
-    {
-        self.subscribe_with(Filter::stream(aggregate_id), handler)
-    }
-
-    /// Calls `handler` for each new event of the store.
-    fn subscribe_all_with<F, Fut, E>(
-        &self,
-        handler: F,
-    ) -> impl Future<Output = Result<SubscriptionHandle>> + Send
-    where
-        F: FnMut(NotificationPayload) -> Fut + Send + 'static,
-        Fut: Future<Output = std::result::Result<(), E>> + Send + 'static,
-        E: Into<BoxError> + 'static,
-    {
-        self.subscribe_with(Filter::all(), handler)
-    }
-
-    /// Calls `handler` for each new event of one type.
-    fn subscribe_type_with<F, Fut, E>(
-        &self,
-        event_type: impl Into<String>,
-        handler: F,
-    ) -> impl Future<Output = Result<SubscriptionHandle>> + Send
-    where
-        F: FnMut(NotificationPayload) -> Fut + Send + 'static,
-        Fut: Future<Output = std::result::Result<(), E>> + Send + 'static,
-        E: Into<BoxError> + 'static,
-    {
-        self.subscribe_with(Filter::types([event_type]), handler)
-    }
-
     /// Calls `handler` for each new event passing `filter`.
     fn subscribe_with<F, Fut, E>(
         &self,

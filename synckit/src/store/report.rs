@@ -1,7 +1,8 @@
 //! What the admin calls of every database backend report.
 
-/// Figures about what a store holds ([`crate::sqlite::SqliteStore::summary`],
-/// [`crate::postgres::PgStore::summary`]).
+/// Figures about what a store holds (`summary()` of both database
+/// backends: `synckit::sqlite::Summary` and `synckit::postgres::Summary`
+/// are this type).
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub struct Summary {
@@ -18,8 +19,7 @@ pub struct Summary {
     pub notification_queue_usage: Option<f64>,
 }
 
-/// What a migration run did ([`crate::sqlite::migrate`],
-/// [`crate::postgres::migrate`]).
+/// What a migration run did (`migrate` of both database backends).
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct MigrationReport {
