@@ -45,7 +45,9 @@
 //! the same guarantees (see [`EventStore`]). [`MemoryStore`] runs anywhere,
 //! including `wasm32-unknown-unknown`; `sqlite::SqliteStore` (feature
 //! `sqlite`) is the embedded default and `postgres::PgStore` (feature
-//! `postgres`) the production backend.
+//! `postgres`) the production backend. `synckit::open(target)` opens
+//! whichever a target string (an application's `DATABASE_URL`) names: see
+//! `StoreConfig::parse`.
 //!
 //! ## Features
 //!
