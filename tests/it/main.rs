@@ -3,6 +3,7 @@
 mod behaviour;
 mod cancel;
 mod derive;
+mod guide;
 mod import;
 mod memory;
 mod open;

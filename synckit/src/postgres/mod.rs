@@ -1,5 +1,24 @@
 //! The PostgreSQL store (feature `postgres`).
 //!
+//! Storage goes through diesel-async over a bb8 pool; no libpq.
+//!
+//! ```no_run
+#![doc = include_str!("../docs/examples/postgres_tour.rs")]
+//! ```
+//!
+//! (The examples of this page need a server, so the doctests only compile
+//! them; the integration tests run each against a real one.)
+//!
+//! `cargo run --example postgres` walks through connect, append, a conflict
+//! on purpose, a batch, loads and pool stats (`DATABASE_URL`, else
+//! `postgres://postgres@127.0.0.1:5432/postgres`).
+//!
+//! ## Moving from SQLite
+//!
+//! ```no_run
+#![doc = include_str!("../docs/examples/sqlite_to_postgres.rs")]
+//! ```
+//!
 #![doc = include_str!("../docs/postgres.md")]
 
 // The files of this module, and of [`crate::sqlite`], are split along the

@@ -71,15 +71,7 @@ impl Drop for Inner {
 /// The PostgreSQL event store; clones share one pool.
 ///
 /// ```no_run
-/// use synckit::postgres::{Config, PgStore};
-/// use synckit::{Cursor, EventStore, ExpectedVersion, NewEvent};
-///
-/// # async fn demo() -> synckit::Result<()> {
-/// let store = PgStore::connect(Config::new("postgres://postgres@127.0.0.1/app")).await?;
-/// let event = NewEvent::new("order-1", "order.placed", serde_json::json!({"total": 12}));
-/// store.append(ExpectedVersion::NoStream, vec![event]).await?;
-/// let events = store.load(Cursor::START).await?;
-/// # Ok(()) }
+#[doc = include_str!("../docs/examples/postgres_tour.rs")]
 /// ```
 #[derive(Clone)]
 pub struct PgStore {

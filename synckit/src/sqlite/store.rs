@@ -82,13 +82,17 @@ impl Drop for Inner {
 
 /// The embedded event store; clones share one connection.
 ///
-/// ```no_run
+/// ```
 /// use synckit::sqlite::SqliteStore;
 /// use synckit::{Cursor, EventStore};
 ///
-/// # async fn demo() -> synckit::Result<()> {
-/// let store = SqliteStore::open("events.db").await?;
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> synckit::Result<()> {
+/// # let dir = tempfile::tempdir().unwrap();
+/// # let path = dir.path().join("events.db");
+/// let store = SqliteStore::open(&path).await?;
 /// let events = store.load(Cursor::START).await?;
+/// # assert!(events.is_empty());
 /// # Ok(()) }
 /// ```
 #[derive(Clone)]
