@@ -1,6 +1,8 @@
-//! What the store holds: counts of events, streams and types.
+//! What the store holds: single events by id, counts of events, streams
+//! and types.
 
 use diesel::sql_types::{BigInt, Text};
+use diesel::sqlite::Sqlite;
 use diesel::{QueryableByName, RunQueryDsl, SqliteConnection};
 
 use super::SqliteStore;
@@ -12,7 +14,6 @@ use crate::sql::query;
 use crate::sql::rows::StoredRow as _;
 use crate::sql::{Number, TxError, int};
 use crate::store::report::Summary;
-use diesel::sqlite::Sqlite;
 
 impl SqliteStore {
     /// The event with this id, or [`Error::EventNotFound`].
