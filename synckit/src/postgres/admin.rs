@@ -9,8 +9,7 @@ use super::PgStore;
 use super::rows::EventRow;
 use crate::model::error::{Error, Result};
 use crate::model::recorded::Recorded;
-use crate::sql::rows::StoredRow as _;
-use crate::sql::{Number, Statement, db, int, query};
+use crate::sql::{Number, Statement, db, int, query, rows};
 use crate::store::EventStore as _;
 use crate::store::report::Summary;
 
@@ -107,10 +106,7 @@ impl PgStore {
                 .load(&mut *conn)
                 .await
                 .map_err(db("get"))?;
-            match rows.into_iter().next() {
-                Some(row) => row.into_recorded(),
-                None => Err(Error::EventNotFound { id }),
-            }
+            rows::the_event(rows, id)
         })
         .await
     }

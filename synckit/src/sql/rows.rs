@@ -76,6 +76,15 @@ pub(crate) fn recorded<R: StoredRow>(rows: Vec<R>) -> Result<Vec<Recorded>> {
     rows.into_iter().map(R::into_recorded).collect()
 }
 
+/// The event `id` of a lookup by id ([`super::query::event_with_id`]),
+/// or [`Error::EventNotFound`].
+pub(crate) fn the_event<R: StoredRow>(rows: Vec<R>, id: String) -> Result<Recorded> {
+    match rows.into_iter().next() {
+        Some(row) => row.into_recorded(),
+        None => Err(Error::EventNotFound { id }),
+    }
+}
+
 /// The event in `parts`, decoded into `P`. The rules, checked in this
 /// order:
 ///

@@ -8,10 +8,10 @@ use diesel::{QueryableByName, RunQueryDsl, SqliteConnection};
 use super::SqliteStore;
 use super::rows::Row;
 use super::store::Place;
-use crate::model::error::{Error, Result};
+use crate::model::error::Result;
 use crate::model::recorded::Recorded;
 use crate::sql::query;
-use crate::sql::rows::StoredRow as _;
+use crate::sql::rows;
 use crate::sql::{Number, TxError, int};
 use crate::store::report::Summary;
 
@@ -23,10 +23,7 @@ impl SqliteStore {
         let rows: Vec<Row> = self
             .run("get", Place::Here, move |c| Ok(query.load(c)?))
             .await?;
-        match rows.into_iter().next() {
-            Some(row) => row.into_recorded(),
-            None => Err(Error::EventNotFound { id }),
-        }
+        rows::the_event(rows, id)
     }
 
     /// Number of events stored now.
@@ -52,7 +49,7 @@ impl SqliteStore {
                 let n: Vec<Number> = diesel::sql_query(sql).load(c)?;
                 Ok(n.into_iter().next().and_then(|r| r.n).map_or(0, int::nonnegative))
             };
-            let events = one(c, "SELECT count(*) AS n FROM events")?;
+            let events = one(c, query::COUNT_SQL)?;
             let latest_version = one(c, "SELECT max(version) AS n FROM events")?;
             let streams = one(c, "SELECT count(DISTINCT aggregate_id) AS n FROM events")?;
             let per_type: Vec<TypeCount> = diesel::sql_query(
