@@ -16,7 +16,7 @@ use crate::sql::{Number, TxError, int};
 use crate::store::report::Summary;
 
 impl SqliteStore {
-    /// The event with this id, or [`Error::EventNotFound`].
+    /// The event with this id, or [`Error::EventNotFound`](crate::Error::EventNotFound).
     pub async fn get(&self, id: &str) -> Result<Recorded> {
         let query = query::event_with_id::<Sqlite>(id.to_owned());
         let id = id.to_owned();
