@@ -17,6 +17,12 @@ pub(crate) const AGGREGATE_ID: &str = "aggregate_id";
 pub(crate) const VERSION: &str = "version";
 /// `#[event(crate = "path")]`: where synckit lives.
 pub(crate) const CRATE: &str = "crate";
+/// `#[event(aliases = ["OldName"])]`: older names still read.
+pub(crate) const ALIASES: &str = "aliases";
+/// `#[event(upcast(from = 1, with = "path"))]`: one step of the upcast chain.
+pub(crate) const UPCAST: &str = "upcast";
+
+const ALL_KEYS: &[&str] = &[TYPE, AGGREGATE_ID, VERSION, CRATE, ALIASES, UPCAST];
 
 /// Where an attribute sits; decides which keys it accepts.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -30,9 +36,9 @@ pub(crate) enum Position {
 impl Position {
     fn keys(self) -> &'static [&'static str] {
         match self {
-            Position::Struct => &[TYPE, AGGREGATE_ID, VERSION, CRATE],
-            Position::Enum => &[AGGREGATE_ID, VERSION, CRATE],
-            Position::Variant => &[TYPE, AGGREGATE_ID, VERSION],
+            Position::Struct => &[TYPE, AGGREGATE_ID, VERSION, CRATE, ALIASES, UPCAST],
+            Position::Enum => &[AGGREGATE_ID, VERSION, CRATE, UPCAST],
+            Position::Variant => &[TYPE, AGGREGATE_ID, VERSION, ALIASES, UPCAST],
             Position::Field => &[AGGREGATE_ID],
         }
     }
@@ -61,6 +67,17 @@ pub(crate) struct EventAttrs {
     pub(crate) aggregate_id: Option<Keyed<Option<LitStr>>>,
     pub(crate) version: Option<Keyed<u32>>,
     pub(crate) krate: Option<Keyed<syn::Path>>,
+    pub(crate) aliases: Option<Keyed<Vec<LitStr>>>,
+    pub(crate) upcasts: Vec<Upcast>,
+}
+
+/// One `upcast(from = N, with = "path")`.
+pub(crate) struct Upcast {
+    /// The `from = N` literal, for spans.
+    pub(crate) from_lit: syn::LitInt,
+    pub(crate) from: u32,
+    /// The function, spanned at its string literal.
+    pub(crate) with: syn::Path,
 }
 
 fn set_once<T>(
@@ -123,9 +140,10 @@ pub(crate) fn parse_event_attrs(
                 .map(ToString::to_string)
                 .unwrap_or_default();
             if !position.keys().contains(&name.as_str()) {
-                let message = if [TYPE, AGGREGATE_ID, VERSION, CRATE].contains(&name.as_str()) {
+                let message = if ALL_KEYS.contains(&name.as_str()) {
                     let hint = match (position, name.as_str()) {
                         (Position::Enum, TYPE) => "; on an enum, put `type` on each variant",
+                        (Position::Enum, ALIASES) => "; on an enum, put `aliases` on each variant",
                         (Position::Variant, CRATE) => "; put `crate` on the enum",
                         (Position::Field, _) => "; on a field only `aggregate_id` is allowed",
                         _ => "",
@@ -182,6 +200,14 @@ pub(crate) fn parse_event_attrs(
                         "expected a schema version from 1 to 4294967295, like `version = 2`",
                     ),
                 }
+            } else if known(ALIASES) {
+                if let Some(list) = string_list(cx, &meta)? {
+                    set_once(cx, &mut out.aliases, &meta, ALIASES, list);
+                }
+            } else if known(UPCAST) {
+                if let Some(upcast) = upcast_value(cx, &meta)? {
+                    out.upcasts.push(upcast);
+                }
             } else if known(CRATE) {
                 let example = "crate = \"my_crate::synckit\"";
                 if let Some(lit) = string_value(cx, &meta, example)? {
@@ -200,6 +226,100 @@ pub(crate) fn parse_event_attrs(
         }
     }
     out
+}
+
+/// Reads `= ["a", "b"]`; a wrong value is recorded in `cx`.
+fn string_list(cx: &mut Ctxt, meta: &ParseNestedMeta<'_>) -> syn::Result<Option<Vec<LitStr>>> {
+    let expr: Expr = meta.value()?.parse()?;
+    let example = "aliases = [\"UserCreated\"]";
+    let Expr::Array(array) = &expr else {
+        cx.error_spanned_by(
+            expr,
+            format!("expected a list of strings, like `{example}`"),
+        );
+        return Ok(None);
+    };
+    let mut out = Vec::new();
+    for element in &array.elems {
+        match element {
+            Expr::Lit(syn::ExprLit {
+                lit: Lit::Str(s), ..
+            }) => out.push(s.clone()),
+            other => cx.error_spanned_by(
+                other,
+                format!("expected a string literal, like `{example}`"),
+            ),
+        }
+    }
+    Ok(Some(out))
+}
+
+/// Reads `(from = N, with = "path")`, reporting a missing, duplicate or
+/// malformed part.
+fn upcast_value(cx: &mut Ctxt, meta: &ParseNestedMeta<'_>) -> syn::Result<Option<Upcast>> {
+    let example = "upcast(from = 1, with = \"v1_to_v2\")";
+    if !meta.input.peek(syn::token::Paren) {
+        cx.error_spanned_by(&meta.path, format!("expected `{example}`"));
+        skip_value(meta)?;
+        return Ok(None);
+    }
+    let mut from: Option<Keyed<syn::LitInt>> = None;
+    let mut with: Option<Keyed<syn::Path>> = None;
+    meta.parse_nested_meta(|inner| {
+        if inner.path.is_ident("from") {
+            let expr: Expr = inner.value()?.parse()?;
+            match &expr {
+                Expr::Lit(syn::ExprLit {
+                    lit: Lit::Int(int), ..
+                }) if int.base10_parse::<u32>().is_ok_and(|v| v >= 1) => {
+                    set_once(cx, &mut from, &inner, "from", int.clone());
+                }
+                _ => cx.error_spanned_by(
+                    expr,
+                    "expected the schema version the step starts from, like `from = 1`",
+                ),
+            }
+        } else if inner.path.is_ident("with") {
+            if let Some(lit) = string_value(cx, &inner, "with = \"v1_to_v2\"")? {
+                match lit.parse::<syn::Path>() {
+                    Ok(path) => set_once(cx, &mut with, &inner, "with", path),
+                    Err(_) => cx.error_spanned_by(
+                        &lit,
+                        format!("expected the path of a function, like `{example}`"),
+                    ),
+                }
+            }
+        } else {
+            cx.error_spanned_by(
+                &inner.path,
+                format!(
+                    "unknown upcast key `{}`; expected `from` and `with`",
+                    inner.path.to_token_stream()
+                ),
+            );
+            skip_value(&inner)?;
+        }
+        Ok(())
+    })?;
+    match (from, with) {
+        (Some(from), Some(with)) => Ok(Some(Upcast {
+            from: from.value.base10_parse().unwrap_or(1),
+            from_lit: from.value,
+            with: with.value,
+        })),
+        (from, _) => {
+            let missing = if from.is_none() {
+                "from = N"
+            } else {
+                "with = \"function\""
+            };
+            cx.error_spanned_by(
+                &meta.path,
+                format!("`upcast` needs `{missing}`: `{example}`"),
+            );
+            Ok(None)
+        }
+    }
 }
 
 /// Consumes the value of a key that is being rejected or ignored:

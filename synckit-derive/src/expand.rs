@@ -7,7 +7,7 @@ use syn::DeriveInput;
 use crate::ast::{Container, Style};
 use crate::ctxt::Ctxt;
 use crate::fallback;
-use crate::valid::{self, Kind, Model, Repr, VariantAggregate};
+use crate::valid::{self, Kind, Model, Repr, Step, VariantAggregate};
 
 /// Expands the derive: the impl, or every error plus a stub impl so that the
 /// user sees the real mistakes rather than a cascade of "`Event` is not
@@ -82,26 +82,36 @@ fn impl_event(input: &DeriveInput, model: &Model) -> TokenStream {
     let body = match &model.kind {
         Kind::Struct {
             event_type,
+            aliases,
             aggregate,
             version,
-        } => quote! {
-            fn event_types() -> &'static [&'static str] {
-                &[#event_type]
+            upcasts,
+        } => {
+            let upcast = upcast_fn(krate, [(event_type.as_str(), upcasts.as_slice())]);
+            quote! {
+                fn event_types() -> &'static [&'static str] {
+                    &[#event_type]
+                }
+                fn event_type(&self) -> &'static str {
+                    #event_type
+                }
+                fn aggregate_id(&self) -> #private::String {
+                    #private::to_string(&self.#aggregate)
+                }
+                fn schema_version(&self) -> u32 {
+                    #version
+                }
+                fn layout() -> &'static #private::Layout {
+                    static LAYOUT: #private::Layout = #private::Layout::Struct {
+                        event_type: #event_type,
+                        aliases: &[#(#aliases),*],
+                        version: #version,
+                    };
+                    &LAYOUT
+                }
+                #upcast
             }
-            fn event_type(&self) -> &'static str {
-                #event_type
-            }
-            fn aggregate_id(&self) -> #private::String {
-                #private::to_string(&self.#aggregate)
-            }
-            fn schema_version(&self) -> u32 {
-                #version
-            }
-            fn layout() -> &'static #private::Layout {
-                static LAYOUT: #private::Layout = #private::Layout::Struct { event_type: #event_type };
-                &LAYOUT
-            }
-        },
+        }
         Kind::Enum { repr, variants } => {
             let types = variants.iter().map(|v| &v.event_type);
             let mut type_arms = Vec::new();
@@ -118,7 +128,13 @@ fn impl_event(input: &DeriveInput, model: &Model) -> TokenStream {
                 let (event_type, version, serde_name) = (&v.event_type, v.version, &v.serde_name);
                 type_arms.push(quote!(#any => #event_type));
                 version_arms.push(quote!(#any => #version));
-                layouts.push(quote!(#private::VariantLayout { event_type: #event_type, serde_name: #serde_name }));
+                let aliases = &v.aliases;
+                layouts.push(quote!(#private::VariantLayout {
+                    event_type: #event_type,
+                    serde_name: #serde_name,
+                    aliases: &[#(#aliases),*],
+                    version: #version,
+                }));
                 let binding = format_ident!("__synckit_aggregate");
                 aggregate_arms.push(match (&v.aggregate, v.style) {
                     (VariantAggregate::Field(syn::Member::Named(field)), _) => quote! {
@@ -146,7 +162,14 @@ fn impl_event(input: &DeriveInput, model: &Model) -> TokenStream {
                 }
                 Repr::Untagged => quote!(#private::EnumRepr::Untagged),
             };
+            let upcast = upcast_fn(
+                krate,
+                variants
+                    .iter()
+                    .map(|v| (v.event_type.as_str(), v.upcasts.as_slice())),
+            );
             quote! {
+                #upcast
                 fn event_types() -> &'static [&'static str] {
                     &[#(#types),*]
                 }
@@ -175,6 +198,40 @@ fn impl_event(input: &DeriveInput, model: &Model) -> TokenStream {
             #body
         }
         #helpers
+    }
+}
+
+/// `Event::upcast`: one match arm per declared step, keyed by the current
+/// event type and the version the step starts from; nothing when no type
+/// declares a step (the trait's default passes data through).
+fn upcast_fn<'a>(
+    krate: &syn::Path,
+    chains: impl IntoIterator<Item = (&'a str, &'a [Step])>,
+) -> TokenStream {
+    let private = quote!(#krate::__private);
+    let arms: Vec<TokenStream> = chains
+        .into_iter()
+        .flat_map(|(event_type, steps)| {
+            let private = &private;
+            steps.iter().map(move |Step { from, with }| {
+                quote!((#event_type, #from) => #private::upcast_step(#with, data))
+            })
+        })
+        .collect();
+    if arms.is_empty() {
+        return TokenStream::new();
+    }
+    quote! {
+        fn upcast(
+            event_type: &str,
+            from: u32,
+            data: #private::Value,
+        ) -> ::core::result::Result<#private::Value, #private::BoxError> {
+            match (event_type, from) {
+                #(#arms,)*
+                _ => ::core::result::Result::Ok(data),
+            }
+        }
     }
 }
 

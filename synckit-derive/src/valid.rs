@@ -8,7 +8,7 @@ use quote::ToTokens;
 use syn::{Ident, LitStr, Member, Type};
 
 use crate::ast::{Container, Data, Field, Style, Variant};
-use crate::attr::Keyed;
+use crate::attr::{EventAttrs, Keyed, Upcast};
 use crate::case;
 use crate::ctxt::Ctxt;
 
@@ -23,8 +23,10 @@ pub(crate) struct Model {
 pub(crate) enum Kind {
     Struct {
         event_type: String,
+        aliases: Vec<String>,
         aggregate: Member,
         version: u32,
+        upcasts: Vec<Step>,
     },
     Enum {
         repr: Repr,
@@ -46,6 +48,15 @@ pub(crate) struct ResolvedVariant {
     pub(crate) serde_name: String,
     pub(crate) aggregate: VariantAggregate,
     pub(crate) version: u32,
+    pub(crate) aliases: Vec<String>,
+    pub(crate) upcasts: Vec<Step>,
+}
+
+/// One step of an event type's upcast chain.
+#[derive(Clone)]
+pub(crate) struct Step {
+    pub(crate) from: u32,
+    pub(crate) with: syn::Path,
 }
 
 /// Where a variant's aggregate id comes from.
@@ -74,7 +85,13 @@ pub(crate) fn check(cx: &mut Ctxt, container: &Container<'_>) -> Option<Model> {
             return None;
         }
         Data::Struct(fields) => {
-            let event_type = event_type_name(cx, container.attrs.event_type.as_ref(), ident);
+            let event_type = match container.attrs.event_type.as_ref() {
+                Some(given) => checked_name(cx, &given.value),
+                None => ident.to_string(),
+            };
+            let version = container_version.unwrap_or(1);
+            let aliases = aliases(cx, &container.attrs, &[event_type.clone()]);
+            let upcasts = chain(cx, &[], &container.attrs, version, ident);
             let marked = marked_field(cx, fields);
             let rule = container.attrs.aggregate_id.as_ref();
             let aggregate = match (marked, rule) {
@@ -105,8 +122,10 @@ pub(crate) fn check(cx: &mut Ctxt, container: &Container<'_>) -> Option<Model> {
             };
             Kind::Struct {
                 event_type,
+                aliases,
                 aggregate: aggregate?,
-                version: container_version.unwrap_or(1),
+                version,
+                upcasts,
             }
         }
         Data::Enum(variants) => {
@@ -114,9 +133,18 @@ pub(crate) fn check(cx: &mut Ctxt, container: &Container<'_>) -> Option<Model> {
                 cx.error_spanned_by(ident, "an enum without variants produces no events");
                 return None;
             }
+            // The enum's own chain is checked once here; a variant that
+            // inherits it is not checked again.
+            let enum_chain = chain(
+                cx,
+                &[],
+                &container.attrs,
+                container_version.unwrap_or(1),
+                ident,
+            );
             let resolved: Vec<_> = variants
                 .iter()
-                .map(|v| resolve_variant(cx, container, v, container_version))
+                .map(|v| resolve_variant(cx, container, v, container_version, &enum_chain))
                 .collect();
             check_unique_types(cx, variants, &resolved);
             Kind::Enum {
@@ -128,10 +156,9 @@ pub(crate) fn check(cx: &mut Ctxt, container: &Container<'_>) -> Option<Model> {
     Some(Model { krate, kind })
 }
 
-fn event_type_name(cx: &mut Ctxt, given: Option<&Keyed<LitStr>>, ident: &Ident) -> String {
-    let Some(Keyed { value: lit, .. }) = given else {
-        return ident.to_string();
-    };
+/// A given event type name or alias, checked against what the store
+/// accepts.
+fn checked_name(cx: &mut Ctxt, lit: &LitStr) -> String {
     let name = lit.value();
     if name.is_empty() {
         cx.error_spanned_by(lit, "an event type name must not be empty");
@@ -144,6 +171,95 @@ fn event_type_name(cx: &mut Ctxt, given: Option<&Keyed<LitStr>>, ident: &Ident) 
         cx.error_spanned_by(lit, "an event type name cannot contain a NUL character");
     }
     name
+}
+
+/// The `aliases = [..]` of an item, checked; an alias that is one of
+/// `taken` (its own name) or given twice is an error.
+fn aliases(cx: &mut Ctxt, attrs: &EventAttrs, taken: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for lit in attrs.aliases.iter().flat_map(|a| &a.value) {
+        let name = checked_name(cx, lit);
+        if taken.contains(&name) || out.contains(&name) {
+            cx.error_spanned_by(
+                lit,
+                format!("the alias {name:?} is already a name of this event type"),
+            );
+        } else {
+            out.push(name);
+        }
+    }
+    out
+}
+
+/// The upcast chain of an item with schema version `version`: the steps
+/// it inherits (an enum's, for a variant that keeps the enum's version),
+/// replaced by its own for the same `from`. Each `from` is below
+/// `version` and given once; the steps run without a gap up to
+/// `version - 1` (versions below the first step decode as its input).
+fn chain(
+    cx: &mut Ctxt,
+    inherited: &[Step],
+    attrs: &EventAttrs,
+    version: u32,
+    item: &Ident,
+) -> Vec<Step> {
+    let mut own: Vec<&Upcast> = Vec::new();
+    for upcast in &attrs.upcasts {
+        if upcast.from >= version {
+            cx.error_spanned_by(
+                &upcast.from_lit,
+                format!(
+                    "an upcast from version {} is not below the schema version {version}; the chain steps from each older version to the next, up to `version = {version}`",
+                    upcast.from
+                ),
+            );
+        } else if let Some(first) = own.iter().find(|u| u.from == upcast.from) {
+            let mut error = syn::Error::new_spanned(
+                &upcast.from_lit,
+                format!("duplicate upcast from version {}", upcast.from),
+            );
+            error.combine(syn::Error::new_spanned(
+                &first.from_lit,
+                "the first one is here",
+            ));
+            cx.syn_error(error);
+        } else {
+            own.push(upcast);
+        }
+    }
+    let mut steps: Vec<Step> = inherited
+        .iter()
+        .filter(|s| !own.iter().any(|u| u.from == s.from))
+        .cloned()
+        .chain(own.iter().map(|u| Step {
+            from: u.from,
+            with: u.with.clone(),
+        }))
+        .collect();
+    steps.sort_by_key(|s| s.from);
+    if let Some(first) = steps.first() {
+        let missing: Vec<String> = (first.from..version)
+            .filter(|v| !steps.iter().any(|s| s.from == *v))
+            .map(|v| v.to_string())
+            .collect();
+        if !missing.is_empty() && !attrs.upcasts.is_empty() {
+            let at = attrs
+                .version
+                .as_ref()
+                .map(|v| v.key.clone())
+                .unwrap_or_else(|| item.to_token_stream());
+            cx.error_spanned_by(
+                at,
+                format!(
+                    "the upcast chain of `{item}` has a gap: no step from version {}; each version from {} up to {} needs `upcast(from = .., with = \"..\")`",
+                    missing.join(", "),
+                    first.from,
+                    version - 1
+                ),
+            );
+        }
+    }
+    steps
 }
 
 fn two_aggregate_ids(cx: &mut Ctxt, at: impl ToTokens) {
@@ -203,9 +319,40 @@ fn resolve_variant(
     container: &Container<'_>,
     variant: &Variant<'_>,
     container_version: Option<u32>,
+    enum_chain: &[Step],
 ) -> Option<ResolvedVariant> {
     let ident = variant.ident;
-    let event_type = event_type_name(cx, variant.attrs.event_type.as_ref(), ident);
+    // The default name carries the enum's name, so that two enums' variants
+    // of one name are two event types; the bare variant name (the default
+    // before) stays readable as an alias.
+    let (event_type, legacy) = match variant.attrs.event_type.as_ref() {
+        Some(given) => (checked_name(cx, &given.value), None),
+        None => (
+            format!("{}.{ident}", container.input.ident),
+            Some(ident.to_string()),
+        ),
+    };
+    let mut aliases = aliases(cx, &variant.attrs, std::slice::from_ref(&event_type));
+    if let Some(legacy) = legacy.filter(|l| !aliases.contains(l)) {
+        aliases.push(legacy);
+    }
+    let version = variant
+        .attrs
+        .version
+        .as_ref()
+        .map(|v| v.value)
+        .or(container_version)
+        .unwrap_or(1);
+    let inherited = if variant.attrs.version.is_some() {
+        &[][..]
+    } else {
+        enum_chain
+    };
+    let upcasts = if variant.attrs.upcasts.is_empty() && variant.attrs.version.is_none() {
+        enum_chain.to_vec()
+    } else {
+        chain(cx, inherited, &variant.attrs, version, ident)
+    };
     let marked = marked_field(cx, &variant.fields);
     let own_rule = variant.attrs.aggregate_id.as_ref();
     let rule = own_rule
@@ -278,48 +425,68 @@ fn resolve_variant(
         event_type,
         serde_name,
         aggregate: aggregate?,
-        version: variant
-            .attrs
-            .version
-            .as_ref()
-            .map(|v| v.value)
-            .or(container_version)
-            .unwrap_or(1),
+        version,
+        aliases,
+        upcasts,
     })
 }
 
+/// Every name a variant is read by (its type and aliases) belongs to one
+/// variant only.
 fn check_unique_types(
     cx: &mut Ctxt,
     variants: &[Variant<'_>],
     resolved: &[Option<ResolvedVariant>],
 ) {
-    let mut seen: HashMap<String, Span> = HashMap::new();
+    let mut seen: HashMap<String, (Span, bool)> = HashMap::new();
     for (variant, resolved) in variants.iter().zip(resolved) {
-        let name = match (&variant.attrs.event_type, resolved) {
-            (_, Some(r)) => r.event_type.clone(),
-            (Some(t), None) => t.value.value(),
-            (None, None) => variant.ident.to_string(),
-        };
-        let span = variant
+        let type_span = variant
             .attrs
             .event_type
             .as_ref()
             .map(|t| t.value.span())
             .unwrap_or_else(|| variant.ident.span());
-        if let Some(first) = seen.get(&name) {
-            let mut error = syn::Error::new(
-                span,
-                format!(
-                    "two variants have the event type {name:?}; give one of them `#[event(type = \"...\")]`"
-                ),
-            );
-            error.combine(syn::Error::new(
-                *first,
-                format!("{name:?} is first used here"),
-            ));
-            cx.syn_error(error);
-        } else {
-            seen.insert(name, span);
+        let mut names: Vec<(String, Span, bool)> = Vec::new();
+        match resolved {
+            Some(r) => {
+                names.push((r.event_type.clone(), type_span, false));
+                for alias in &r.aliases {
+                    let span = variant
+                        .attrs
+                        .aliases
+                        .iter()
+                        .flat_map(|a| &a.value)
+                        .find(|lit| lit.value() == *alias)
+                        .map_or_else(|| variant.ident.span(), LitStr::span);
+                    names.push((alias.clone(), span, true));
+                }
+            }
+            None => {
+                if let Some(t) = &variant.attrs.event_type {
+                    names.push((t.value.value(), type_span, false));
+                }
+            }
+        }
+        for (name, span, alias) in names {
+            if let Some((first, first_alias)) = seen.get(&name) {
+                let message = if alias || *first_alias {
+                    format!(
+                        "two variants are read by the name {name:?}; an alias (an old name) belongs to one event type only"
+                    )
+                } else {
+                    format!(
+                        "two variants have the event type {name:?}; give one of them `#[event(type = \"...\")]`"
+                    )
+                };
+                let mut error = syn::Error::new(span, message);
+                error.combine(syn::Error::new(
+                    *first,
+                    format!("{name:?} is first used here"),
+                ));
+                cx.syn_error(error);
+            } else {
+                seen.insert(name, (span, alias));
+            }
         }
     }
 }

@@ -14,3 +14,7 @@ pub use serde::de::DeserializeOwned;
 pub use crate::store::TypedPage;
 pub use crate::store::hub::Hub;
 pub use crate::store::subscription::subscribe_as;
+
+pub use crate::model::error::BoxError;
+pub use crate::model::upcast::step as upcast_step;
+pub use serde_json::Value;

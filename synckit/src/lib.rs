@@ -25,7 +25,7 @@
 //! ]).await?;
 //!
 //! let first = deposits.next().await.unwrap()?;
-//! assert_eq!(first.event_type, "Opened");
+//! assert_eq!(first.event_type, "Account.Opened");
 //! assert_eq!(first.stream_version, 1);
 //! assert_eq!(store.load(Cursor::START).await?.len(), 2);
 //!

@@ -785,12 +785,19 @@ macro_rules! behaviour_suite {
             appends_refuse_json_the_store_could_not_read_back,
             run_passes_over_a_poison_event_and_commits_past_it,
         );
+        $crate::behaviour_suite!(@module evolution; $fresh;
+            old_events_read_back_as_current_values_on_every_path,
+            a_failing_upcast_is_an_error_item_naming_the_step_and_reads_go_on,
+        );
     };
     (@tests $fresh:expr; $($name:ident),* $(,)?) => {
+        $crate::behaviour_suite!(@module behaviour; $fresh; $($name),*);
+    };
+    (@module $module:ident; $fresh:expr; $($name:ident),* $(,)?) => {
         $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $name() {
-                $crate::behaviour::$name($fresh.await).await;
+                $crate::$module::$name($fresh.await).await;
             }
         )*
     };

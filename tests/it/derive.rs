@@ -61,7 +61,11 @@ fn struct_names_and_aggregate_ids() {
 fn enum_has_one_type_per_variant() {
     assert_eq!(
         UserEvent::event_types(),
-        &["Registered", "user.renamed", "Deactivated"]
+        &[
+            "UserEvent.Registered",
+            "user.renamed",
+            "UserEvent.Deactivated"
+        ]
     );
     let registered = UserEvent::Registered(UserRegistered {
         user_id: "u-1".into(),
@@ -75,7 +79,7 @@ fn enum_has_one_type_per_variant() {
         account: "u-3".into(),
         reason: None,
     };
-    assert_eq!(registered.event_type(), "Registered");
+    assert_eq!(registered.event_type(), "UserEvent.Registered");
     assert_eq!(registered.aggregate_id(), "u-1");
     assert_eq!(renamed.event_type(), "user.renamed");
     assert_eq!(renamed.aggregate_id(), "u-2");

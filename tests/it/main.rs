@@ -3,6 +3,7 @@
 mod behaviour;
 mod cancel;
 mod derive;
+mod evolution;
 mod guide;
 mod import;
 mod memory;

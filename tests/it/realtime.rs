@@ -150,7 +150,7 @@ async fn handler_subscriptions_are_independent_and_listed() {
         .await
         .unwrap();
     let by_type = store
-        .subscribe_with(Filter::types(["Deposited"]), move |p| {
+        .subscribe_with(Filter::types(["Account.Deposited"]), move |p| {
             let tx = tx3.clone();
             async move { tx.send(p).map_err(|e| e.to_string()) }
         })

@@ -109,6 +109,26 @@ pub enum Error {
         source: serde_json::Error,
     },
 
+    /// An upcaster (`#[event(upcast(from = .., with = ..))]`) failed on a
+    /// stored event: the step from schema version `from` to `from + 1`.
+    ///
+    /// Reads and subscriptions yield it as one error item in the event's
+    /// place and go on with the next event; retrying cannot help.
+    #[error("cannot upcast event of type {event_type:?}{} from schema version {from} to {}: {source}", DisplayEvent(*version, event_id.as_deref()), from + 1)]
+    Upcast {
+        /// The stored event type.
+        event_type: String,
+        /// The stored event's id, when known.
+        event_id: Option<String>,
+        /// The stored event's version, when known.
+        version: Option<u64>,
+        /// The schema version the failing step starts from.
+        from: u32,
+        /// The upcaster's error.
+        #[source]
+        source: BoxError,
+    },
+
     /// A stored event that synckit cannot read back at all: its JSON, its
     /// metadata, its time or its positions are not what the store writes
     /// (a row written by another tool, or data the JSON decoder refuses,
@@ -256,6 +276,18 @@ impl Error {
                 version: Some(at),
                 expected,
             },
+            Error::Upcast {
+                event_type,
+                from,
+                source,
+                ..
+            } => Error::Upcast {
+                event_type,
+                event_id: Some(id.to_owned()),
+                version: Some(at),
+                from,
+                source,
+            },
             Error::UnreadableEvent { reason, .. } => Error::UnreadableEvent {
                 version: at,
                 id: id.to_owned(),
@@ -276,6 +308,11 @@ impl Error {
                 ..
             }
             | Error::UnknownEventType {
+                version: Some(version),
+                event_id: Some(id),
+                ..
+            }
+            | Error::Upcast {
                 version: Some(version),
                 event_id: Some(id),
                 ..

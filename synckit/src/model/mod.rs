@@ -11,4 +11,5 @@ pub(crate) mod recorded;
 #[cfg(feature = "schema")]
 pub(crate) mod schema;
 pub(crate) mod transient;
+pub(crate) mod upcast;
 pub mod validate;

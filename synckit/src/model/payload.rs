@@ -1,20 +1,27 @@
 //! What a read decodes each event into: raw JSON or an [`Event`] type.
 
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use crate::model::error::{Error, Result};
 use crate::model::event::Event;
 use crate::model::recorded::Recorded;
+use crate::model::upcast::{self, StoredData};
 
 /// The payload a read or a subscription decodes into: raw JSON or an [`Event`] type.
 pub trait Payload: Sized + Send + 'static {
     /// Turns a raw recorded event into this payload.
     fn from_recorded(raw: Recorded) -> Result<Recorded<Self>>;
 
-    /// Builds this payload from an event's stored JSON text (`data`), the
-    /// way a backend reads it; the backend attaches the event's version and
-    /// id to the error.
-    fn from_json(event_type: &str, event_id: &str, json: &[u8]) -> Result<Self>;
+    /// Builds this payload from an event's stored JSON text (`data`) and
+    /// its metadata (which records the schema version), the way a backend
+    /// reads it; the backend attaches the event's version and id to the
+    /// error.
+    fn from_json(
+        event_type: &str,
+        metadata: &Map<String, Value>,
+        event_id: &str,
+        json: &[u8],
+    ) -> Result<Self>;
 }
 
 impl Payload for Value {
@@ -22,7 +29,12 @@ impl Payload for Value {
         Ok(raw)
     }
 
-    fn from_json(_event_type: &str, event_id: &str, json: &[u8]) -> Result<Self> {
+    fn from_json(
+        _event_type: &str,
+        _metadata: &Map<String, Value>,
+        event_id: &str,
+        json: &[u8],
+    ) -> Result<Self> {
         // The version is attached by the backend that read the row.
         serde_json::from_slice(json)
             .map_err(|e| Error::unreadable(0, event_id, format_args!("its data: {e}")))
@@ -34,7 +46,12 @@ impl<E: Event> Payload for E {
         raw.decode()
     }
 
-    fn from_json(event_type: &str, _event_id: &str, json: &[u8]) -> Result<Self> {
-        E::decode_json(event_type, json)
+    fn from_json(
+        event_type: &str,
+        metadata: &Map<String, Value>,
+        _event_id: &str,
+        json: &[u8],
+    ) -> Result<Self> {
+        upcast::decode_stored(event_type, metadata, StoredData::Json(json))
     }
 }

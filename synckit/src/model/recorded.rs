@@ -8,6 +8,7 @@ use serde_json::{Map, Value};
 use crate::model::cursor::Cursor;
 use crate::model::error::Result;
 use crate::model::event::Event;
+use crate::model::upcast::{self, StoredData};
 
 /// The metadata keys synckit itself writes.
 pub mod metadata {
@@ -85,11 +86,17 @@ impl<T> Recorded<T> {
 }
 
 impl Recorded<Value> {
-    /// Decodes `data` into the event type `E`; the error names the event.
+    /// Decodes `data` into the event type `E`: the stored name may be an
+    /// alias, and data stored at an older schema version (the metadata's
+    /// `schema_version`, 1 when absent) is upcast to the current one first.
+    /// The error names the event. The envelope stays as stored (its
+    /// `event_type` is the stored name; `data.event_type()` is the current
+    /// one).
     pub fn decode<E: Event>(mut self) -> Result<Recorded<E>> {
         let data = std::mem::take(&mut self.data);
         let event =
-            E::decode(&self.event_type, data).map_err(|e| e.with_event(self.version, &self.id))?;
+            upcast::decode_stored(&self.event_type, &self.metadata, StoredData::Value(data))
+                .map_err(|e| e.with_event(self.version, &self.id))?;
         Ok(self.map(|_| event))
     }
 }

@@ -9,8 +9,14 @@ use crate::model::event::{EnumRepr, Event, EventSchema, Layout};
 pub(crate) fn event_schemas<T: Event + schemars::JsonSchema>() -> Vec<EventSchema> {
     let root = Value::from(schemars::schema_for!(T));
     match T::layout() {
-        Layout::Struct { event_type } => vec![EventSchema {
+        Layout::Struct {
             event_type,
+            aliases,
+            version,
+        } => vec![EventSchema {
+            event_type,
+            aliases,
+            version: *version,
             schema: titled(root.clone(), event_type),
         }],
         Layout::Enum { repr, variants } => {
@@ -31,6 +37,8 @@ pub(crate) fn event_schemas<T: Event + schemars::JsonSchema>() -> Vec<EventSchem
                         .unwrap_or(Value::Bool(true));
                     EventSchema {
                         event_type: variant.event_type,
+                        aliases: variant.aliases,
+                        version: variant.version,
                         schema: titled(
                             with_root_definitions(content, root_map),
                             variant.event_type,

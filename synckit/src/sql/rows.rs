@@ -96,7 +96,8 @@ pub(crate) fn the_event<R: StoredRow>(rows: Vec<R>, id: String) -> Result<Record
 ///    `null` are an empty object; any other JSON value (a row another tool
 ///    wrote) is kept under the key `"value"`; text that is not JSON is
 ///    unreadable;
-/// 4. `data` decodes into `P` (SQL `NULL` as JSON `null`).
+/// 4. `data` decodes into `P` (SQL `NULL` as JSON `null`), upcast from
+///    the metadata's schema version for an [`Event`](crate::Event) type.
 pub(crate) fn decode<P: Payload>(parts: StoredParts<'_>) -> Result<Recorded<P>> {
     let StoredParts {
         version,
@@ -128,7 +129,8 @@ pub(crate) fn decode<P: Payload>(parts: StoredParts<'_>) -> Result<Recorded<P>> 
         StoredJson::Text(json) => json,
         StoredJson::Unreadable(e) => return Err(unreadable(format!("its data: {e}"))),
     };
-    let data = P::from_json(&event_type, &id, json).map_err(|e| e.with_event(version, &id))?;
+    let data =
+        P::from_json(&event_type, &metadata, &id, json).map_err(|e| e.with_event(version, &id))?;
     Ok(Recorded {
         version,
         stream_version,

@@ -1,0 +1,11 @@
+use serde::{Deserialize, Serialize};
+use synckit::Event;
+
+#[derive(Serialize, Deserialize, Event)]
+#[event(version = 2, upcast(from = 1))]
+struct UserCreated {
+    #[event(aggregate_id)]
+    user_id: String,
+}
+
+fn main() {}
