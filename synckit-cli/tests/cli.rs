@@ -192,3 +192,170 @@ async fn tail_json_follows_another_process_and_survives_a_killed_connection() {
     let status = child.wait().unwrap();
     assert!(status.success(), "{status:?}");
 }
+
+/// The application's own CLI of `examples/app_cli.rs`, which `cargo test`
+/// builds beside this test.
+fn app_cli(database: &str, args: &[&str]) -> std::process::Output {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().and_then(|deps| deps.parent()).unwrap();
+    let path = dir
+        .join("examples")
+        .join(format!("app_cli{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        path.exists(),
+        "{} is missing: `cargo test -p synckit-cli` builds it (or `cargo build -p synckit-cli --example app_cli`)",
+        path.display()
+    );
+    Command::new(path)
+        .args(args)
+        .env("DATABASE_URL", database)
+        .output()
+        .expect("run app_cli")
+}
+
+/// Good and bad old events of `app_cli`'s types, and one of another type.
+fn evolution_events() -> Vec<NewEvent> {
+    vec![
+        NewEvent::new(
+            "u1",
+            "UserCreated",
+            json!({"user_id": "u1", "name": "Ada Lovelace"}),
+        )
+        .with_id("old-good"),
+        NewEvent::new(
+            "u2",
+            "UserCreated",
+            json!({"user_id": "u2", "name": "Plato"}),
+        )
+        .with_id("old-bad"),
+        NewEvent::new(
+            "u3",
+            "user.registered",
+            json!({"user_id": "u3", "first": "Alan", "last": "Turing"}),
+        )
+        .with_metadata("schema_version", json!(2))
+        .with_id("new-good"),
+        NewEvent::new("u4", "user.registered", json!({"user_id": "u4"}))
+            .with_metadata("schema_version", json!(2))
+            .with_id("new-bad"),
+        NewEvent::new("o1", "order.placed", json!({"order_id": "o1", "total": 3})).with_id("order"),
+        NewEvent::new("x", "somebody.else", json!({})).with_id("other"),
+    ]
+}
+
+fn assert_exact_report(out: &std::process::Output) {
+    assert!(!out.status.success(), "failures exit non-zero: {out:?}");
+    let report: serde_json::Value = serde_json::from_str(stdout(out).trim()).unwrap();
+    let types = report["types"].as_array().unwrap();
+    assert_eq!(types.len(), 2, "{report}");
+    assert_eq!(types[0]["event_type"], "user.registered");
+    assert_eq!(types[0]["current_version"], 2);
+    assert_eq!(types[0]["aliases"], json!(["UserCreated"]));
+    let versions = types[0]["versions"].as_array().unwrap();
+    let summary: Vec<_> = versions
+        .iter()
+        .map(|v| {
+            let failed: Vec<_> = v["failed"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|f| {
+                    (
+                        f["version"].as_u64().unwrap(),
+                        f["id"].as_str().unwrap().to_owned(),
+                    )
+                })
+                .collect();
+            (
+                v["schema_version"].as_u64().unwrap(),
+                v["decoded"].as_u64().unwrap(),
+                failed,
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            (1, 1, vec![(2, "old-bad".to_owned())]),
+            (2, 1, vec![(4, "new-bad".to_owned())]),
+        ]
+    );
+    let v1_error = versions[0]["failed"][0]["error"].as_str().unwrap();
+    assert!(
+        v1_error.contains("from schema version 1 to 2") && v1_error.contains("has no space"),
+        "{v1_error}"
+    );
+    let v2_error = versions[1]["failed"][0]["error"].as_str().unwrap();
+    assert!(v2_error.contains("missing field"), "{v2_error}");
+    assert_eq!(types[1]["event_type"], "order.placed");
+    assert_eq!(types[1]["versions"][0]["decoded"], 1);
+    assert_eq!(report["unreadable"], json!([]));
+}
+
+async fn check_schema_reports_exactly(url: &str) {
+    let json = app_cli(url, &["schema", "check", "--json"]);
+    assert_exact_report(&json);
+    let text = app_cli(url, &["schema", "check"]);
+    assert!(!text.status.success());
+    let printed = stdout(&text);
+    assert!(printed.contains("user.registered"), "{printed}");
+    assert!(
+        printed.contains("schema version 1: 1 decode, 1 fail"),
+        "{printed}"
+    );
+    assert!(printed.contains("version 2 id old-bad"), "{printed}");
+    assert!(
+        printed.trim_end().ends_with("3 decode, 2 fail"),
+        "{printed}"
+    );
+    assert!(
+        String::from_utf8_lossy(&text.stderr).contains("2 stored events"),
+        "{text:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schema_check_reports_good_and_bad_old_events_exactly_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("app.db");
+    let store = SqliteStore::open(&file).await.unwrap();
+    store
+        .append(ExpectedVersion::Any, evolution_events())
+        .await
+        .unwrap();
+    let before = store.load(synckit::Cursor::START).await.unwrap();
+    store.close().await.unwrap();
+    let url = file.display().to_string();
+    check_schema_reports_exactly(&url).await;
+    let after = SqliteStore::open(&file)
+        .await
+        .unwrap()
+        .load(synckit::Cursor::START)
+        .await
+        .unwrap();
+    assert_eq!(before, after, "the check changes nothing");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schema_check_reports_good_and_bad_old_events_exactly_on_postgres() {
+    let url = database_url().await;
+    let store = PgStore::open(url.clone()).await.unwrap();
+    store
+        .append(ExpectedVersion::Any, evolution_events())
+        .await
+        .unwrap();
+    check_schema_reports_exactly(&url).await;
+    store.close().await.unwrap();
+}
+
+#[test]
+fn schema_check_of_the_stock_binary_says_what_to_build() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = synckit(
+        &dir.path().join("x.db").display().to_string(),
+        &["schema", "check"],
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("synckit_cli::run"), "{err}");
+}

@@ -89,6 +89,7 @@ mod store;
 #[cfg(any(feature = "postgres", feature = "sqlite"))]
 mod sql;
 
+pub mod evolution;
 #[cfg(feature = "postgres")]
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
 pub mod postgres;

@@ -91,3 +91,60 @@ async fn memory_store_appends_loads_and_delivers() {
     assert_eq!(first.stream_version, 1);
     assert_eq!(second.event_type, "cart.checked_out");
 }
+
+/// Version 2 of a cart item: version 1 called the SKU `code`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Event)]
+#[event(
+    type = "cart.item",
+    aliases = ["ItemPut"],
+    version = 2,
+    upcast(from = 1, with = "code_to_sku")
+)]
+struct CartItem {
+    #[event(aggregate_id)]
+    cart: String,
+    sku: String,
+}
+
+fn code_to_sku(mut data: serde_json::Value) -> Result<serde_json::Value, String> {
+    let map = data.as_object_mut().ok_or("not an object")?;
+    let code = map.remove("code").ok_or("no `code`")?;
+    map.insert("sku".into(), code);
+    Ok(data)
+}
+
+#[wasm_bindgen_test]
+async fn old_events_are_upcast_on_read() {
+    let store = MemoryStore::new();
+    store
+        .append(
+            ExpectedVersion::Any,
+            vec![
+                NewEvent::new(
+                    "c1",
+                    "ItemPut",
+                    serde_json::json!({"cart": "c1", "code": "a"}),
+                ),
+                NewEvent::new("c1", "cart.item", serde_json::json!({"cart": "c1"}))
+                    .with_id("no-code"),
+                NewEvent::from_event(&CartItem {
+                    cart: "c1".into(),
+                    sku: "b".into(),
+                })
+                .unwrap(),
+            ],
+        )
+        .await
+        .unwrap();
+    let mut sub = CartItem::subscribe_from(&store, Start::Beginning)
+        .await
+        .unwrap();
+    let first = sub.next().await.unwrap().unwrap();
+    assert_eq!(first.data.sku, "a");
+    assert_eq!(first.event_type, "ItemPut");
+    assert!(matches!(
+        sub.next().await.unwrap(),
+        Err(Error::Upcast { from: 1, event_id: Some(id), .. }) if id == "no-code"
+    ));
+    assert_eq!(sub.next().await.unwrap().unwrap().data.sku, "b");
+}

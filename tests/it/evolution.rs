@@ -311,3 +311,88 @@ pub async fn a_failing_upcast_is_an_error_item_naming_the_step_and_reads_go_on<
     let raw = store.load(Cursor::START).await.unwrap();
     check(raw.into_iter().map(Recorded::decode).collect());
 }
+
+/// Two enums with a variant of one name, each with the default names.
+#[derive(Debug, Serialize, Deserialize, Event)]
+#[event(aggregate_id = "id")]
+enum AccountEvent {
+    Opened { id: String, owner: String },
+}
+
+#[derive(Debug, Serialize, Deserialize, Event)]
+#[event(aggregate_id = "id")]
+enum CardEvent {
+    Opened { id: String, limit: u64 },
+}
+
+/// The same, with an explicit name: no bare-name alias.
+#[derive(Debug, Serialize, Deserialize, Event)]
+#[event(aggregate_id = "id")]
+enum LoanEvent {
+    #[event(type = "loan.opened")]
+    Opened { id: String },
+}
+
+#[test]
+fn default_variant_names_do_not_collide_and_the_old_bare_name_is_an_alias() {
+    let card = CardEvent::Opened {
+        id: "c".into(),
+        limit: 5,
+    };
+    assert_eq!(card.event_type(), "CardEvent.Opened");
+    assert_eq!(AccountEvent::event_types(), &["AccountEvent.Opened"]);
+    assert_eq!(
+        AccountEvent::event_type_aliases(),
+        [("Opened", "AccountEvent.Opened")]
+    );
+    assert!(LoanEvent::event_type_aliases().is_empty());
+    // A card event stored today is no account event.
+    let stored = NewEvent::from_event(&card).unwrap();
+    assert!(matches!(
+        AccountEvent::decode(stored.event_type(), stored.data().clone()),
+        Err(Error::UnknownEventType { .. })
+    ));
+    assert!(!AccountEvent::filter().matches_parts("any", "CardEvent.Opened"));
+    assert!(AccountEvent::filter().matches_parts("any", "Opened"));
+    assert!(UserEvent::filter().matches_parts("any", "UserCreated"));
+}
+
+#[test]
+fn event_types_refuse_two_types_reading_one_name() {
+    use synckit::evolution::EventTypes;
+    let err = EventTypes::new()
+        .with::<AccountEvent>()
+        .unwrap()
+        .with::<CardEvent>()
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(
+        matches!(err, Error::InvalidInput { .. }) && text.contains("\"Opened\""),
+        "{text}"
+    );
+    assert!(
+        text.contains("AccountEvent") && text.contains("CardEvent"),
+        "{text}"
+    );
+    // Explicit names and the same type twice are fine.
+    let types = EventTypes::new()
+        .with::<AccountEvent>()
+        .and_then(|t| t.with::<LoanEvent>())
+        .and_then(|t| t.with::<AccountEvent>())
+        .and_then(|t| t.with::<UserEvent>())
+        .unwrap();
+    assert!(
+        types
+            .filter()
+            .event_types()
+            .unwrap()
+            .contains("UserCreated")
+    );
+    assert!(
+        types
+            .filter()
+            .event_types()
+            .unwrap()
+            .contains("loan.opened")
+    );
+}

@@ -1,0 +1,425 @@
+//! `synckit`: run migrations, tail events live, show statistics, copy a
+//! SQLite store into PostgreSQL, and check that every stored event still
+//! decodes into an application's event types.
+//!
+//! The `synckit` binary is [`run`] with no event types. An application
+//! builds its own, with the types it reads, so that `schema check` can
+//! decode its events (upcasting included) before a deployment:
+//!
+//! ```no_run
+//! # use serde::{Deserialize, Serialize};
+//! # #[derive(Serialize, Deserialize, synckit::Event)]
+//! # #[event(aggregate_id = "id")]
+//! # enum AccountEvent { Opened { id: String } }
+//! // src/bin/synckit.rs of the application
+//! use synckit::evolution::EventTypes;
+//!
+//! fn main() -> std::process::ExitCode {
+//!     match EventTypes::new().with::<AccountEvent>() {
+//!         Ok(types) => synckit_cli::run(types),
+//!         Err(e) => {
+//!             eprintln!("synckit: {e}");
+//!             std::process::ExitCode::FAILURE
+//!         }
+//!     }
+//! }
+//! ```
+//!
+//! The database comes from `--database-url` or `DATABASE_URL`: a
+//! `postgres://` URL (or key=value string), or a SQLite file path
+//! (optionally `sqlite://path`). Errors are one line on stderr and a
+//! non-zero exit code.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+use std::io::Write;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use futures::StreamExt;
+use synckit::evolution::{EventTypes, SchemaReport};
+use synckit::postgres::{Config, PgStore};
+use synckit::sqlite::{self, SqliteStore};
+use synckit::{Cursor, Filter, Recorded, Start, StoreConfig, SubscriptionSource};
+
+#[derive(Parser)]
+#[command(
+    name = "synckit",
+    version,
+    about = "The synckit event store's command-line tool"
+)]
+struct Cli {
+    /// A postgres:// URL, a key=value connection string, or a SQLite file path.
+    #[arg(long, env = "DATABASE_URL", global = true, hide_env_values = true)]
+    database_url: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the embedded migrations (idempotent); print what was applied.
+    Migrate,
+    /// Print events as they are committed, until Ctrl-C.
+    Tail {
+        /// Only this aggregate's events.
+        #[arg(long)]
+        stream: Option<String>,
+        /// Only events of this type (repeatable).
+        #[arg(long = "type", value_name = "TYPE")]
+        types: Vec<String>,
+        /// Where to start: `beginning`, `now`, or a cursor (a version).
+        #[arg(long, default_value = "now")]
+        from: String,
+        /// One JSON object per line instead of readable lines.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Event count, latest version, streams, counts per type, notification
+    /// queue usage, pool figures.
+    Stats,
+    /// Copy a SQLite store into the PostgreSQL database (resumable, verified).
+    ImportSqlite {
+        /// The SQLite file.
+        file: std::path::PathBuf,
+    },
+    /// The stored events against this binary's event types.
+    Schema {
+        #[command(subcommand)]
+        command: SchemaCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum SchemaCommand {
+    /// Decode (upcasting included) every stored event of this binary's
+    /// event types, changing nothing; report per type and schema version
+    /// how many decode and which do not. Exits non-zero when any fails.
+    Check {
+        /// The report as one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+enum Database {
+    Postgres(Config),
+    Sqlite(sqlite::Config),
+}
+
+/// The store the target names ([`StoreConfig::parse`]: the same rules as
+/// every synckit application).
+fn database(url: Option<String>) -> Result<Database, String> {
+    let url = url
+        .filter(|u| !u.trim().is_empty())
+        .ok_or("no database: pass --database-url or set DATABASE_URL")?;
+    match StoreConfig::parse(&url).map_err(|e| e.to_string())? {
+        StoreConfig::Postgres(config) => Ok(Database::Postgres(config)),
+        StoreConfig::Sqlite(config) => Ok(Database::Sqlite(config)),
+        _ => Err(format!(
+            "{url}: the CLI works on a PostgreSQL database or a SQLite file"
+        )),
+    }
+}
+
+fn start(from: &str) -> Result<Start, String> {
+    match from {
+        "beginning" => Ok(Start::Beginning),
+        "now" => Ok(Start::Now),
+        cursor => Cursor::parse(cursor)
+            .map(Start::After)
+            .map_err(|e| format!("--from: {e}; use beginning, now or a version")),
+    }
+}
+
+fn line(event: &Recorded, json: bool) -> String {
+    if json {
+        serde_json::to_string(event).unwrap_or_default()
+    } else {
+        format!(
+            "{:>8}  {}  {}  {}  {}",
+            event.version,
+            event.created_at.format("%Y-%m-%dT%H:%M:%S%.3fZ"),
+            event.aggregate_id,
+            event.event_type,
+            event.data
+        )
+    }
+}
+
+async fn tail<S: SubscriptionSource>(
+    store: S,
+    filter: Filter,
+    start: Start,
+    json: bool,
+    is_connected: impl Fn() -> Option<bool>,
+) -> Result<(), String> {
+    let mut events = store
+        .subscribe(filter, start)
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut stdout = std::io::stdout();
+    let mut was_connected = is_connected();
+    let mut ticks = tokio::time::interval(Duration::from_millis(250));
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+            _ = ticks.tick() => {
+                let now = is_connected();
+                if now != was_connected {
+                    match now {
+                        Some(false) => eprintln!("synckit: connection lost; reconnecting"),
+                        Some(true) => eprintln!("synckit: reconnected; catching up"),
+                        None => {}
+                    }
+                    was_connected = now;
+                }
+            }
+            item = events.next() => match item {
+                Some(Ok(event)) => {
+                    // A closed pipe (`| head`) ends the tail quietly.
+                    if writeln!(stdout, "{}", line(&event, json)).and_then(|()| stdout.flush()).is_err() {
+                        return Ok(());
+                    }
+                }
+                Some(Err(e)) if e.is_transient() => eprintln!("synckit: {e}; retrying"),
+                Some(Err(e)) => return Err(e.to_string()),
+                None => return Ok(()),
+            }
+        }
+    }
+}
+
+async fn run_command(cli: Cli, types: &EventTypes) -> Result<(), String> {
+    if let Command::Schema {
+        command: SchemaCommand::Check { json },
+    } = cli.command
+    {
+        return schema_check(cli.database_url, types, json).await;
+    }
+    let db = database(cli.database_url)?;
+    match (cli.command, db) {
+        (Command::Migrate, Database::Postgres(config)) => {
+            let report = synckit::postgres::migrate(&config)
+                .await
+                .map_err(|e| e.to_string())?;
+            print_applied(&report.applied);
+        }
+        (Command::Migrate, Database::Sqlite(config)) => {
+            let report = synckit::sqlite::migrate(&config)
+                .await
+                .map_err(|e| e.to_string())?;
+            print_applied(&report.applied);
+        }
+        (
+            Command::Tail {
+                stream,
+                types,
+                from,
+                json,
+            },
+            db,
+        ) => {
+            let mut filter = Filter::all();
+            if let Some(stream) = stream {
+                filter = filter.and_streams([stream]);
+            }
+            if !types.is_empty() {
+                filter = filter.and_types(types);
+            }
+            let start = start(&from)?;
+            match db {
+                Database::Postgres(mut config) => {
+                    config.max_open_conns = 2;
+                    config.min_idle_conns = 1;
+                    config.reconnect_interval = Duration::from_millis(500);
+                    config.max_reconnect_attempts = u32::MAX;
+                    config.notification_timeout = Duration::from_secs(5);
+                    let store = PgStore::connect(config).await.map_err(|e| e.to_string())?;
+                    let probe = store.clone();
+                    tail(store, filter, start, json, move || {
+                        Some(probe.is_listener_connected())
+                    })
+                    .await?;
+                }
+                Database::Sqlite(config) => {
+                    let store = SqliteStore::connect(config)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    tail(store, filter, start, json, || None).await?;
+                }
+            }
+        }
+        (Command::Stats, Database::Postgres(config)) => {
+            let store = PgStore::connect(config).await.map_err(|e| e.to_string())?;
+            let s = store.summary().await.map_err(|e| e.to_string())?;
+            println!("events:                   {}", s.events);
+            println!("latest version:           {}", s.latest_version);
+            println!("streams:                  {}", s.streams);
+            if let Some(usage) = s.notification_queue_usage {
+                println!("notification queue usage: {:.4}%", usage * 100.0);
+            }
+            let pool = store.stats().map_err(|e| e.to_string())?;
+            println!(
+                "pool:                     {} open of {} ({} in use, {} idle, {} waiting)",
+                pool.open, pool.max_open, pool.in_use, pool.idle, pool.waiting
+            );
+            print_types(&s.per_type);
+        }
+        (Command::Stats, Database::Sqlite(config)) => {
+            let store = SqliteStore::connect(config)
+                .await
+                .map_err(|e| e.to_string())?;
+            let s = store.summary().await.map_err(|e| e.to_string())?;
+            println!("events:         {}", s.events);
+            println!("latest version: {}", s.latest_version);
+            println!("streams:        {}", s.streams);
+            print_types(&s.per_type);
+        }
+        (Command::ImportSqlite { file }, Database::Postgres(config)) => {
+            let source = SqliteStore::connect(sqlite::Config::new(&file))
+                .await
+                .map_err(|e| e.to_string())?;
+            let total = source.summary().await.map_err(|e| e.to_string())?.events;
+            let target = PgStore::connect(config).await.map_err(|e| e.to_string())?;
+            let bar = indicatif::ProgressBar::new(total);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} events {elapsed}")
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            let bar_in = bar.clone();
+            let report = target
+                .import_from(&source, &file.display().to_string(), move |p| {
+                    bar_in.set_position(p.copied)
+                })
+                .await
+                .map_err(|e| e.to_string())?;
+            bar.finish_and_clear();
+            println!(
+                "copied {} events now; source {} and target {} events, checksums {} = {}",
+                report.copied_now,
+                report.source_count,
+                report.target_count,
+                report.source_checksum,
+                report.target_checksum
+            );
+        }
+        (Command::ImportSqlite { .. }, Database::Sqlite(_)) => {
+            return Err(
+                "import-sqlite copies into PostgreSQL: pass a postgres:// --database-url"
+                    .to_owned(),
+            );
+        }
+        (Command::Schema { .. }, _) => unreachable!("handled above"),
+    }
+    Ok(())
+}
+
+async fn schema_check(url: Option<String>, types: &EventTypes, json: bool) -> Result<(), String> {
+    if types.is_empty() {
+        return Err("this synckit binary knows no event types: build the application's own with synckit_cli::run(EventTypes::new().with::<YourEvent>()?) and run its `schema check`".to_owned());
+    }
+    // Checked like every other command's target, then opened read-only in
+    // effect: the check only reads.
+    database(url.clone())?;
+    let url = url.unwrap_or_default();
+    let store = synckit::open(&url).await.map_err(|e| e.to_string())?;
+    let report = types.check(&store).await.map_err(|e| e.to_string())?;
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string(&report).map_err(|e| e.to_string())?
+        );
+    } else {
+        print_report(&report);
+    }
+    match report.failures() {
+        0 => Ok(()),
+        n => Err(format!(
+            "{n} stored event{} of these types do not decode",
+            if n == 1 { "" } else { "s" }
+        )),
+    }
+}
+
+fn print_report(report: &SchemaReport) {
+    for t in &report.types {
+        let aliases = if t.aliases.is_empty() {
+            String::new()
+        } else {
+            format!(", also read as {}", t.aliases.join(", "))
+        };
+        println!(
+            "{} ({}, schema version {}{aliases})",
+            t.event_type, t.rust_type, t.current_version
+        );
+        if t.versions.is_empty() {
+            println!("  no stored events");
+        }
+        for v in &t.versions {
+            let at = v
+                .schema_version
+                .map_or_else(|| "not a version".to_owned(), |n| n.to_string());
+            println!(
+                "  schema version {at}: {} decode, {} fail",
+                v.decoded,
+                v.failed.len()
+            );
+            for f in &v.failed {
+                println!(
+                    "    version {} id {} ({}): {}",
+                    f.version,
+                    f.id,
+                    f.stored_type.as_deref().unwrap_or("?"),
+                    f.error
+                );
+            }
+        }
+    }
+    for f in &report.unreadable {
+        println!("unreadable: version {} id {}: {}", f.version, f.id, f.error);
+    }
+    println!("{} decode, {} fail", report.decoded(), report.failures());
+}
+
+fn print_applied(applied: &[String]) {
+    if applied.is_empty() {
+        println!("up to date: no migration applied");
+    }
+    for m in applied {
+        println!("applied {m}");
+    }
+}
+
+fn print_types(per_type: &[(String, u64)]) {
+    if !per_type.is_empty() {
+        println!("per type:");
+    }
+    for (t, n) in per_type {
+        println!("  {n:>10}  {t}");
+    }
+}
+
+/// Runs the command line of the process with `types` as the event types
+/// it knows (for `schema check`); errors are one line on stderr and
+/// [`ExitCode::FAILURE`].
+pub fn run(types: EventTypes) -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("synckit: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run_command(cli, &types)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("synckit: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
