@@ -12,11 +12,7 @@ use synckit::evolution::EventTypes;
 /// A user's events at schema version 2: `Registered` was `UserCreated`
 /// with one `name`.
 #[derive(Serialize, Deserialize, Event)]
-#[event(
-    aggregate_id = "user_id",
-    version = 2,
-    upcast(from = 1, with = "split_name")
-)]
+#[event(aggregate_id = "user_id", version = 2, upcast(v1 = "split_name"))]
 enum UserEvent {
     #[event(type = "user.registered", aliases = ["UserCreated"])]
     Registered {

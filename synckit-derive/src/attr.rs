@@ -19,7 +19,7 @@ pub(crate) const VERSION: &str = "version";
 pub(crate) const CRATE: &str = "crate";
 /// `#[event(aliases = ["OldName"])]`: older names still read.
 pub(crate) const ALIASES: &str = "aliases";
-/// `#[event(upcast(from = 1, with = "path"))]`: one step of the upcast chain.
+/// `#[event(upcast(v1 = "path", ...))]`: the steps of the upcast chain.
 pub(crate) const UPCAST: &str = "upcast";
 
 const ALL_KEYS: &[&str] = &[TYPE, AGGREGATE_ID, VERSION, CRATE, ALIASES, UPCAST];
@@ -71,10 +71,11 @@ pub(crate) struct EventAttrs {
     pub(crate) upcasts: Vec<Upcast>,
 }
 
-/// One `upcast(from = N, with = "path")`.
+/// One step of `upcast(vN = "path", ...)`.
 pub(crate) struct Upcast {
-    /// The `from = N` literal, for spans.
-    pub(crate) from_lit: syn::LitInt,
+    /// The `vN` key, for spans.
+    pub(crate) at: TokenStream,
+    /// The version the step starts from.
     pub(crate) from: u32,
     /// The function, spanned at its string literal.
     pub(crate) with: syn::Path,
@@ -205,9 +206,7 @@ pub(crate) fn parse_event_attrs(
                     set_once(cx, &mut out.aliases, &meta, ALIASES, list);
                 }
             } else if known(UPCAST) {
-                if let Some(upcast) = upcast_value(cx, &meta)? {
-                    out.upcasts.push(upcast);
-                }
+                out.upcasts.extend(upcast_value(cx, &meta)?);
             } else if known(CRATE) {
                 let example = "crate = \"my_crate::synckit\"";
                 if let Some(lit) = string_value(cx, &meta, example)? {
@@ -254,72 +253,54 @@ fn string_list(cx: &mut Ctxt, meta: &ParseNestedMeta<'_>) -> syn::Result<Option<
     Ok(Some(out))
 }
 
-/// Reads `(from = N, with = "path")`, reporting a missing, duplicate or
-/// malformed part.
-fn upcast_value(cx: &mut Ctxt, meta: &ParseNestedMeta<'_>) -> syn::Result<Option<Upcast>> {
-    let example = "upcast(from = 1, with = \"v1_to_v2\")";
+/// Reads `(v1 = "path", v2 = "path", ...)`: one step per key, the key
+/// naming the version the step starts from. (One key per step, rather
+/// than repeated `from = N, with = ".."` lists, keeps clippy's
+/// `duplicated_attributes` quiet on users' types.)
+fn upcast_value(cx: &mut Ctxt, meta: &ParseNestedMeta<'_>) -> syn::Result<Vec<Upcast>> {
+    let example = "upcast(v1 = \"v1_to_v2\", v2 = \"v2_to_v3\")";
     if !meta.input.peek(syn::token::Paren) {
-        cx.error_spanned_by(&meta.path, format!("expected `{example}`"));
+        cx.error_spanned_by(&meta.path, format!("expected the steps, like `{example}`"));
         skip_value(meta)?;
-        return Ok(None);
+        return Ok(Vec::new());
     }
-    let mut from: Option<Keyed<syn::LitInt>> = None;
-    let mut with: Option<Keyed<syn::Path>> = None;
+    let mut steps = Vec::new();
     meta.parse_nested_meta(|inner| {
-        if inner.path.is_ident("from") {
-            let expr: Expr = inner.value()?.parse()?;
-            match &expr {
-                Expr::Lit(syn::ExprLit {
-                    lit: Lit::Int(int), ..
-                }) if int.base10_parse::<u32>().is_ok_and(|v| v >= 1) => {
-                    set_once(cx, &mut from, &inner, "from", int.clone());
-                }
-                _ => cx.error_spanned_by(
-                    expr,
-                    "expected the schema version the step starts from, like `from = 1`",
-                ),
-            }
-        } else if inner.path.is_ident("with") {
-            if let Some(lit) = string_value(cx, &inner, "with = \"v1_to_v2\"")? {
-                match lit.parse::<syn::Path>() {
-                    Ok(path) => set_once(cx, &mut with, &inner, "with", path),
-                    Err(_) => cx.error_spanned_by(
-                        &lit,
-                        format!("expected the path of a function, like `{example}`"),
-                    ),
-                }
-            }
-        } else {
+        let key = inner.path.to_token_stream();
+        let from = inner
+            .path
+            .get_ident()
+            .map(ToString::to_string)
+            .and_then(|k| k.strip_prefix('v').and_then(|n| n.parse::<u32>().ok()))
+            .filter(|v| *v >= 1);
+        let Some(from) = from else {
             cx.error_spanned_by(
                 &inner.path,
                 format!(
-                    "unknown upcast key `{}`; expected `from` and `with`",
-                    inner.path.to_token_stream()
+                    "expected `vN = \"function\"`, the step from schema version N to N + 1, like `{example}`"
                 ),
             );
             skip_value(&inner)?;
+            return Ok(());
+        };
+        if let Some(lit) = string_value(cx, &inner, "v1 = \"v1_to_v2\"")? {
+            match lit.parse::<syn::Path>() {
+                Ok(with) => steps.push(Upcast { at: key, from, with }),
+                Err(_) => cx.error_spanned_by(
+                    &lit,
+                    format!("expected the path of a function, like `{example}`"),
+                ),
+            }
         }
         Ok(())
     })?;
-    match (from, with) {
-        (Some(from), Some(with)) => Ok(Some(Upcast {
-            from: from.value.base10_parse().unwrap_or(1),
-            from_lit: from.value,
-            with: with.value,
-        })),
-        (from, _) => {
-            let missing = if from.is_none() {
-                "from = N"
-            } else {
-                "with = \"function\""
-            };
-            cx.error_spanned_by(
-                &meta.path,
-                format!("`upcast` needs `{missing}`: `{example}`"),
-            );
-            Ok(None)
-        }
+    if steps.is_empty() {
+        cx.error_spanned_by(
+            &meta.path,
+            format!("`upcast` needs at least one step: `{example}`"),
+        );
     }
+    Ok(steps)
 }
 
 /// Consumes the value of a key that is being rejected or ignored:

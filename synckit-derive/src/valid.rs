@@ -90,7 +90,7 @@ pub(crate) fn check(cx: &mut Ctxt, container: &Container<'_>) -> Option<Model> {
                 None => ident.to_string(),
             };
             let version = container_version.unwrap_or(1);
-            let aliases = aliases(cx, &container.attrs, &[event_type.clone()]);
+            let aliases = aliases(cx, &container.attrs, std::slice::from_ref(&event_type));
             let upcasts = chain(cx, &[], &container.attrs, version, ident);
             let marked = marked_field(cx, fields);
             let rule = container.attrs.aggregate_id.as_ref();
@@ -207,21 +207,18 @@ fn chain(
     for upcast in &attrs.upcasts {
         if upcast.from >= version {
             cx.error_spanned_by(
-                &upcast.from_lit,
+                &upcast.at,
                 format!(
-                    "an upcast from version {} is not below the schema version {version}; the chain steps from each older version to the next, up to `version = {version}`",
+                    "a step from version {} is not below the schema version {version}; the chain steps from each older version to the next, up to `version = {version}`",
                     upcast.from
                 ),
             );
         } else if let Some(first) = own.iter().find(|u| u.from == upcast.from) {
             let mut error = syn::Error::new_spanned(
-                &upcast.from_lit,
-                format!("duplicate upcast from version {}", upcast.from),
+                &upcast.at,
+                format!("duplicate step from version {}", upcast.from),
             );
-            error.combine(syn::Error::new_spanned(
-                &first.from_lit,
-                "the first one is here",
-            ));
+            error.combine(syn::Error::new_spanned(&first.at, "the first one is here"));
             cx.syn_error(error);
         } else {
             own.push(upcast);
@@ -251,10 +248,11 @@ fn chain(
             cx.error_spanned_by(
                 at,
                 format!(
-                    "the upcast chain of `{item}` has a gap: no step from version {}; each version from {} up to {} needs `upcast(from = .., with = \"..\")`",
+                    "the upcast chain of `{item}` has a gap: no step from version {}; each version from {} up to {} needs its step, like `upcast(v{} = \"..\")`",
                     missing.join(", "),
                     first.from,
-                    version - 1
+                    version - 1,
+                    missing[0]
                 ),
             );
         }

@@ -28,6 +28,43 @@ pub enum Things {
     Tagged(String, #[event(aggregate_id)] String),
 }
 
+/// An evolved event: aliases and an upcast chain of a JSON step and a
+/// typed one.
+#[derive(Serialize, Deserialize, Event)]
+#[event(
+    aggregate_id = "id",
+    version = 3,
+    upcast(v1 = "json_step", v2 = "Older::step")
+)]
+pub enum Evolved {
+    /// Renamed once.
+    #[event(type = "evolved.one", aliases = ["One"])]
+    One {
+        /// The aggregate.
+        id: String,
+    },
+}
+
+fn json_step(data: serde_json::Value) -> Result<serde_json::Value, String> {
+    Ok(data)
+}
+
+#[derive(Deserialize)]
+struct Older {
+    id: String,
+}
+
+#[derive(Serialize)]
+struct Newer {
+    id: String,
+}
+
+impl Older {
+    fn step(self) -> Result<Newer, std::convert::Infallible> {
+        Ok(Newer { id: self.id })
+    }
+}
+
 /// A generic event.
 #[derive(Serialize, Deserialize, Event)]
 pub struct Wrapper<T> {

@@ -49,6 +49,15 @@
 //! whichever a target string (an application's `DATABASE_URL`) names: see
 //! `StoreConfig::parse`.
 //!
+//! ## Schema evolution
+//!
+//! Stored events never change; the types that read them do. The derive
+//! declares the steps from each older shape to the next
+//! (`#[event(version = 3, upcast(v1 = "..."), ...)]`) and older
+//! names (`aliases = [...]`), every read runs them, and
+//! [`evolution::EventTypes::check`] reports, before a deployment, which
+//! stored events would not decode: see [`evolution`].
+//!
 //! ## Features
 //!
 //! | feature    | gives | default |
@@ -61,7 +70,7 @@
 //!
 //! With `default-features = false, features = ["derive"]` the crate builds
 //! for `wasm32-unknown-unknown`: events, envelopes, cursors, filters,
-//! notification payloads, the error type and [`MemoryStore`].
+//! upcasting, notification payloads, the error type and [`MemoryStore`].
 #![doc = include_str!("docs/guarantees.md")]
 #![doc = include_str!("docs/subscriptions.md")]
 #![cfg_attr(docsrs, feature(doc_cfg))]

@@ -98,7 +98,7 @@ async fn memory_store_appends_loads_and_delivers() {
     type = "cart.item",
     aliases = ["ItemPut"],
     version = 2,
-    upcast(from = 1, with = "code_to_sku")
+    upcast(v1 = "code_to_sku")
 )]
 struct CartItem {
     #[event(aggregate_id)]

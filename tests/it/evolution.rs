@@ -22,8 +22,7 @@ use crate::behaviour::next_within;
 #[event(
     aggregate_id = "user_id",
     version = 3,
-    upcast(from = 1, with = "rename_name"),
-    upcast(from = 2, with = "split_full_name")
+    upcast(v1 = "rename_name", v2 = "split_full_name")
 )]
 pub enum UserEvent {
     #[event(type = "user.registered", aliases = ["UserCreated"])]
@@ -32,7 +31,7 @@ pub enum UserEvent {
         first_name: String,
         last_name: String,
     },
-    #[event(version = 2, upcast(from = 1, with = "email_v1_to_v2"))]
+    #[event(version = 2, upcast(v1 = "email_v1_to_v2"))]
     EmailChanged {
         user_id: String,
         email: String,

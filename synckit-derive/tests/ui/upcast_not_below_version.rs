@@ -5,7 +5,7 @@ use synckit::Event;
 fn v2_to_v3(v: Value) -> Result<Value, String> { Ok(v) }
 
 #[derive(Serialize, Deserialize, Event)]
-#[event(version = 2, upcast(from = 2, with = "v2_to_v3"))]
+#[event(version = 2, upcast(v2 = "v2_to_v3"))]
 struct UserCreated {
     #[event(aggregate_id)]
     user_id: String,

@@ -109,7 +109,7 @@ pub enum Error {
         source: serde_json::Error,
     },
 
-    /// An upcaster (`#[event(upcast(from = .., with = ..))]`) failed on a
+    /// An upcaster (`#[event(upcast(vN = ".."))]`) failed on a
     /// stored event: the step from schema version `from` to `from + 1`.
     ///
     /// Reads and subscriptions yield it as one error item in the event's

@@ -7,7 +7,7 @@ fn v1_to_v2(v: Value) -> Result<Value, String> { Ok(v) }
 #[derive(Serialize, Deserialize, Event)]
 #[event(aggregate_id = "id", version = 2)]
 enum UserEvent {
-    #[event(upcast(from = 1, with = "v1_to_v2"), upcast(from = 1, with = "v1_to_v2"))]
+    #[event(upcast(v1 = "v1_to_v2", v1 = "v1_to_v2"))]
     Created { id: String },
 }
 
