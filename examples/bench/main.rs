@@ -12,6 +12,7 @@
 mod pg;
 mod report;
 mod sqlite;
+mod upcast;
 mod workload;
 
 use clap::Parser;
@@ -37,8 +38,11 @@ struct Args {
     /// Events of the SQLite load row.
     #[arg(long, default_value_t = 500_000)]
     sqlite_load_events: u64,
+    /// Events of the upcast row (each side).
+    #[arg(long, default_value_t = 200_000)]
+    upcast_events: u64,
     /// Only the rows whose key contains one of these (keys: batch, single,
-    /// load, latency, fanout, notify, listen, sqlite).
+    /// load, latency, fanout, notify, listen, sqlite, upcast).
     #[arg(long)]
     only: Vec<String>,
     /// Internal: run one load alone and print its peak memory (the memory
@@ -134,6 +138,10 @@ async fn main() {
         table.push(sqlite::batch_append(dir.path(), args.batches * 2).await);
         table.push(sqlite::single_append(dir.path(), args.singles).await);
         table.push(sqlite::load(dir.path(), args.sqlite_load_events).await);
+    }
+    if run("upcast") {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        table.push(upcast::typed_load(dir.path(), args.upcast_events).await);
     }
     match table.write_json(machine) {
         Ok(path) => println!("\nwritten to {}", path.display()),
