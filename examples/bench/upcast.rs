@@ -17,7 +17,11 @@ use crate::workload;
 /// The order line at schema version 3. Version 1 called the quantity
 /// `qty`; version 2 kept the price as a decimal string of euros.
 #[derive(Debug, Clone, Serialize, Deserialize, Event)]
-#[event(type = "order.line", version = 3, upcast(v1 = "qty_to_quantity", v2 = "price_to_cents"))]
+#[event(
+    type = "order.line",
+    version = 3,
+    upcast(v1 = "qty_to_quantity", v2 = "price_to_cents")
+)]
 pub struct OrderLine {
     #[event(aggregate_id)]
     pub order_id: String,
@@ -45,7 +49,10 @@ fn price_to_cents(mut data: Value) -> Result<Value, String> {
         .as_str()
         .and_then(|p| p.parse().ok())
         .ok_or("`unit_price` is no decimal")?;
-    map.insert("unit_price_cents".into(), json!((euros * 100.0).round() as u64));
+    map.insert(
+        "unit_price_cents".into(),
+        json!((euros * 100.0).round() as u64),
+    );
     Ok(data)
 }
 
@@ -70,7 +77,10 @@ fn stored(i: u64, old: bool) -> NewEvent {
     let map = data.as_object_mut().expect("an object");
     let quantity = map.remove("quantity").expect("quantity");
     map.insert("qty".into(), quantity);
-    let cents = map.remove("unit_price_cents").and_then(|c| c.as_u64()).expect("cents");
+    let cents = map
+        .remove("unit_price_cents")
+        .and_then(|c| c.as_u64())
+        .expect("cents");
     map.insert(
         "unit_price".into(),
         json!(format!("{}.{:02}", cents / 100, cents % 100)),
@@ -85,7 +95,10 @@ async fn seed(dir: &Path, file: &str, events: u64, old: bool) {
     while first < events {
         let count = (events - first).min(10_000);
         let batch = (first..first + count).map(|i| stored(i, old)).collect();
-        store.append(ExpectedVersion::Any, batch).await.expect("seed");
+        store
+            .append(ExpectedVersion::Any, batch)
+            .await
+            .expect("seed");
         first += count;
     }
     store.close().await.expect("close");

@@ -21,7 +21,9 @@ use crate::store::EventStore;
 ///
 /// Two types that read one name cannot both be right about the events
 /// stored under it (one of them decodes the other's events, or fails on
-/// them), so [`EventTypes::with`] refuses the second.
+/// them), so [`EventTypes::with`] refuses the second. (A struct and an
+/// enum variant that wraps it under the same name are two readers of one
+/// type: add the one the application reads through.)
 ///
 /// ```
 /// use serde::{Deserialize, Serialize};

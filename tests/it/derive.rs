@@ -282,6 +282,16 @@ fn json_schemas_per_event_type() {
     let schemas = UserEvent::event_schemas();
     let types: Vec<_> = schemas.iter().map(|s| s.event_type).collect();
     assert_eq!(types, UserEvent::event_types());
+    // Each carries its type's current schema version and older names.
+    let versions: Vec<_> = schemas.iter().map(|s| (s.version, s.aliases)).collect();
+    assert_eq!(
+        versions,
+        [
+            (1, &["Registered"][..]),
+            (2, &[][..]),
+            (1, &["Deactivated"][..])
+        ]
+    );
     let renamed = serde_json::to_value(&schemas[1].schema).unwrap();
     assert_eq!(renamed["title"], "user.renamed");
     assert!(renamed["properties"]["name"].is_object(), "{renamed}");

@@ -114,7 +114,7 @@ pub enum Error {
     ///
     /// Reads and subscriptions yield it as one error item in the event's
     /// place and go on with the next event; retrying cannot help.
-    #[error("cannot upcast event of type {event_type:?}{} from schema version {from} to {}: {source}", DisplayEvent(*version, event_id.as_deref()), from + 1)]
+    #[error("cannot upcast event of type {event_type:?}{} from schema version {from} to {}: {source}", DisplayEvent(*version, event_id.as_deref()), u64::from(*from) + 1)]
     Upcast {
         /// The stored event type.
         event_type: String,
