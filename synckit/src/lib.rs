@@ -130,6 +130,9 @@ pub use model::payload::Payload;
 pub use model::recorded::{NewEvent, Recorded, metadata};
 #[cfg(any(feature = "postgres", feature = "sqlite"))]
 pub use open::{AnyStore, StoreConfig, open};
+pub use store::aggregate::{
+    Aggregate, Decide, DecideError, Decided, Loaded, Snapshots, StoredSnapshot,
+};
 #[cfg(feature = "runtime")]
 pub use store::handler::{HandlerSubscriptions, SubscriptionHandle};
 pub use store::memory::MemoryStore;

@@ -1,6 +1,7 @@
 //! One way to open a store from configuration: a target string (the
 //! `DATABASE_URL` of an application) picks the backend.
 
+use crate::store::aggregate::StoredSnapshot;
 use serde_json::Value;
 
 use crate::model::cursor::{Cursor, ExpectedVersion};
@@ -190,6 +191,35 @@ impl EventStore for AnyStore {
 
     fn batch_size(&self) -> usize {
         each!(self, s => s.batch_size())
+    }
+
+    async fn get(&self, id: &str) -> Result<Recorded> {
+        each!(self, s => EventStore::get(s, id).await)
+    }
+
+    async fn read_aggregate(
+        &self,
+        aggregate_id: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<Recorded>> {
+        each!(self, s => s.read_aggregate(aggregate_id, after, limit).await)
+    }
+
+    async fn load_snapshot(
+        &self,
+        aggregate_type: &str,
+        aggregate_id: &str,
+    ) -> Result<Option<StoredSnapshot>> {
+        each!(self, s => s.load_snapshot(aggregate_type, aggregate_id).await)
+    }
+
+    async fn save_snapshot(&self, snapshot: StoredSnapshot) -> Result<()> {
+        each!(self, s => s.save_snapshot(snapshot).await)
+    }
+
+    async fn delete_snapshots(&self, aggregate_type: &str) -> Result<u64> {
+        each!(self, s => s.delete_snapshots(aggregate_type).await)
     }
 
     async fn read_page_as<P: Payload>(

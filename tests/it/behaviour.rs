@@ -789,6 +789,13 @@ macro_rules! behaviour_suite {
             old_events_read_back_as_current_values_on_every_path,
             a_failing_upcast_is_an_error_item_naming_the_step_and_reads_go_on,
         );
+        $crate::behaviour_suite!(@module aggregates; $fresh;
+            concurrent_commands_never_overdraw_and_each_applies_once,
+            a_command_id_sent_twice_and_concurrently_appends_once,
+            a_refused_failing_or_panicking_decision_writes_nothing,
+            snapshot_and_tail_equal_the_full_fold_and_are_only_a_cache,
+            a_stream_reads_by_stream_version_and_loads_skip_other_streams,
+        );
     };
     (@tests $fresh:expr; $($name:ident),* $(,)?) => {
         $crate::behaviour_suite!(@module behaviour; $fresh; $($name),*);

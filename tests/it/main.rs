@@ -1,5 +1,6 @@
 //! synckit's integration tests, compiled into one binary.
 
+mod aggregates;
 mod behaviour;
 mod cancel;
 mod derive;

@@ -26,6 +26,7 @@
 // `read`, `rows`, `checkpoint`, `admin` (summaries and figures), `migrate`,
 // and the wake-up source (`listener` here: LISTEN/NOTIFY).
 mod admin;
+mod aggregate;
 mod append;
 mod checkpoint;
 mod config;

@@ -16,6 +16,7 @@ use crate::model::filter::Filter;
 use crate::model::payload::Payload;
 use crate::model::recorded::{NewEvent, Recorded};
 use crate::sql::db;
+use crate::store::aggregate::StoredSnapshot;
 use crate::store::hub::Hub;
 use crate::store::{EventStore, SubscriptionSource, TypedPage};
 
@@ -257,6 +258,35 @@ impl EventStore for PgStore {
 
     fn batch_size(&self) -> usize {
         self.inner.config.batch_size
+    }
+
+    async fn get(&self, id: &str) -> Result<Recorded> {
+        PgStore::get(self, id).await
+    }
+
+    async fn read_aggregate(
+        &self,
+        aggregate_id: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<Recorded>> {
+        self.read_aggregate_at(aggregate_id, after, limit).await
+    }
+
+    async fn load_snapshot(
+        &self,
+        aggregate_type: &str,
+        aggregate_id: &str,
+    ) -> Result<Option<StoredSnapshot>> {
+        self.load_snapshot_at(aggregate_type, aggregate_id).await
+    }
+
+    async fn save_snapshot(&self, snapshot: StoredSnapshot) -> Result<()> {
+        self.save_snapshot_at(snapshot).await
+    }
+
+    async fn delete_snapshots(&self, aggregate_type: &str) -> Result<u64> {
+        self.delete_snapshots_at(aggregate_type).await
     }
 }
 

@@ -8,6 +8,7 @@ pub(crate) mod int;
 pub(crate) mod query;
 pub(crate) mod replay;
 pub(crate) mod rows;
+pub(crate) mod snapshot;
 pub(crate) mod statement;
 
 use diesel::QueryableByName;

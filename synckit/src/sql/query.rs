@@ -91,3 +91,22 @@ pub(crate) fn events_with_ids<DB: Dialect>(ids: Vec<String>) -> Statement<'stati
     );
     DB::bind_list(Statement::new(sql), ids)
 }
+
+/// Up to `limit` events of one aggregate after its stream version `after`,
+/// in stream order: the `(aggregate_id, stream_version)` index. No fence is
+/// needed: one stream's appends commit in stream order (each one's expected
+/// head and the unique index serialize them), so a stream read never steps
+/// over an event that commits later.
+pub(crate) fn stream_after<DB: Dialect>(
+    aggregate_id: String,
+    after: u64,
+    limit: usize,
+) -> Statement<'static, DB> {
+    let sql = format!(
+        "SELECT {EVENT_COLUMNS} FROM events WHERE aggregate_id = $1 AND stream_version > $2 \
+         ORDER BY stream_version LIMIT $3"
+    );
+    let query = DB::bind_text(Statement::new(sql), aggregate_id);
+    let query = DB::bind_int(query, int::to_sql(after));
+    DB::bind_int(query, int::to_sql(limit))
+}

@@ -7,6 +7,7 @@
 // `append`, `read`, `rows`, `checkpoint`, `admin` (summaries), `migrate`,
 // and the wake-up source (`watcher` here: `PRAGMA data_version`).
 mod admin;
+mod aggregate;
 mod append;
 mod checkpoint;
 mod config;

@@ -15,6 +15,7 @@ use crate::model::error::{Error, Result};
 use crate::model::filter::Filter;
 use crate::model::recorded::{NewEvent, Recorded};
 use crate::model::validate;
+use crate::store::aggregate::StoredSnapshot;
 use crate::store::hub::Hub;
 use crate::store::{DEFAULT_BATCH_SIZE, EventStore, SubscriptionSource, idempotent_replay};
 
@@ -26,7 +27,11 @@ struct State {
     by_id: HashMap<String, usize>,
     /// `stream_version` of each aggregate's last event.
     streams: HashMap<String, u64>,
+    /// Indexes into `events` of each aggregate's events, in stream order.
+    by_stream: HashMap<String, Vec<usize>>,
     checkpoints: HashMap<String, Cursor>,
+    /// Snapshots by aggregate type and id.
+    snapshots: HashMap<(String, String), StoredSnapshot>,
 }
 
 /// An event store held in memory; clones share it.
@@ -97,16 +102,6 @@ impl MemoryStore {
         Ok(state)
     }
 
-    /// The event with this id.
-    pub fn get(&self, id: &str) -> Result<Recorded> {
-        let state = self.open()?;
-        state
-            .by_id
-            .get(id)
-            .map(|&i| state.events[i].clone())
-            .ok_or_else(|| Error::EventNotFound { id: id.to_owned() })
-    }
-
     fn append_locked(
         state: &mut State,
         expected: ExpectedVersion,
@@ -143,7 +138,13 @@ impl MemoryStore {
                 .insert(aggregate_id.to_owned(), stream_version);
         }
         for event in &recorded {
-            state.by_id.insert(event.id.clone(), state.events.len());
+            let index = state.events.len();
+            state.by_id.insert(event.id.clone(), index);
+            state
+                .by_stream
+                .entry(event.aggregate_id.clone())
+                .or_default()
+                .push(index);
             state.events.push(event.clone());
         }
         Ok(recorded)
@@ -197,6 +198,71 @@ impl EventStore for MemoryStore {
 
     fn batch_size(&self) -> usize {
         self.batch_size
+    }
+
+    async fn get(&self, id: &str) -> Result<Recorded> {
+        let state = self.open()?;
+        state
+            .by_id
+            .get(id)
+            .map(|&i| state.events[i].clone())
+            .ok_or_else(|| Error::EventNotFound { id: id.to_owned() })
+    }
+
+    async fn read_aggregate(
+        &self,
+        aggregate_id: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<Recorded>> {
+        validate::check_aggregate_id(aggregate_id)?;
+        let state = self.open()?;
+        let Some(indexes) = state.by_stream.get(aggregate_id) else {
+            return Ok(Vec::new());
+        };
+        // Stream versions are 1-based and dense, so `after` is an index.
+        let start = usize::try_from(after)
+            .unwrap_or(usize::MAX)
+            .min(indexes.len());
+        Ok(indexes[start..]
+            .iter()
+            .take(limit)
+            .map(|&i| state.events[i].clone())
+            .collect())
+    }
+
+    async fn load_snapshot(
+        &self,
+        aggregate_type: &str,
+        aggregate_id: &str,
+    ) -> Result<Option<StoredSnapshot>> {
+        let key = (aggregate_type.to_owned(), aggregate_id.to_owned());
+        Ok(self.open()?.snapshots.get(&key).cloned())
+    }
+
+    async fn save_snapshot(&self, snapshot: StoredSnapshot) -> Result<()> {
+        let mut state = self.open()?;
+        let key = (
+            snapshot.aggregate_type.clone(),
+            snapshot.aggregate_id.clone(),
+        );
+        let newer = state.snapshots.get(&key).is_none_or(|old| {
+            snapshot.stream_version >= old.stream_version
+                || snapshot.schema_version != old.schema_version
+        });
+        if newer {
+            state.snapshots.insert(key, snapshot);
+        }
+        Ok(())
+    }
+
+    async fn delete_snapshots(&self, aggregate_type: &str) -> Result<u64> {
+        let mut state = self.open()?;
+        let before = state.snapshots.len();
+        state
+            .snapshots
+            .retain(|(kind, _), _| kind != aggregate_type);
+        Ok((before - state.snapshots.len()) as u64)
     }
 }
 

@@ -2,6 +2,7 @@
 //! top of them: paging, subscriptions, shared reads, the in-memory store
 //! and the spawned handlers.
 
+pub(crate) mod aggregate;
 #[cfg(feature = "runtime")]
 pub(crate) mod handler;
 pub mod hub;
@@ -27,6 +28,7 @@ use crate::model::event::Event;
 use crate::model::filter::{Filter, Start};
 use crate::model::payload::Payload;
 use crate::model::recorded::{NewEvent, Recorded};
+use crate::store::aggregate::{Aggregate, Decide, DecideError, Decided, Loaded, StoredSnapshot};
 use crate::store::hub::Hub;
 use crate::store::subscription::Subscription;
 
@@ -90,6 +92,121 @@ pub trait EventStore: Clone + Send + Sync + 'static {
     /// Closes the store; idempotent. Later calls fail with
     /// [`Error::StoreClosed`], and open subscriptions end.
     fn close(&self) -> impl Future<Output = Result<()>> + Send;
+
+    /// The event with this id, or [`Error::EventNotFound`].
+    fn get(&self, id: &str) -> impl Future<Output = Result<Recorded>> + Send;
+
+    /// Up to `limit` events of one aggregate after its stream version
+    /// `after` (0: from the first), in stream order: the read of one
+    /// stream by its own positions, which aggregates use.
+    fn read_aggregate(
+        &self,
+        aggregate_id: &str,
+        after: u64,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<Recorded>>> + Send;
+
+    /// The snapshot of one aggregate, if one is stored (see [`Snapshots`](crate::Snapshots)).
+    fn load_snapshot(
+        &self,
+        aggregate_type: &str,
+        aggregate_id: &str,
+    ) -> impl Future<Output = Result<Option<StoredSnapshot>>> + Send;
+
+    /// Stores a snapshot, unless one of a later stream version at the same
+    /// schema version is stored already.
+    fn save_snapshot(&self, snapshot: StoredSnapshot) -> impl Future<Output = Result<()>> + Send;
+
+    /// Deletes every snapshot of one aggregate type; returns how many.
+    /// Snapshots are a cache: this changes no load's result.
+    fn delete_snapshots(&self, aggregate_type: &str) -> impl Future<Output = Result<u64>> + Send;
+
+    /// The state of one aggregate and the stream version it includes: the
+    /// latest snapshot when the type keeps them ([`Aggregate::snapshots`]),
+    /// then the stream's events after it, read by stream version.
+    fn load_aggregate<A: Aggregate>(
+        &self,
+        aggregate_id: &str,
+    ) -> impl Future<Output = Result<Loaded<A>>> + Send {
+        let store = self.clone();
+        let aggregate_id = aggregate_id.to_owned();
+        async move { aggregate::load::<Self, A>(&store, &aggregate_id).await }
+    }
+
+    /// Runs a command on one aggregate: loads it, asks `decision` for the
+    /// events to append (or the caller's own error), appends them with the
+    /// exact expected version, and on [`Error::Conflict`] loads and decides
+    /// again, after a jittered backoff, up to [`Decide::attempts`].
+    ///
+    /// The decision's error comes back unchanged as
+    /// [`DecideError::Rejected`]; exhausted attempts as the last conflict.
+    /// A decision that fails or panics leaves nothing written. With
+    /// [`Decide::command_id`], a command seen before returns what it
+    /// appended then. A snapshot is taken after an append that crosses a
+    /// multiple of the type's snapshot interval, off the caller's path.
+    ///
+    /// ```
+    /// # use serde::{Deserialize, Serialize};
+    /// use synckit::{Aggregate, Decide, DecideError, Event, EventStore, MemoryStore};
+    ///
+    /// #[derive(Debug, Clone, Serialize, Deserialize, Event)]
+    /// #[event(aggregate_id = "account")]
+    /// enum AccountEvent {
+    ///     Deposited { account: String, amount: u64 },
+    ///     Withdrawn { account: String, amount: u64 },
+    /// }
+    ///
+    /// #[derive(Default)]
+    /// struct Account { balance: u64 }
+    ///
+    /// impl Aggregate for Account {
+    ///     type Event = AccountEvent;
+    ///     const NAME: &'static str = "account";
+    ///     fn apply(&mut self, event: &AccountEvent) {
+    ///         match event {
+    ///             AccountEvent::Deposited { amount, .. } => self.balance += amount,
+    ///             AccountEvent::Withdrawn { amount, .. } => self.balance -= amount,
+    ///         }
+    ///     }
+    /// }
+    ///
+    /// fn withdraw(account: &Account, amount: u64) -> Result<Vec<AccountEvent>, String> {
+    ///     if account.balance < amount {
+    ///         return Err(format!("balance {} is below {amount}", account.balance));
+    ///     }
+    ///     Ok(vec![AccountEvent::Withdrawn { account: "acc-1".into(), amount }])
+    /// }
+    ///
+    /// # futures::executor::block_on(async {
+    /// let store = MemoryStore::new();
+    /// let deposit = |_: &Account| {
+    ///     Ok::<_, String>(vec![AccountEvent::Deposited { account: "acc-1".into(), amount: 10 }])
+    /// };
+    /// store.decide("acc-1", Decide::new(), deposit).await.unwrap();
+    /// let done = store.decide("acc-1", Decide::new(), |a: &Account| withdraw(a, 4)).await.unwrap();
+    /// assert_eq!((done.state.balance, done.version), (6, Some(2)));
+    /// let refused = store.decide("acc-1", Decide::new(), |a: &Account| withdraw(a, 7)).await;
+    /// assert!(matches!(refused, Err(DecideError::Rejected(reason)) if reason.contains("below 7")));
+    /// let loaded = store.load_aggregate::<Account>("acc-1").await?;
+    /// assert_eq!((loaded.state.balance, loaded.version), (6, Some(2)));
+    /// # Ok::<(), synckit::Error>(())
+    /// # }).unwrap();
+    /// ```
+    fn decide<A, R, F>(
+        &self,
+        aggregate_id: &str,
+        settings: Decide,
+        decision: F,
+    ) -> impl Future<Output = std::result::Result<Decided<A>, DecideError<R>>> + Send
+    where
+        A: Aggregate,
+        R: Send,
+        F: FnMut(&A) -> std::result::Result<Vec<A::Event>, R> + Send,
+    {
+        let store = self.clone();
+        let aggregate_id = aggregate_id.to_owned();
+        async move { aggregate::decide(&store, &aggregate_id, settings, decision).await }
+    }
 
     /// Page size of loads and catch-up reads.
     fn batch_size(&self) -> usize {
