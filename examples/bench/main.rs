@@ -9,6 +9,7 @@
 //! `-- --only sqlite` runs the rows whose key matches.
 #![allow(clippy::print_stdout)]
 
+mod aggregate;
 mod pg;
 mod report;
 mod sqlite;
@@ -38,11 +39,15 @@ struct Args {
     /// Events of the SQLite load row.
     #[arg(long, default_value_t = 500_000)]
     sqlite_load_events: u64,
+    /// Commands of the aggregate rows (each side; a quarter per task in the
+    /// contention row).
+    #[arg(long, default_value_t = 400)]
+    commands: u64,
     /// Events of the upcast row (each side).
     #[arg(long, default_value_t = 200_000)]
     upcast_events: u64,
     /// Only the rows whose key contains one of these (keys: batch, single,
-    /// load, latency, fanout, notify, listen, sqlite, upcast).
+    /// load, latency, fanout, notify, listen, aggregate, sqlite, upcast).
     #[arg(long)]
     only: Vec<String>,
     /// Internal: run one load alone and print its peak memory (the memory
@@ -131,6 +136,10 @@ async fn main() {
     }
     if run("listen") {
         table.push(bench.listening_cost(8, args.singles).await);
+    }
+    if run("aggregate") {
+        table.push(aggregate::decide_on_long_streams(&bench, args.commands).await);
+        table.push(aggregate::contention(&bench, args.commands / 4).await);
     }
     bench.drop_databases().await;
     if run("sqlite") {

@@ -74,7 +74,7 @@ impl Bench {
     }
 
     /// A fresh database with synckit's schema; its connection string.
-    async fn fresh(&self, name: &str) -> String {
+    pub async fn fresh(&self, name: &str) -> String {
         // One statement per call: DROP/CREATE DATABASE refuse to run in the
         // implicit transaction of a multi-statement query.
         self.admin

@@ -73,6 +73,7 @@
 //! upcasting, notification payloads, the error type and [`MemoryStore`].
 #![doc = include_str!("docs/guarantees.md")]
 #![doc = include_str!("docs/subscriptions.md")]
+#![doc = include_str!("docs/aggregates.md")]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 // Integer conversions go through `TryFrom` or `sql::int`, never a bare cast.
 #![warn(

@@ -148,3 +148,58 @@ async fn old_events_are_upcast_on_read() {
     ));
     assert_eq!(sub.next().await.unwrap().unwrap().data.sku, "b");
 }
+
+#[derive(Default)]
+struct Cart {
+    items: Vec<String>,
+    checked_out: bool,
+}
+
+impl synckit::Aggregate for Cart {
+    type Event = CartEvent;
+    const NAME: &'static str = "cart";
+    fn apply(&mut self, event: &CartEvent) {
+        match event {
+            CartEvent::ItemAdded { sku, .. } => self.items.push(sku.clone()),
+            CartEvent::CheckedOut { .. } => self.checked_out = true,
+        }
+    }
+}
+
+#[wasm_bindgen_test]
+async fn aggregates_decide_and_retry_on_the_memory_store() {
+    use synckit::{Decide, DecideError};
+    let store = MemoryStore::new();
+    let add = |sku: &'static str| {
+        move |cart: &Cart| {
+            if cart.checked_out {
+                return Err("checked out");
+            }
+            Ok(vec![CartEvent::ItemAdded {
+                cart: "c1".into(),
+                sku: sku.into(),
+            }])
+        }
+    };
+    store.decide("c1", Decide::new(), add("a")).await.unwrap();
+    // Two commands at once on one task: both apply, in some order.
+    let (first, second) = futures::join!(
+        store.decide("c1", Decide::new(), add("b")),
+        store.decide("c1", Decide::new(), add("c"))
+    );
+    assert!(first.is_ok() && second.is_ok());
+    store
+        .decide("c1", Decide::new().command_id("checkout-1"), |_: &Cart| {
+            Ok::<_, &str>(vec![CartEvent::CheckedOut { cart: "c1".into() }])
+        })
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.decide("c1", Decide::new(), add("d")).await,
+        Err(DecideError::Rejected("checked out"))
+    ));
+    let mut loaded = store.load_aggregate::<Cart>("c1").await.unwrap();
+    loaded.state.items.sort();
+    assert_eq!(loaded.state.items, ["a", "b", "c"]);
+    assert_eq!(loaded.version, Some(4));
+}

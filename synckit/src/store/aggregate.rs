@@ -346,11 +346,16 @@ async fn tail<S: EventStore, A: Aggregate>(
     aggregate_id: &str,
     mut loaded: Loaded<A>,
 ) -> Result<Option<Loaded<A>>> {
+    // Pages start at the batch size and double while full (up to 16
+    // batches): a short tail costs one small read, a long stream few
+    // round trips.
     let batch = store.batch_size().max(1);
+    let mut limit = batch;
     loop {
         let after = loaded.version.unwrap_or(0);
-        let page = store.read_aggregate(aggregate_id, after, batch).await?;
-        let full = page.len() == batch;
+        let page = store.read_aggregate(aggregate_id, after, limit).await?;
+        let full = page.len() == limit;
+        limit = limit.saturating_mul(2).min(batch.saturating_mul(16));
         if page.is_empty() && loaded.snapshot == Some(after) && after > 0 {
             // The snapshot's own event must exist.
             if store.stream_version(aggregate_id).await? != Some(after) {
