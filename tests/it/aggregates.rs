@@ -288,10 +288,10 @@ impl<const EVERY: u64> Aggregate for Ledger<EVERY> {
 async fn snapshot_within<S: EventStore>(store: &S, ledger: &str, at_least: u64) -> StoredSnapshot {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
-        if let Some(s) = store.load_snapshot("ledger", ledger).await.unwrap() {
-            if s.stream_version >= at_least {
-                return s;
-            }
+        if let Some(s) = store.load_snapshot("ledger", ledger).await.unwrap()
+            && s.stream_version >= at_least
+        {
+            return s;
         }
         assert!(
             tokio::time::Instant::now() < deadline,

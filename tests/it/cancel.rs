@@ -18,8 +18,8 @@ use serde_json::{Value, json};
 use synckit::postgres::{Config, PgStore};
 use synckit::sqlite::SqliteStore;
 use synckit::{
-    Cursor, EventStore, ExpectedVersion, Filter, MemoryStore, NewEvent, Recorded, Start,
-    SubscriptionSource,
+    Aggregate, Cursor, Decide, EventStore, ExpectedVersion, Filter, MemoryStore, NewEvent,
+    Recorded, Snapshots, Start, StoredSnapshot, SubscriptionSource,
 };
 
 /// How long a pending future may wait for its wake-up before it counts as
@@ -201,12 +201,69 @@ fn operations<S: Holdings>() -> Vec<(&'static str, Operation<S>)> {
                 .run(|_event: Recorded| async { Ok::<_, std::convert::Infallible>(()) })
                 .await;
         }),
+        op("get", |s: S| async move {
+            let _ = s.get("the-same-id").await;
+        }),
+        op("read_aggregate", |s: S| async move {
+            let _ = s.read_aggregate("b", 2, 5).await;
+        }),
+        op(
+            "decide with a command id, taking a snapshot",
+            |s: S| async move {
+                let _ = s
+                    .decide("tally", Decide::new().command_id(uuid()), |_: &Tally| {
+                        Ok::<_, String>(vec![Tallied {
+                            tally: "tally".into(),
+                            n: 1,
+                        }])
+                    })
+                    .await;
+            },
+        ),
+        op("load_aggregate from a snapshot", |s: S| async move {
+            let _ = s.load_aggregate::<Tally>("tally").await;
+        }),
+        op("load, save and delete snapshots", |s: S| async move {
+            let snapshot = StoredSnapshot::new("other", "x", 1, 1, json!({"sum": 1}));
+            let _ = s.save_snapshot(snapshot).await;
+            let _ = s.load_snapshot("other", "x").await;
+            let _ = s.delete_snapshots("other").await;
+        }),
         op("load_checkpoint and save_checkpoint", |s: S| async move {
             let position = s.load_checkpoint("manual").await.ok().flatten();
             let next = Cursor::new(position.map_or(0, |c| c.version()) + 1);
             let _ = s.save_checkpoint("manual", next).await;
         }),
     ]
+}
+
+#[derive(serde::Serialize, serde::Deserialize, synckit::Event)]
+#[event(type = "tallied")]
+struct Tallied {
+    #[event(aggregate_id)]
+    tally: String,
+    n: u64,
+}
+
+/// An aggregate with a snapshot after every event.
+#[derive(Default, serde::Serialize, serde::Deserialize)]
+struct Tally {
+    sum: u64,
+}
+
+impl Aggregate for Tally {
+    type Event = Tallied;
+    const NAME: &'static str = "tally";
+    fn apply(&mut self, event: &Tallied) {
+        self.sum += event.n;
+    }
+    fn snapshots() -> Option<Snapshots<Self>> {
+        Some(Snapshots::every(1))
+    }
+}
+
+fn uuid() -> String {
+    NewEvent::new("x", "x", Value::Null).id().to_owned()
 }
 
 /// Seeds the store, then drops every operation at every poll.

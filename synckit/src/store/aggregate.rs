@@ -312,20 +312,18 @@ pub(crate) async fn load<S: EventStore, A: Aggregate>(
     aggregate_id: &str,
 ) -> Result<Loaded<A>> {
     check_aggregate_id(aggregate_id)?;
-    if let Some(policy) = A::snapshots() {
-        if let Some(snapshot) = store.load_snapshot(A::NAME, aggregate_id).await? {
-            if snapshot.schema_version == policy.schema_version {
-                if let Ok(state) = (policy.decode)(snapshot.state) {
-                    let from = Loaded {
-                        state,
-                        version: Some(snapshot.stream_version),
-                        snapshot: Some(snapshot.stream_version),
-                    };
-                    if let Some(loaded) = tail(store, aggregate_id, from).await? {
-                        return Ok(loaded);
-                    }
-                }
-            }
+    if let Some(policy) = A::snapshots()
+        && let Some(snapshot) = store.load_snapshot(A::NAME, aggregate_id).await?
+        && snapshot.schema_version == policy.schema_version
+        && let Ok(state) = (policy.decode)(snapshot.state)
+    {
+        let from = Loaded {
+            state,
+            version: Some(snapshot.stream_version),
+            snapshot: Some(snapshot.stream_version),
+        };
+        if let Some(loaded) = tail(store, aggregate_id, from).await? {
+            return Ok(loaded);
         }
     }
     let empty = Loaded {
@@ -432,29 +430,29 @@ where
     A: Aggregate,
     F: FnMut(&A) -> std::result::Result<Vec<A::Event>, R>,
 {
-    if let Some(command) = &settings.command_id {
-        if command.is_empty() || command.len() + 12 > MAX_ID_LEN {
-            return Err(Error::invalid(
-                "command id",
-                format!("must be 1 to {} bytes", MAX_ID_LEN - 12),
-            )
-            .into());
-        }
+    if let Some(command) = &settings.command_id
+        && (command.is_empty() || command.len() + 12 > MAX_ID_LEN)
+    {
+        return Err(Error::invalid(
+            "command id",
+            format!("must be 1 to {} bytes", MAX_ID_LEN - 12),
+        )
+        .into());
     }
     let mut attempt = 0;
     loop {
         attempt += 1;
-        if let Some(command) = &settings.command_id {
-            if let Some(events) = replayed::<S, A>(store, aggregate_id, command).await? {
-                let loaded = load::<S, A>(store, aggregate_id).await?;
-                return Ok(Decided {
-                    state: loaded.state,
-                    version: loaded.version,
-                    events,
-                    attempts: attempt,
-                    replayed: true,
-                });
-            }
+        if let Some(command) = &settings.command_id
+            && let Some(events) = replayed::<S, A>(store, aggregate_id, command).await?
+        {
+            let loaded = load::<S, A>(store, aggregate_id).await?;
+            return Ok(Decided {
+                state: loaded.state,
+                version: loaded.version,
+                events,
+                attempts: attempt,
+                replayed: true,
+            });
         }
         let loaded = load::<S, A>(store, aggregate_id).await?;
         let decided = decision(&loaded.state).map_err(DecideError::Rejected)?;
