@@ -441,3 +441,74 @@ pub async fn a_stream_reads_by_stream_version_and_loads_skip_other_streams<S: Ev
     let balances: HashMap<&str, u64> = [("a", want)].into_iter().collect();
     assert_eq!(balances["a"], fold_without_overdraft(&store, "a").await);
 }
+
+/// A decision during which another writer moves the stream on, `moves`
+/// times: the memory store's append completes at once, so the decision can
+/// make it without awaiting.
+fn racing_deposit(
+    store: synckit::MemoryStore,
+    moves: usize,
+    calls: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) -> impl FnMut(&Account) -> Result<Vec<BankEvent>, Refused> {
+    move |_| {
+        let call = calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        if call < moves {
+            let other = NewEvent::from_event(&BankEvent::Deposited {
+                account: "acc".into(),
+                amount: 1,
+            })
+            .unwrap();
+            futures::executor::block_on(store.append(ExpectedVersion::Any, vec![other])).unwrap();
+        }
+        Ok(vec![BankEvent::Deposited {
+            account: "acc".into(),
+            amount: 100,
+        }])
+    }
+}
+
+#[tokio::test]
+async fn a_conflict_is_decided_again_on_the_new_state_and_exhausted_attempts_return_it() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let store = synckit::MemoryStore::new();
+    let settings = Decide::new()
+        .attempts(3)
+        .backoff(Duration::from_micros(10), Duration::from_micros(100));
+    // Moved on twice: the third decision, on the new state, appends.
+    let calls = Arc::new(AtomicUsize::new(0));
+    let done = store
+        .decide(
+            "acc",
+            settings.clone(),
+            racing_deposit(store.clone(), 2, calls.clone()),
+        )
+        .await
+        .unwrap();
+    assert_eq!((done.attempts, calls.load(Ordering::SeqCst)), (3, 3));
+    assert_eq!((done.state.balance, done.version), (102, Some(3)));
+    // Moved on every time: the last conflict comes back, nothing of ours
+    // was written.
+    let calls = Arc::new(AtomicUsize::new(0));
+    let exhausted = store
+        .decide(
+            "acc",
+            settings,
+            racing_deposit(store.clone(), usize::MAX, calls.clone()),
+        )
+        .await;
+    assert!(
+        matches!(
+            exhausted,
+            Err(DecideError::Store(Error::Conflict {
+                expected: ExpectedVersion::Exact(5),
+                actual: Some(6),
+                ..
+            }))
+        ),
+        "{exhausted:?}"
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
+    let loaded = store.load_aggregate::<Account>("acc").await.unwrap();
+    assert_eq!((loaded.state.balance, loaded.version), (105, Some(6)));
+}
