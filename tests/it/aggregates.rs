@@ -512,3 +512,57 @@ async fn a_conflict_is_decided_again_on_the_new_state_and_exhausted_attempts_ret
     let loaded = store.load_aggregate::<Account>("acc").await.unwrap();
     assert_eq!((loaded.state.balance, loaded.version), (105, Some(6)));
 }
+
+/// Rows synckit did not write, on PostgreSQL: a stream with a hole in its
+/// stream versions, and snapshot rows that are not snapshots.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_synckit_did_not_write_are_refused_or_ignored_by_aggregate_loads() {
+    let url = synckit_workspace::database_url().await;
+    let store = synckit::postgres::PgStore::open(url.clone()).await.unwrap();
+    store
+        .decide("acc", Decide::new(), deposit("acc", 10))
+        .await
+        .unwrap();
+    let client = synckit_workspace::raw_client(&url).await;
+    client
+        .batch_execute(
+            "INSERT INTO events (id, aggregate_id, event_type, data, stream_version) VALUES \
+             ('gap-1', 'gap', 'BankEvent.Deposited', '{\"account\": \"gap\", \"amount\": 1}', 1), \
+             ('gap-3', 'gap', 'BankEvent.Deposited', '{\"account\": \"gap\", \"amount\": 1}', 3); \
+             INSERT INTO synckit_snapshots (aggregate_type, aggregate_id, stream_version, schema_version, state) VALUES \
+             ('ledger', 'acc', 1, 3, 'not json'), \
+             ('ledger', 'ledger-x', 1, 99999999999, '{\"seen\": [7]}')",
+        )
+        .await
+        .unwrap();
+    let err = store.load_aggregate::<Account>("gap").await.unwrap_err();
+    assert!(
+        matches!(&err, Error::InvalidInput { .. }) && err.to_string().contains("1, 2, 3"),
+        "{err}"
+    );
+    let decided = store.decide("gap", Decide::new(), deposit("gap", 1)).await;
+    assert!(matches!(
+        decided,
+        Err(DecideError::Store(Error::InvalidInput { .. }))
+    ));
+    assert!(
+        store
+            .load_snapshot("ledger", "acc")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        store
+            .load_snapshot("ledger", "ledger-x")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let empty = store.load_aggregate::<Ledger<5>>("ledger-x").await.unwrap();
+    assert_eq!(
+        (empty.state.seen, empty.version, empty.snapshot),
+        (vec![], None, None)
+    );
+    store.close().await.unwrap();
+}

@@ -331,9 +331,14 @@ pub(crate) async fn load<S: EventStore, A: Aggregate>(
         version: None,
         snapshot: None,
     };
-    tail(store, aggregate_id, empty)
-        .await?
-        .ok_or_else(|| Error::database("load aggregate", "the stream changed under its own read"))
+    tail(store, aggregate_id, empty).await?.ok_or_else(|| {
+        Error::invalid(
+            "aggregate id",
+            format!(
+                "the stored stream versions of {aggregate_id:?} are not 1, 2, 3, ...: rows synckit did not write"
+            ),
+        )
+    })
 }
 
 /// Applies the events after `loaded.version`; `None` when they do not
