@@ -119,7 +119,9 @@ async fn main() {
     }
     if run("single") {
         for writers in [1, 8, 32] {
-            table.push(bench.single_append(writers, args.singles).await);
+            for row in bench.single_append(writers, args.singles).await {
+                table.push(row);
+            }
         }
     }
     if run("load") {
