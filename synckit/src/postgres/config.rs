@@ -59,6 +59,15 @@ pub struct Config {
     ///
     /// [`EventStore::read_stream`]: crate::EventStore::read_stream
     pub batch_size: usize,
+    /// Most appends one transaction commits together (default 64; 1: each
+    /// append commits alone). Appends that arrive while the store's earlier
+    /// appends are committing wait for that commit, no longer, and then
+    /// commit as one group of at most this many appends and
+    /// [`Config::batch_size`] events: one transaction and one WAL flush
+    /// for all, each append with its own expectation, idempotency and
+    /// outcome. An append that arrives when nothing is committing starts at
+    /// once. See [`EventStore::append`](crate::EventStore::append).
+    pub max_group_appends: usize,
     /// Whether connections cache prepared statements (default on). Turn it
     /// off behind PgBouncer in transaction mode: every statement is then
     /// prepared unnamed and never reused.
@@ -105,6 +114,7 @@ impl Config {
             reconnect_interval: Duration::from_secs(5),
             max_reconnect_attempts: 10,
             batch_size: DEFAULT_BATCH_SIZE,
+            max_group_appends: 64,
             prepared_statements: true,
             transaction_pooling: false,
             direct_connection_string: None,
@@ -119,6 +129,9 @@ impl Config {
         let invalid = |reason: &str| Err(crate::Error::invalid("config", reason));
         if self.batch_size == 0 {
             return invalid("batch_size must be at least 1");
+        }
+        if self.max_group_appends == 0 {
+            return invalid("max_group_appends must be at least 1 (1: each append commits alone)");
         }
         if self.max_open_conns == 0 {
             return invalid("max_open_conns must be at least 1");

@@ -24,7 +24,8 @@
 // The files of this module, and of [`crate::sqlite`], are split along the
 // same ideas: `store` (the store and its trait impls), `config`, `append`,
 // `read`, `rows`, `checkpoint`, `admin` (summaries and figures), `migrate`,
-// and the wake-up source (`listener` here: LISTEN/NOTIFY).
+// and the wake-up source (`listener` here: LISTEN/NOTIFY); `group` is the
+// writer queue of group commit, which only PostgreSQL has.
 mod admin;
 mod aggregate;
 mod append;
@@ -32,6 +33,7 @@ mod checkpoint;
 mod config;
 mod connect;
 mod conninfo;
+mod group;
 mod import;
 mod listener;
 mod migrate;

@@ -27,6 +27,7 @@ pub(super) struct Inner {
     pub(super) closed: AtomicBool,
     pub(super) hub: Hub,
     pub(super) listener: Arc<listener::ListenerState>,
+    pub(super) writer: super::group::Writer,
     listener_task: std::sync::Mutex<ListenerTask>,
 }
 
@@ -119,6 +120,7 @@ impl PgStore {
             closed: AtomicBool::new(false),
             hub: Hub::new(),
             listener: Arc::new(listener::ListenerState::default()),
+            writer: super::group::Writer::default(),
             listener_task: std::sync::Mutex::new(ListenerTask::NotStarted),
         });
         let store = PgStore { inner };

@@ -1,0 +1,72 @@
+-- synckit's own appends notify after their commit.
+--
+-- PostgreSQL serializes the commits of every transaction that issued a
+-- NOTIFY (one cluster-wide lock, held until the commit's WAL flush is
+-- done), so writers that notify inside their transaction commit one at a
+-- time. synckit's appends now set `synckit.notify` to `off` for their
+-- transaction, and once it has committed send the same notifications from
+-- a transaction of their own, which holds that lock only across its own
+-- small commit (and does not wait for a WAL flush: it wrote nothing that
+-- must survive a crash). Inserts that do not set it, plain SQL and older
+-- synckit processes, notify from the trigger as before; the payloads are
+-- built by one function, so a listener cannot tell the two apart.
+
+CREATE FUNCTION synckit_notify(version bigint, id text, aggregate_id text,
+                               event_type text, created_at timestamptz)
+RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    payload text;
+BEGIN
+    payload := json_build_object(
+        'version', version,
+        'id', id,
+        'aggregate_id', aggregate_id,
+        'event_type', event_type,
+        'stream_name', 'stream_' || aggregate_id,
+        'created_at', created_at
+    )::text;
+    IF octet_length(payload) >= 8000 THEN
+        payload := json_build_object(
+            'version', version,
+            'id', id,
+            'event_type', event_type,
+            'created_at', created_at,
+            'truncated', true
+        )::text;
+    END IF;
+    PERFORM pg_notify(synckit_stream_channel(aggregate_id), payload);
+    PERFORM pg_notify('events_global', payload);
+END
+$$;
+
+-- The notifications of committed events, in array order, from a
+-- transaction that commits without waiting for its WAL flush.
+CREATE FUNCTION synckit_notify_committed(versions bigint[], ids text[], aggregate_ids text[],
+                                         event_types text[], created timestamptz[])
+RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM set_config('synchronous_commit', 'off', true);
+    FOR i IN 1 .. coalesce(array_length(versions, 1), 0) LOOP
+        PERFORM synckit_notify(versions[i], ids[i], aggregate_ids[i], event_types[i], created[i]);
+    END LOOP;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION notify_event_inserted() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM synckit_notify(NEW.version, NEW.id, NEW.aggregate_id, NEW.event_type, NEW.created_at);
+    RETURN NULL;
+END
+$$;
+
+-- The condition keeps rows of a quiet transaction out of the trigger queue
+-- altogether.
+DROP TRIGGER events_notify_trigger ON events;
+CREATE TRIGGER events_notify_trigger
+    AFTER INSERT ON events
+    FOR EACH ROW
+    WHEN (current_setting('synckit.notify', true) IS DISTINCT FROM 'off')
+    EXECUTE FUNCTION notify_event_inserted();

@@ -1,0 +1,356 @@
+//! Group commit: appends that arrive together share a transaction.
+//!
+//! Every append of a store goes into its writer queue. A group starts at
+//! once when fewer than [`GROUPS_IN_FLIGHT`] are committing, so an append
+//! that arrives alone waits for nothing; appends that arrive while the
+//! groups are busy wait for the next one, no longer than a commit in
+//! flight, and then commit together: one transaction, one WAL flush, one
+//! notification statement for all of them.
+//!
+//! Each append keeps its own outcome. The appends of a group run in
+//! arrival order, in rounds: a round is one statement holding at most one
+//! append per stream, so that an append sees the ones before it on its
+//! stream, as a serial execution would (two racing expectations on one
+//! stream: the first wins, the second conflicts). An expectation that
+//! fails writes nothing and fails nothing else. When the group's
+//! transaction fails as a whole (a lost race on a unique index, a duplicate
+//! id, an error), each of its appends runs again on its own, in order, so
+//! that one append's error never becomes another's. The group runs in a
+//! task of its own: an append whose caller goes away before its group
+//! starts is left out; once started, it commits whole or not at all, and
+//! the others are unaffected.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
+
+use diesel_async::AsyncConnection;
+use tokio::sync::oneshot;
+
+use super::PgStore;
+use super::append::{Appended, Committed, append_statement, head_range};
+use super::rows::Inserted;
+use crate::model::cursor::ExpectedVersion;
+use crate::model::error::{Error, Result};
+use crate::model::recorded::NewEvent;
+use crate::sql::TxError;
+
+/// How many groups of one store commit at once. Two let one group's
+/// statements run while the other waits for its WAL flush; more would
+/// split the queue into smaller groups for no gain (measured with the
+/// benchmark's single-append rows).
+const GROUPS_IN_FLIGHT: usize = 2;
+
+/// What an append gets back: its events, and what became of them.
+type Reply = (Vec<NewEvent>, std::result::Result<Appended, TxError>);
+
+/// One append waiting for its group.
+struct Job {
+    expected: ExpectedVersion,
+    events: Vec<NewEvent>,
+    reply: oneshot::Sender<Reply>,
+}
+
+/// A store's writer queue.
+#[derive(Default)]
+pub(super) struct Writer {
+    state: Mutex<Queue>,
+}
+
+#[derive(Default)]
+struct Queue {
+    waiting: VecDeque<Job>,
+    /// Groups committing now (each a task draining the queue).
+    running: usize,
+}
+
+impl Writer {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Queue> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Queue {
+    /// The next group: appends in arrival order, as many as fit
+    /// `max_appends` and `max_events` (the first always does). Appends
+    /// whose callers left are dropped unwritten.
+    fn take(&mut self, max_appends: usize, max_events: usize) -> Vec<Job> {
+        let mut group: Vec<Job> = Vec::new();
+        let mut events = 0;
+        while let Some(job) = self.waiting.front() {
+            if job.reply.is_closed() {
+                self.waiting.pop_front();
+                continue;
+            }
+            if !group.is_empty()
+                && (group.len() >= max_appends || events + job.events.len() > max_events)
+            {
+                break;
+            }
+            events += job.events.len();
+            group.extend(self.waiting.pop_front());
+        }
+        group
+    }
+}
+
+/// Each append's round: one after the last round that holds any of its
+/// streams, so one stream appears at most once per round and in arrival
+/// order across rounds.
+fn rounds(jobs: &[Job]) -> Vec<Vec<usize>> {
+    let mut last: HashMap<&str, usize> = HashMap::new();
+    let mut rounds: Vec<Vec<usize>> = Vec::new();
+    for (j, job) in jobs.iter().enumerate() {
+        let round = job
+            .events
+            .iter()
+            .filter_map(|e| last.get(e.aggregate_id.as_str()))
+            .max()
+            .map_or(0, |r| r + 1);
+        for e in &job.events {
+            last.insert(e.aggregate_id.as_str(), round);
+        }
+        if rounds.len() <= round {
+            rounds.resize_with(round + 1, Vec::new);
+        }
+        rounds[round].push(j);
+    }
+    rounds
+}
+
+impl PgStore {
+    /// Queues an append for the next group and waits for its outcome.
+    pub(super) async fn submit(
+        &self,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> Result<Reply> {
+        self.pool()?;
+        let (reply, outcome) = oneshot::channel();
+        let start = {
+            let mut queue = self.inner.writer.lock();
+            queue.waiting.push_back(Job {
+                expected,
+                events,
+                reply,
+            });
+            let start = queue.running < GROUPS_IN_FLIGHT;
+            if start {
+                queue.running += 1;
+            }
+            start
+        };
+        if start {
+            tokio::spawn(tracing::Instrument::in_current_span(
+                self.clone().drain_writer(),
+            ));
+        }
+        outcome.await.map_err(|_| {
+            Error::database(
+                "append",
+                "the group commit ended without an outcome (its task panicked); \
+                 the append may or may not have been written",
+            )
+        })
+    }
+
+    /// Commits groups until the queue is empty.
+    async fn drain_writer(self) {
+        // Should a group panic, the queue still gets a task to drain it.
+        struct Running {
+            store: PgStore,
+            finished: bool,
+        }
+        impl Drop for Running {
+            fn drop(&mut self) {
+                if self.finished {
+                    return;
+                }
+                let mut queue = self.store.inner.writer.lock();
+                queue.running -= 1;
+                if !queue.waiting.is_empty()
+                    && let Ok(runtime) = tokio::runtime::Handle::try_current()
+                {
+                    queue.running += 1;
+                    runtime.spawn(self.store.clone().drain_writer());
+                }
+            }
+        }
+        let mut running = Running {
+            store: self,
+            finished: false,
+        };
+        let store = running.store.clone();
+        let config = &store.inner.config;
+        loop {
+            let group = {
+                let mut queue = store.inner.writer.lock();
+                let group = queue.take(config.max_group_appends, config.batch_size);
+                if group.is_empty() {
+                    // Under the lock: a job queued after this sees the
+                    // slot free and starts a task of its own.
+                    queue.running -= 1;
+                    running.finished = true;
+                    return;
+                }
+                group
+            };
+            store.commit_group(group).await;
+        }
+    }
+
+    /// Commits one group, replies to its appends, then notifies.
+    async fn commit_group(&self, mut group: Vec<Job>) {
+        let chunk = self.inner.config.batch_size;
+        if self.inner.config.metrics {
+            metrics::histogram!("synckit_append_group_size").record(group.len() as f64);
+        }
+        let outcomes = if group.len() == 1 {
+            vec![self.append_one_job(&group[0], chunk).await]
+        } else {
+            let together = self
+                .with_conn("append", async |conn| {
+                    Ok(conn
+                        .transaction::<_, TxError, _>(async |conn| {
+                            Self::append_rounds(conn, &group).await
+                        })
+                        .await)
+                })
+                .await;
+            match together {
+                Ok(Ok(outcomes)) => outcomes.into_iter().map(Ok).collect(),
+                failed => {
+                    let reason = match failed {
+                        Err(e) => e.to_string(),
+                        Ok(Err(TxError::Db(e))) => e.to_string(),
+                        Ok(Err(TxError::Store(e))) => e.to_string(),
+                        Ok(Err(TxError::Raced)) => "a stream moved".to_owned(),
+                        Ok(Ok(_)) => unreachable!("matched above"),
+                    };
+                    tracing::debug!(appends = group.len(), %reason, "group commit failed; each append runs alone");
+                    let mut outcomes = Vec::with_capacity(group.len());
+                    for job in &group {
+                        outcomes.push(self.append_one_job(job, chunk).await);
+                    }
+                    outcomes
+                }
+            }
+        };
+        let mut committed: Vec<Committed> = Vec::new();
+        for (job, outcome) in group.drain(..).zip(outcomes) {
+            if let Ok(Appended::Written(positions)) = &outcome {
+                committed.extend(Committed::of(&job.events, positions));
+            }
+            // A caller that left gets nothing; what it wrote stays written.
+            let _ = job.reply.send((job.events, outcome));
+        }
+        self.notify_after_commit(committed).await;
+    }
+
+    /// One append in a statement (or a transaction) of its own.
+    async fn append_one_job(
+        &self,
+        job: &Job,
+        chunk: usize,
+    ) -> std::result::Result<Appended, TxError> {
+        self.with_conn("append", async |conn| {
+            Ok(Self::append_alone(conn, job.expected, &job.events, chunk).await)
+        })
+        .await
+        .unwrap_or_else(|e| Err(TxError::Store(e)))
+    }
+
+    /// The appends of a group, round by round, in the caller's
+    /// transaction: each one's positions, or [`Appended::NotWritten`] where
+    /// its expectation failed. Multi-stream appends and appends without an
+    /// expectation take optimistic positions (a lost race fails the group,
+    /// whose appends then run alone, under the stream locks).
+    async fn append_rounds(
+        conn: &mut diesel_async::AsyncPgConnection,
+        group: &[Job],
+    ) -> std::result::Result<Vec<Appended>, TxError> {
+        use diesel_async::RunQueryDsl;
+        let mut outcomes: Vec<Option<Appended>> = group.iter().map(|_| None).collect();
+        for round in rounds(group) {
+            let mut ordinals = Vec::new();
+            let mut ranges = Vec::new();
+            for &j in &round {
+                let job = &group[j];
+                let (job_ordinals, _) = super::append::ordinals(&job.events);
+                ordinals.extend(job_ordinals);
+                ranges.extend(std::iter::repeat_n(
+                    head_range(job.expected),
+                    job.events.len(),
+                ));
+            }
+            let events = round.iter().flat_map(|&j| group[j].events.iter());
+            let rows: Vec<Inserted> = append_statement(events, ordinals, ranges)
+                .load(&mut *conn)
+                .await?;
+            let mut by_id: HashMap<&str, &Inserted> =
+                rows.iter().map(|r| (r.id.as_str(), r)).collect();
+            for &j in &round {
+                let job = &group[j];
+                let found: Vec<&Inserted> = job
+                    .events
+                    .iter()
+                    .filter_map(|e| by_id.remove(e.id.as_str()))
+                    .collect();
+                outcomes[j] = Some(if found.is_empty() {
+                    Appended::NotWritten
+                } else if found.len() == job.events.len() {
+                    Appended::Written(
+                        found
+                            .into_iter()
+                            .map(|r| {
+                                (
+                                    crate::sql::int::nonnegative(r.version),
+                                    crate::sql::int::nonnegative(r.stream_version),
+                                    r.created_at,
+                                )
+                            })
+                            .collect(),
+                    )
+                } else {
+                    // Part of an append: never committed. The group rolls
+                    // back and its appends run alone.
+                    return Err(TxError::Raced);
+                });
+            }
+            if !by_id.is_empty() {
+                return Err(TxError::Store(Error::database(
+                    "append",
+                    "the rows returned are not the events sent",
+                )));
+            }
+        }
+        Ok(outcomes
+            .into_iter()
+            .map(|o| o.unwrap_or(Appended::NotWritten))
+            .collect())
+    }
+
+    /// Sends the notifications of a group's committed events. Should that
+    /// fail (the connection died right after the commit), nothing is lost:
+    /// every listener wakes its subscriptions at its idle tick, and they
+    /// read the table.
+    async fn notify_after_commit(&self, mut committed: Vec<Committed>) {
+        if committed.is_empty() {
+            return;
+        }
+        committed.sort_by_key(|c| c.version);
+        let sent = self
+            .with_conn("notify", async |conn| {
+                Self::notify_committed(conn, &committed)
+                    .await
+                    .map_err(|e| Error::database("notify", e))
+            })
+            .await;
+        if let Err(error) = sent {
+            if self.inner.config.metrics {
+                metrics::counter!("synckit_notify_failures_total").increment(1);
+            }
+            tracing::warn!(%error, events = committed.len(),
+                "committed events were not notified; listeners find them at their next idle tick");
+        }
+    }
+}
