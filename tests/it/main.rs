@@ -5,6 +5,7 @@ mod behaviour;
 mod cancel;
 mod derive;
 mod evolution;
+mod group_commit;
 mod guide;
 mod import;
 mod memory;

@@ -31,5 +31,6 @@ BEGIN
 END
 $$;
 
+DROP FUNCTION synckit_notify_appended();
 DROP FUNCTION synckit_notify_committed(bigint[], text[], text[], text[], timestamptz[]);
 DROP FUNCTION synckit_notify(bigint, text, text, text, timestamptz);

@@ -54,6 +54,32 @@ BEGIN
 END
 $$;
 
+-- The notifications of the events this session's appends recorded in the
+-- session setting `synckit.appended`, which it then clears. An append
+-- records each event it inserts (`{"v": version, "i": id, "a": aggregate
+-- id, "t": type, "c": time},` per event) in the statement that inserts
+-- them, so a rollback un-records them, and the connection sends this
+-- statement right behind the append's, in the same round trip. It reads
+-- no table; with nothing recorded it writes nothing and takes no
+-- transaction id.
+CREATE FUNCTION synckit_notify_appended() RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    listed text := current_setting('synckit.appended', true);
+    e json;
+BEGIN
+    IF listed IS NULL OR listed = '' THEN
+        RETURN;
+    END IF;
+    PERFORM set_config('synckit.appended', '', false);
+    PERFORM set_config('synchronous_commit', 'off', true);
+    FOR e IN SELECT json_array_elements(('[' || rtrim(listed, ',') || ']')::json) LOOP
+        PERFORM synckit_notify((e->>'v')::bigint, e->>'i', e->>'a', e->>'t',
+                               (e->>'c')::timestamptz);
+    END LOOP;
+END
+$$;
+
 CREATE OR REPLACE FUNCTION notify_event_inserted() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
@@ -70,3 +96,4 @@ CREATE TRIGGER events_notify_trigger
     FOR EACH ROW
     WHEN (current_setting('synckit.notify', true) IS DISTINCT FROM 'off')
     EXECUTE FUNCTION notify_event_inserted();
+

@@ -36,6 +36,32 @@ macro_rules! quiet {
     };
 }
 
+/// Wraps an INSERT so that, when the bool parameter `$p` is true, the
+/// statement also records the events it wrote in the session setting
+/// `synckit.appended`, which [`NOTIFY_APPENDED_SQL`] sends and clears (a
+/// rollback un-records them; the `notify_after_commit` migration says the
+/// format). The aggregate is one row, so it is computed once, and only
+/// over rows that were written.
+macro_rules! recorded {
+    ($insert:expr, $p:literal) => {
+        concat!(
+            "WITH appended AS (",
+            $insert,
+            " RETURNING id, version, stream_version, created_at, aggregate_id, event_type), \
+             noted AS (SELECT CASE WHEN ",
+            $p,
+            "::bool AND count(*) > 0 THEN \
+               set_config('synckit.appended', \
+                          coalesce(current_setting('synckit.appended', true), '') \
+                          || string_agg(json_build_object('v', version, 'i', id, 'a', aggregate_id, \
+                                                          't', event_type, 'c', created_at)::text, \
+                                        ',' ORDER BY version) || ',', false) \
+               END FROM appended) \
+             SELECT a.id, a.version, a.stream_version, a.created_at FROM appended a, noted"
+        )
+    };
+}
+
 /// One chunk of an append, or one round of a group commit, in one
 /// statement: all or nothing. A chunk holds events of one stream
 /// ([`APPEND_ONE_SQL`], [`APPEND_ONE_STREAM_SQL`]: these check the
@@ -58,28 +84,31 @@ macro_rules! quiet {
 /// by one index probe per event, and each row carries the range its
 /// append's expectation accepts (`$7..=$8`). The rows of one append share
 /// one stream's head, so they pass or fail together.
-pub(super) const APPEND_SQL: &str = concat!(
-    "\
+pub(super) const APPEND_SQL: &str = recorded!(
+    concat!(
+        "\
 INSERT INTO events (id, aggregate_id, event_type, data, metadata, stream_version) \
 SELECT i.id, i.aggregate_id, i.event_type, i.data, i.metadata, h.head + i.n \
   FROM ",
-    quiet!(),
-    ", \
+        quiet!(),
+        ", \
        unnest((SELECT $1::text[]), (SELECT $2::text[]), (SELECT $3::text[]), \
               (SELECT $4::jsonb[]), (SELECT $5::jsonb[]), (SELECT $6::bigint[]), \
               (SELECT $7::bigint[]), (SELECT $8::bigint[])) \
        AS i(id, aggregate_id, event_type, data, metadata, n, lowest, highest) \
   CROSS JOIN LATERAL (SELECT coalesce(max(e.stream_version), 0) AS head FROM events e \
                        WHERE e.aggregate_id = i.aggregate_id) h \
- WHERE h.head BETWEEN i.lowest AND i.highest \
-RETURNING id, version, stream_version, created_at"
+ WHERE h.head BETWEEN i.lowest AND i.highest"
+    ),
+    "$9"
 );
 
 /// Events of one stream (`$1`, and again `$7`): its head is read once and
 /// serves both the expectation check (it must lie in `$8..=$9`) and every
 /// position.
-const APPEND_ONE_STREAM_SQL: &str = concat!(
-    "\
+const APPEND_ONE_STREAM_SQL: &str = recorded!(
+    concat!(
+        "\
 INSERT INTO events (id, aggregate_id, event_type, data, metadata, stream_version) \
 SELECT i.id, $1, i.event_type, i.data, i.metadata, \
        CASE WHEN i.n > 0 THEN h.head + i.n END \
@@ -88,10 +117,11 @@ SELECT i.id, $1, i.event_type, i.data, i.metadata, \
        AS i(id, event_type, data, metadata, n), \
        (SELECT coalesce(max(e.stream_version), 0) AS head FROM events e \
          WHERE e.aggregate_id = $7) h, ",
-    quiet!(),
-    " \
- WHERE h.head BETWEEN $8 AND $9 \
-RETURNING id, version, stream_version, created_at"
+        quiet!(),
+        " \
+ WHERE h.head BETWEEN $8 AND $9"
+    ),
+    "$10"
 );
 
 /// [`APPEND_ONE_STREAM_SQL`] for one event, its values bound as scalars:
@@ -100,22 +130,28 @@ RETURNING id, version, stream_version, created_at"
 /// less than the array form (`pgbench -M prepared`, one client). `$6`
 /// false leaves the position to the trigger, as an ordinal of 0 does. The
 /// aggregate id is bound twice (`$2`, `$7`).
-const APPEND_ONE_SQL: &str = concat!(
-    "\
+const APPEND_ONE_SQL: &str = recorded!(
+    concat!(
+        "\
 INSERT INTO events (id, aggregate_id, event_type, data, metadata, stream_version) \
 SELECT $1, $2, $3, $4, $5, CASE WHEN $6 THEN h.head + 1 END \
   FROM (SELECT coalesce(max(e.stream_version), 0) AS head FROM events e \
          WHERE e.aggregate_id = $7) h, ",
-    quiet!(),
-    " \
- WHERE h.head BETWEEN $8 AND $9 \
-RETURNING id, version, stream_version, created_at"
+        quiet!(),
+        " \
+ WHERE h.head BETWEEN $8 AND $9"
+    ),
+    "$10"
 );
 
 /// The notifications of committed events (versions, ids, aggregate ids,
 /// types, times; in version order), the ones the trigger sends for plain
 /// SQL inserts, from a transaction of their own that does not wait for a
 /// WAL flush.
+/// The notifications of what this session's appends recorded (see
+/// `recorded!`), pipelined behind the append's statement.
+pub(super) const NOTIFY_APPENDED_SQL: &str = "SELECT synckit_notify_appended()";
+
 const NOTIFY_SQL: &str = "SELECT synckit_notify_committed((SELECT $1::bigint[]), \
 (SELECT $2::text[]), (SELECT $3::text[]), (SELECT $4::text[]), (SELECT $5::timestamptz[]))";
 
@@ -206,7 +242,12 @@ pub(super) fn append_statement<'a>(
         .bind::<Array<Text>, _>(column(|e| &e.aggregate_id))
         .bind::<Array<Text>, _>(column(|e| &e.event_type))
         .bind::<Array<Jsonb>, _>(events.clone().map(|e| &e.data).collect::<Vec<_>>())
-        .bind::<Array<Jsonb>, _>(events.clone().map(|e| JsonMap(&e.metadata)).collect::<Vec<_>>())
+        .bind::<Array<Jsonb>, _>(
+            events
+                .clone()
+                .map(|e| JsonMap(&e.metadata))
+                .collect::<Vec<_>>(),
+        )
         .bind::<Array<BigInt>, _>(ordinals)
         .bind::<Array<BigInt>, _>(lowest)
         .bind::<Array<BigInt>, _>(highest)
@@ -354,28 +395,34 @@ impl PgStore {
     /// one runs its chunks in one transaction. Races on a unique index (the
     /// same id, the same stream position) surface as unique violations, which
     /// the caller resolves by checking for a replay or retrying.
+    ///
+    /// `record`: the statements record the versions they write for
+    /// [`NOTIFY_APPENDED_SQL`] (see `recorded!`); otherwise the caller
+    /// notifies with [`PgStore::notify_committed`].
     pub(super) async fn append_alone(
         conn: &mut AsyncPgConnection,
         expected: ExpectedVersion,
         events: &[NewEvent],
         chunk_size: usize,
+        record: bool,
     ) -> std::result::Result<Appended, TxError> {
         let chunk_size = chunk_size.max(1);
         if events.len() <= chunk_size {
-            Self::append_chunks(conn, expected, events, chunk_size).await
+            Self::append_chunks(conn, expected, events, chunk_size, record).await
         } else {
             conn.transaction::<_, TxError, _>(async |conn| {
-                Self::append_chunks(conn, expected, events, chunk_size).await
+                Self::append_chunks(conn, expected, events, chunk_size, record).await
             })
             .await
         }
     }
 
-    async fn append_chunks(
-        conn: &mut AsyncPgConnection,
+    pub(super) async fn append_chunks<C: super::group::Connection>(
+        conn: &mut C,
         expected: ExpectedVersion,
         events: &[NewEvent],
         chunk_size: usize,
+        record: bool,
     ) -> std::result::Result<Appended, TxError> {
         let mut positions = Vec::with_capacity(events.len());
         for (n, chunk) in events.chunks(chunk_size).enumerate() {
@@ -431,7 +478,8 @@ impl PgStore {
                     .bind::<BigInt, _>(highest)
             } else {
                 statement
-            };
+            }
+            .bind::<Bool, _>(record);
             let rows: Vec<Inserted> = statement.load(&mut *conn).await?;
             if rows.is_empty() {
                 // The expectation failed (the statement inserts all or
@@ -461,7 +509,12 @@ impl PgStore {
         }
         let column = |f: fn(&Committed) -> &str| events.iter().map(f).collect::<Vec<_>>();
         Statement::new(NOTIFY_SQL)
-            .bind::<Array<BigInt>, _>(events.iter().map(|e| int::to_sql(e.version)).collect::<Vec<_>>())
+            .bind::<Array<BigInt>, _>(
+                events
+                    .iter()
+                    .map(|e| int::to_sql(e.version))
+                    .collect::<Vec<_>>(),
+            )
             .bind::<Array<Text>, _>(column(|e| &e.id))
             .bind::<Array<Text>, _>(column(|e| &e.aggregate_id))
             .bind::<Array<Text>, _>(column(|e| &e.event_type))
@@ -495,13 +548,19 @@ pub(super) struct Committed {
 
 impl Committed {
     /// The notifications of `events`, written at `positions`.
-    pub(super) fn of(events: &[NewEvent], positions: &[Position]) -> impl Iterator<Item = Committed> {
-        events.iter().zip(positions).map(|(e, &(version, _, created_at))| Committed {
-            version,
-            id: e.id.clone(),
-            aggregate_id: e.aggregate_id.clone(),
-            event_type: e.event_type.clone(),
-            created_at,
-        })
+    pub(super) fn of(
+        events: &[NewEvent],
+        positions: &[Position],
+    ) -> impl Iterator<Item = Committed> {
+        events
+            .iter()
+            .zip(positions)
+            .map(|(e, &(version, _, created_at))| Committed {
+                version,
+                id: e.id.clone(),
+                aggregate_id: e.aggregate_id.clone(),
+                event_type: e.event_type.clone(),
+                created_at,
+            })
     }
 }

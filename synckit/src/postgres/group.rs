@@ -23,22 +23,22 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 
-use diesel_async::AsyncConnection;
+use diesel_async::{AsyncConnection, AsyncPgConnection};
 use tokio::sync::oneshot;
 
 use super::PgStore;
-use super::append::{Appended, Committed, append_statement, head_range};
+use super::append::{Appended, Committed, NOTIFY_APPENDED_SQL, append_statement, head_range};
 use super::rows::Inserted;
 use crate::model::cursor::ExpectedVersion;
 use crate::model::error::{Error, Result};
 use crate::model::recorded::NewEvent;
-use crate::sql::TxError;
+use crate::sql::{Statement, TxError};
 
 /// How many groups of one store commit at once. Two let one group's
 /// statements run while the other waits for its WAL flush; more would
 /// split the queue into smaller groups for no gain (measured with the
 /// benchmark's single-append rows).
-const GROUPS_IN_FLIGHT: usize = 2;
+const GROUPS_IN_FLIGHT: usize = 1;
 
 /// What an append gets back: its events, and what became of them.
 type Reply = (Vec<NewEvent>, std::result::Result<Appended, TxError>);
@@ -91,6 +91,55 @@ impl Queue {
         }
         group
     }
+}
+
+/// A connection the append statements run on: a pooled connection, or a
+/// shared reference to one, whose statements pipeline.
+pub(super) trait Connection:
+    diesel_async::AsyncConnectionCore<Backend = diesel::pg::Pg> + Send
+{
+}
+
+impl<C: diesel_async::AsyncConnectionCore<Backend = diesel::pg::Pg> + Send> Connection for C {}
+
+/// Runs `append` and, right behind it on the same connection, the
+/// statement that sends what it recorded (see `recorded!` in `append`):
+/// both go in one round trip, each its own transaction, the notifications
+/// after the commit. Should the append fail, nothing was recorded and the
+/// second statement sends nothing.
+async fn piped<T>(
+    conn: &mut AsyncPgConnection,
+    append: impl AsyncFnOnce(&mut &AsyncPgConnection) -> std::result::Result<T, TxError>,
+) -> std::result::Result<T, TxError> {
+    use diesel_async::RunQueryDsl;
+    let shared: &AsyncPgConnection = conn;
+    let (mut first, mut second) = (shared, shared);
+    // Polled in this order, the append's statement is sent first.
+    let (appended, notified) = futures::join!(
+        append(&mut first),
+        Statement::<diesel::pg::Pg>::new(NOTIFY_APPENDED_SQL).execute(&mut second)
+    );
+    if let Err(error) = notified {
+        notify_failed(&error);
+    }
+    appended
+}
+
+/// Sends what this connection's appends recorded, after their commit.
+async fn notify_recorded(conn: &mut AsyncPgConnection) {
+    use diesel_async::RunQueryDsl;
+    if let Err(error) = Statement::<diesel::pg::Pg>::new(NOTIFY_APPENDED_SQL)
+        .execute(conn)
+        .await
+    {
+        notify_failed(&error);
+    }
+}
+
+fn notify_failed(error: &dyn std::fmt::Display) {
+    metrics::counter!("synckit_notify_failures_total").increment(1);
+    tracing::warn!(%error,
+        "committed events were not notified; listeners find them at their next idle tick");
 }
 
 /// Each append's round: one after the last round that holds any of its
@@ -195,25 +244,53 @@ impl PgStore {
                 group
             };
             store.commit_group(group).await;
+            // The appends just answered are often the next ones already:
+            // let their callers run and queue them, so that they commit
+            // together rather than the first alone and the rest behind it.
+            tokio::task::yield_now().await;
         }
     }
 
-    /// Commits one group, replies to its appends, then notifies.
+    /// Commits one group and replies to its appends. On a direct
+    /// connection the notification statement goes right behind the
+    /// append's, in the same round trip ([`piped`]); behind a transaction
+    /// pooler, whose next transaction may run on another server session,
+    /// the notifications go by value after the commit.
     async fn commit_group(&self, mut group: Vec<Job>) {
-        let chunk = self.inner.config.batch_size;
-        if self.inner.config.metrics {
+        let config = &self.inner.config;
+        let chunk = config.batch_size;
+        let pipe = !config.transaction_pooling;
+        if config.metrics {
             metrics::histogram!("synckit_append_group_size").record(group.len() as f64);
         }
         let outcomes = if group.len() == 1 {
-            vec![self.append_one_job(&group[0], chunk).await]
+            vec![self.append_one_job(&group[0], chunk, pipe).await]
         } else {
+            let rounds = rounds(&group);
             let together = self
                 .with_conn("append", async |conn| {
-                    Ok(conn
-                        .transaction::<_, TxError, _>(async |conn| {
-                            Self::append_rounds(conn, &group).await
-                        })
-                        .await)
+                    Ok(if rounds.len() == 1 {
+                        // One statement: atomic without a transaction, and
+                        // one round trip for the whole group.
+                        if pipe {
+                            piped(conn, async |conn| {
+                                Self::append_rounds(conn, &group, rounds, true).await
+                            })
+                            .await
+                        } else {
+                            Self::append_rounds(conn, &group, rounds, false).await
+                        }
+                    } else {
+                        let written = conn
+                            .transaction::<_, TxError, _>(async |conn| {
+                                Self::append_rounds(conn, &group, rounds, pipe).await
+                            })
+                            .await;
+                        if pipe && written.is_ok() {
+                            notify_recorded(conn).await;
+                        }
+                        written
+                    })
                 })
                 .await;
             match together {
@@ -229,7 +306,7 @@ impl PgStore {
                     tracing::debug!(appends = group.len(), %reason, "group commit failed; each append runs alone");
                     let mut outcomes = Vec::with_capacity(group.len());
                     for job in &group {
-                        outcomes.push(self.append_one_job(job, chunk).await);
+                        outcomes.push(self.append_one_job(job, chunk, pipe).await);
                     }
                     outcomes
                 }
@@ -237,23 +314,41 @@ impl PgStore {
         };
         let mut committed: Vec<Committed> = Vec::new();
         for (job, outcome) in group.drain(..).zip(outcomes) {
-            if let Ok(Appended::Written(positions)) = &outcome {
+            if let (false, Ok(Appended::Written(positions))) = (pipe, &outcome) {
                 committed.extend(Committed::of(&job.events, positions));
             }
             // A caller that left gets nothing; what it wrote stays written.
             let _ = job.reply.send((job.events, outcome));
         }
-        self.notify_after_commit(committed).await;
+        if !committed.is_empty() {
+            self.notify_after_commit(committed).await;
+        }
     }
 
-    /// One append in a statement (or a transaction) of its own.
+    /// One append in a statement (or a transaction) of its own, its
+    /// notifications piped behind it when `pipe`.
     async fn append_one_job(
         &self,
         job: &Job,
         chunk: usize,
+        pipe: bool,
     ) -> std::result::Result<Appended, TxError> {
         self.with_conn("append", async |conn| {
-            Ok(Self::append_alone(conn, job.expected, &job.events, chunk).await)
+            Ok(if !pipe {
+                Self::append_alone(conn, job.expected, &job.events, chunk, false).await
+            } else if job.events.len() <= chunk {
+                piped(conn, async |conn| {
+                    Self::append_chunks(conn, job.expected, &job.events, chunk, true).await
+                })
+                .await
+            } else {
+                let written =
+                    Self::append_alone(conn, job.expected, &job.events, chunk, true).await;
+                if written.is_ok() {
+                    notify_recorded(conn).await;
+                }
+                written
+            })
         })
         .await
         .unwrap_or_else(|e| Err(TxError::Store(e)))
@@ -264,13 +359,15 @@ impl PgStore {
     /// its expectation failed. Multi-stream appends and appends without an
     /// expectation take optimistic positions (a lost race fails the group,
     /// whose appends then run alone, under the stream locks).
-    async fn append_rounds(
-        conn: &mut diesel_async::AsyncPgConnection,
+    async fn append_rounds<C: Connection>(
+        conn: &mut C,
         group: &[Job],
+        rounds: Vec<Vec<usize>>,
+        record: bool,
     ) -> std::result::Result<Vec<Appended>, TxError> {
         use diesel_async::RunQueryDsl;
         let mut outcomes: Vec<Option<Appended>> = group.iter().map(|_| None).collect();
-        for round in rounds(group) {
+        for round in rounds {
             let mut ordinals = Vec::new();
             let mut ranges = Vec::new();
             for &j in &round {
@@ -284,6 +381,7 @@ impl PgStore {
             }
             let events = round.iter().flat_map(|&j| group[j].events.iter());
             let rows: Vec<Inserted> = append_statement(events, ordinals, ranges)
+                .bind::<diesel::sql_types::Bool, _>(record)
                 .load(&mut *conn)
                 .await?;
             let mut by_id: HashMap<&str, &Inserted> =
@@ -346,11 +444,7 @@ impl PgStore {
             })
             .await;
         if let Err(error) = sent {
-            if self.inner.config.metrics {
-                metrics::counter!("synckit_notify_failures_total").increment(1);
-            }
-            tracing::warn!(%error, events = committed.len(),
-                "committed events were not notified; listeners find them at their next idle tick");
+            notify_failed(&error);
         }
     }
 }
