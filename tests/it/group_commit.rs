@@ -172,24 +172,19 @@ async fn appends_to_one_stream_in_one_group_apply_in_arrival_order() {
     let held = hold_a_commit(&store, &url).await;
     // Each expects what the one before it leaves: a serial execution in
     // arrival order succeeds throughout.
-    let mut appends: Vec<Append<'_>> = Vec::new();
-    appends.push(Box::pin(
-        store.append(ExpectedVersion::NoStream, vec![event("s-1", "s")]),
-    ));
-    appends.push(Box::pin(store.append(
-        ExpectedVersion::Exact(1),
-        vec![event("s-2", "s"), event("s-3", "s")],
-    )));
-    appends.push(Box::pin(
-        store.append(ExpectedVersion::Any, vec![event("s-4", "s")]),
-    ));
-    appends.push(Box::pin(
-        store.append(ExpectedVersion::Exact(4), vec![event("s-5", "s")]),
-    ));
-    appends.push(Box::pin(store.append(
-        ExpectedVersion::Any,
-        vec![event("t-1", "t"), event("s-6", "s"), event("t-2", "t")],
-    )));
+    let mut appends: Vec<Append<'_>> = vec![
+        Box::pin(store.append(ExpectedVersion::NoStream, vec![event("s-1", "s")])),
+        Box::pin(store.append(
+            ExpectedVersion::Exact(1),
+            vec![event("s-2", "s"), event("s-3", "s")],
+        )),
+        Box::pin(store.append(ExpectedVersion::Any, vec![event("s-4", "s")])),
+        Box::pin(store.append(ExpectedVersion::Exact(4), vec![event("s-5", "s")])),
+        Box::pin(store.append(
+            ExpectedVersion::Any,
+            vec![event("t-1", "t"), event("s-6", "s"), event("t-2", "t")],
+        )),
+    ];
     queue(&mut appends).await;
     held.release().await.unwrap();
     for outcome in futures::future::join_all(appends).await {
@@ -483,15 +478,13 @@ async fn an_event_committed_without_its_notification_still_reaches_subscribers()
         .get(0);
     assert!(killed);
     use futures::StreamExt;
-    let delivered = loop {
-        match tokio::time::timeout(Duration::from_secs(10), subscription.next()).await {
-            Ok(Some(Ok(e))) => break e,
-            other => panic!("no event within 10 s: {other:?}"),
-        }
+    let delivered = match tokio::time::timeout(Duration::from_secs(10), subscription.next()).await {
+        Ok(Some(Ok(e))) => e,
+        other => panic!("no event within 10 s: {other:?}"),
     };
     assert_eq!(delivered.id, "quiet-1");
     assert!(
-        matches!(writer.batch_execute("SELECT 1").await, Err(_)),
+        writer.batch_execute("SELECT 1").await.is_err(),
         "the writer's connection is gone"
     );
 }

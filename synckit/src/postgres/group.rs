@@ -137,6 +137,8 @@ async fn notify_recorded(conn: &mut AsyncPgConnection) {
 }
 
 fn notify_failed(error: &dyn std::fmt::Display) {
+    // Recorded whatever `Config::metrics` says: this is rare, and the one
+    // sign that listeners will be late.
     metrics::counter!("synckit_notify_failures_total").increment(1);
     tracing::warn!(%error,
         "committed events were not notified; listeners find them at their next idle tick");
