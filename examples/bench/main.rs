@@ -46,8 +46,11 @@ struct Args {
     /// Events of the upcast row (each side).
     #[arg(long, default_value_t = 200_000)]
     upcast_events: u64,
-    /// Only the rows whose key contains one of these (keys: batch, single,
-    /// load, latency, fanout, notify, listen, aggregate, sqlite, upcast).
+    /// Events of the catch-up rows.
+    #[arg(long, default_value_t = 100_000)]
+    catch_up_events: u64,
+    /// Only the rows whose key contains one of these (keys: batch,
+    /// small-batch, single, load, catch-up, latency, fanout, notify, listen, aggregate, sqlite, upcast).
     #[arg(long)]
     only: Vec<String>,
     /// Internal: run one load alone and print its peak memory (the memory
@@ -124,8 +127,18 @@ async fn main() {
             }
         }
     }
+    if run("small-batch") {
+        for row in bench.small_batches(args.batches * 10).await {
+            table.push(row);
+        }
+    }
     if run("load") {
         table.push(bench.load(args.load_events).await);
+    }
+    if run("catch-up") {
+        for row in bench.catch_up(args.catch_up_events).await {
+            table.push(row);
+        }
     }
     if run("latency") {
         table.push(bench.commit_to_subscriber(args.samples).await);

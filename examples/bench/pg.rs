@@ -22,6 +22,8 @@ use crate::workload::{self, Heads, OrderLinePlaced, RawEvent};
 /// Rounds of the latency rows run before measuring.
 const WARM_UP: usize = 30;
 const BATCH: u64 = 1000;
+/// The events of one append in the small-batch rows.
+const SMALL_BATCH: u64 = 100;
 const INSERT_COLUMNS: &str =
     "events (id, aggregate_id, event_type, data, metadata, stream_version)";
 
@@ -131,8 +133,9 @@ impl Bench {
         }
     }
 
-    /// The cost of the per-event NOTIFY: synckit's batch append with the
-    /// notify trigger beside the same without it.
+    /// The cost of the per-event notifications: synckit's batch append,
+    /// which notifies after its commit, beside the same with the
+    /// notification function made a no-op.
     pub async fn notify_cost(&self, batches: u64) -> Row {
         let (mut withs, mut withouts) = (Rates::default(), Rates::default());
         for order in ROUNDS {
@@ -143,22 +146,27 @@ impl Bench {
                 } else {
                     raw(&url)
                         .await
-                        .batch_execute("DROP TRIGGER events_notify_trigger ON events")
+                        .batch_execute(
+                            "CREATE OR REPLACE FUNCTION synckit_notify_appended() RETURNS void \
+                             LANGUAGE plpgsql AS $$ BEGIN \
+                             PERFORM set_config('synckit.appended', '', false); END $$",
+                        )
                         .await
-                        .expect("drop trigger");
+                        .expect("silence the notifications");
                     withouts.push(batch_synckit(&url, batches).await);
                 }
             }
         }
         let (with, without) = (withs.best(), withouts.best());
         Row {
-            measurement: "NOTIFY cost: batch append with the notify trigger".into(),
+            measurement: "NOTIFY cost: batch append with its notifications (sent after the commit)"
+                .into(),
             synckit: report::rate(with),
-            baseline: format!("{} without the trigger", report::rate(without)),
+            baseline: format!("{} without them", report::rate(without)),
             ratio: with / without,
             goal: Goal::Reported,
-            figures: json!({"with_trigger": with, "without_trigger": without,
-                            "rounds": {"with_trigger": withs.all(), "without_trigger": withouts.all()}}),
+            figures: json!({"with_notifications": with, "without_notifications": without,
+                            "rounds": {"with_notifications": withs.all(), "without_notifications": withouts.all()}}),
         }
     }
 
@@ -307,6 +315,115 @@ impl Bench {
         }
     }
 
+    /// A catch-up subscription from the beginning over `events` typed
+    /// events, beside `read_stream_as` over the same events and a raw
+    /// streamed SELECT decoding them with serde (the second row).
+    pub async fn catch_up(&self, events: u64) -> Vec<Row> {
+        let url = self.fresh("synckit_bench_a").await;
+        seed(&url, events).await;
+        let (mut cs, mut ls, mut rs) = (Rates::default(), Rates::default(), Rates::default());
+        for order in ROUNDS {
+            for which in order {
+                match which {
+                    0 => cs.push(catch_up_synckit(&url, events).await),
+                    1 => ls.push(load_synckit(&url, events).await),
+                    _ => rs.push(load_raw(&url, events).await),
+                };
+            }
+        }
+        let (c, l, r) = (cs.best(), ls.best(), rs.best());
+        let figures = json!({"events": events, "catch_up": c, "read_stream_as": l, "raw": r,
+                             "rounds": {"catch_up": cs.all(), "read_stream_as": ls.all(), "raw": rs.all()}});
+        vec![
+            Row {
+                measurement: format!(
+                    "catch-up subscription from the beginning, {} typed events",
+                    thousands(events)
+                ),
+                synckit: report::rate(c),
+                baseline: format!("{} (read_stream_as, same events)", report::rate(l)),
+                ratio: c / l,
+                goal: Goal::AtLeast(0.9),
+                figures: figures.clone(),
+            },
+            Row {
+                measurement: format!(
+                    "catch-up subscription from the beginning, {} typed events, against a raw SELECT",
+                    thousands(events)
+                ),
+                synckit: report::rate(c),
+                baseline: format!("{} (raw streamed SELECT + serde_json)", report::rate(r)),
+                ratio: c / r,
+                goal: Goal::AtLeast(0.8),
+                figures,
+            },
+        ]
+    }
+
+    /// 100-event appends by 2 writers, with p99, beside raw `unnest`
+    /// INSERTs of the same rows; and the same synckit appends with the GIN
+    /// indexes on `data` and `metadata` that databases made before the
+    /// `json_indexes_opt_in` migration had (reported).
+    pub async fn small_batches(&self, batches: u64) -> Vec<Row> {
+        let (mut ss, mut rs, mut gs) = (Rates::default(), Rates::default(), Rates::default());
+        for order in ROUNDS {
+            for which in order {
+                let url = self.fresh("synckit_bench_a").await;
+                match which {
+                    0 => ss.push_with(batch_synckit_sized(&url, batches, SMALL_BATCH).await),
+                    1 => rs.push_with(batch_raw_sized(&url, batches, SMALL_BATCH).await),
+                    _ => {
+                        raw(&url)
+                            .await
+                            .batch_execute(
+                                "CREATE INDEX idx_events_data_gin ON events USING GIN (data); \
+                                 CREATE INDEX idx_events_metadata_gin ON events USING GIN (metadata)",
+                            )
+                            .await
+                            .expect("create GIN indexes");
+                        gs.push_with(batch_synckit_sized(&url, batches, SMALL_BATCH).await);
+                    }
+                }
+            }
+        }
+        let ((s, sp), (r, rp), (g, gp)) = (ss.best_round(), rs.best_round(), gs.best_round());
+        let figures = json!({"synckit": s, "synckit_p99_ms": sp.as_secs_f64() * 1e3,
+                             "raw": r, "raw_p99_ms": rp.as_secs_f64() * 1e3,
+                             "synckit_with_gin": g, "synckit_with_gin_p99_ms": gp.as_secs_f64() * 1e3,
+                             "rounds": {"synckit": ss.all(), "raw": rs.all(), "synckit_with_gin": gs.all()}});
+        vec![
+            Row {
+                measurement: "batch append, 100-event batches, 2 writers".into(),
+                synckit: format!("{}, p99 {}", report::rate(s), report::ms(sp)),
+                baseline: format!(
+                    "{}, p99 {} (raw unnest INSERT)",
+                    report::rate(r),
+                    report::ms(rp)
+                ),
+                ratio: s / r,
+                goal: Goal::AtLeast(0.9),
+                figures: figures.clone(),
+            },
+            Row {
+                measurement: "batch append, 100-event batches, 2 writers, p99 latency".into(),
+                synckit: report::ms(sp),
+                baseline: format!("{} (raw unnest INSERT)", report::ms(rp)),
+                // Lower is better: shown as raw ÷ synckit against 1 / 1.5.
+                ratio: rp.as_secs_f64() / sp.as_secs_f64().max(1e-9),
+                goal: Goal::AtLeast(1.0 / 1.5),
+                figures: figures.clone(),
+            },
+            Row {
+                measurement: "batch append, 100-event batches, 2 writers, with the GIN indexes on data and metadata".into(),
+                synckit: format!("{}, p99 {}", report::rate(g), report::ms(gp)),
+                baseline: format!("{}, p99 {} (synckit without them)", report::rate(s), report::ms(sp)),
+                ratio: g / s,
+                goal: Goal::Reported,
+                figures,
+            },
+        ]
+    }
+
     /// Append (from another store, as another process would) until a
     /// typed live subscriber holds the event, beside the same row inserted
     /// by a raw client until a raw LISTEN connection holds its NOTIFY. Both
@@ -448,12 +565,18 @@ where
 /// Events per second of 1,000-event batches by 2 writers, after one
 /// warm-up batch each.
 async fn batch_synckit(url: &str, batches: u64) -> f64 {
+    batch_synckit_sized(url, batches, BATCH).await.0
+}
+
+/// Events per second and p99 latency of `size`-event batches by 2
+/// writers, after one warm-up batch each.
+async fn batch_synckit_sized(url: &str, batches: u64, size: u64) -> (f64, Duration) {
     let store = store(url).await;
-    let (elapsed, _) = run_writers(2, |w, barrier| {
+    let (elapsed, mut latencies) = run_writers(2, |w, barrier| {
         let store = store.clone();
         async move {
             let mut all: Vec<Vec<NewEvent>> = (0..=batches)
-                .map(|b| workload::owned_events(b * BATCH, BATCH, w, 2))
+                .map(|b| workload::owned_events(b * size, size, w, 2))
                 .collect();
             let warm = all.remove(0);
             store
@@ -461,17 +584,39 @@ async fn batch_synckit(url: &str, batches: u64) -> f64 {
                 .await
                 .expect("append");
             barrier.wait().await;
+            let mut latencies = Vec::with_capacity(all.len());
             for events in all {
+                let t = Instant::now();
                 store
                     .append(ExpectedVersion::Any, events)
                     .await
                     .expect("append");
+                latencies.push(t.elapsed());
             }
-            Vec::new()
+            latencies
         }
     })
     .await;
-    (batches * 2 * BATCH) as f64 / elapsed.as_secs_f64()
+    let rate = (batches * 2 * size) as f64 / elapsed.as_secs_f64();
+    (rate, workload::percentile(&mut latencies, 99))
+}
+
+/// Events per second of a typed catch-up subscription from the beginning
+/// until it has taken `events` events.
+async fn catch_up_synckit(url: &str, events: u64) -> f64 {
+    let store = store(url).await;
+    report::measure_load(events, async {
+        OrderLinePlaced::subscribe_from(&store, Start::Beginning)
+            .await
+            .expect("subscribe")
+            .take(events as usize)
+            .try_fold(0u64, |sum, e| async move {
+                Ok(sum + u64::from(e.data.quantity))
+            })
+            .await
+            .expect("catch up")
+    })
+    .await
 }
 
 #[derive(Clone, Copy)]
@@ -483,7 +628,16 @@ enum RawBatch {
 /// The same batches as rows: the writer tracks its stream positions in
 /// memory and sends no query but the insert.
 async fn batch_raw(url: &str, batches: u64, how: RawBatch) -> f64 {
-    let (elapsed, _) = run_writers(2, |w, barrier| {
+    batch_raw_with(url, batches, BATCH, how).await.0
+}
+
+/// [`batch_raw`] by `unnest` in `size`-event batches, with p99 latency.
+async fn batch_raw_sized(url: &str, batches: u64, size: u64) -> (f64, Duration) {
+    batch_raw_with(url, batches, size, RawBatch::Unnest).await
+}
+
+async fn batch_raw_with(url: &str, batches: u64, size: u64, how: RawBatch) -> (f64, Duration) {
+    let (elapsed, mut latencies) = run_writers(2, |w, barrier| {
         let url = url.to_owned();
         async move {
             let mut client = raw(&url).await;
@@ -495,23 +649,29 @@ async fn batch_raw(url: &str, batches: u64, how: RawBatch) -> f64 {
                 .expect("prepare");
             let mut heads = Heads::default();
             let all: Vec<Vec<NewEvent>> = (0..=batches)
-                .map(|b| workload::owned_events(b * BATCH, BATCH, w, 2))
+                .map(|b| workload::owned_events(b * size, size, w, 2))
                 .collect();
+            let mut latencies = Vec::with_capacity(all.len());
             for (b, events) in all.iter().enumerate() {
                 if b == 1 {
                     barrier.wait().await;
                 }
                 let versions: Vec<i64> = events.iter().map(|e| heads.next(e.aggregate_id())).collect();
+                let t = Instant::now();
                 match how {
                     RawBatch::Unnest => unnest_insert(&client, &unnest, events, &versions).await,
                     RawBatch::Copy => copy_insert(&mut client, events, &versions).await,
                 }
+                if b > 0 {
+                    latencies.push(t.elapsed());
+                }
             }
-            Vec::new()
+            latencies
         }
     })
     .await;
-    (batches * 2 * BATCH) as f64 / elapsed.as_secs_f64()
+    let rate = (batches * 2 * size) as f64 / elapsed.as_secs_f64();
+    (rate, workload::percentile(&mut latencies, 99))
 }
 
 async fn unnest_insert(

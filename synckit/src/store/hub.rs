@@ -362,6 +362,7 @@ mod tests {
         SharedPage {
             rows: vec![Ok(event.into_recorded(version, 1, chrono::Utc::now()))],
             held_back: false,
+            bytes: 0,
         }
     }
 

@@ -83,6 +83,24 @@ pub(crate) struct SharedPage {
     /// writer that had not finished: the page may be short because of a
     /// commit on any stream, so its reader wants to be woken by any commit.
     pub(crate) held_back: bool,
+    /// What the rows hold in memory, roughly (0: unknown).
+    pub(crate) bytes: usize,
+}
+
+/// The size of the page after a full one of `len` events and `bytes`, read
+/// with `limit` by a reader of `batch`-sized pages: double, up to
+/// [`READ_PAGE_BYTES`] at that page's bytes per event and
+/// [`MAX_PAGE_GROWTH`] batch sizes; never below the batch size. Long loads
+/// and catching-up subscriptions grow alike.
+pub(crate) fn grown(batch: usize, limit: usize, len: usize, bytes: usize) -> usize {
+    if bytes == 0 || len == 0 {
+        return limit;
+    }
+    let per_event = (bytes / len).max(1);
+    let ceiling = (READ_PAGE_BYTES / per_event)
+        .min(batch.saturating_mul(MAX_PAGE_GROWTH))
+        .max(batch);
+    limit.saturating_mul(2).min(ceiling)
 }
 
 /// One page of a typed read: how many events it holds, the cursor of the
@@ -140,6 +158,7 @@ impl TypedPage<Value> {
                 .map(|row| row.map_err(|e| UnreadableRow::of(e, after)))
                 .collect(),
             held_back: self.held_back,
+            bytes: self.bytes,
         }
     }
 }
@@ -180,18 +199,9 @@ impl<S: EventStore, P: Payload> Pages<S, P> {
         pages
     }
 
-    /// The size of the page after a full one of `len` events and `bytes`:
-    /// double, up to [`READ_PAGE_BYTES`] at that page's bytes per event and
-    /// 16 batch sizes; never below the batch size.
+    /// The size of the page after a full one of `len` events and `bytes`.
     fn grown(&self, len: usize, bytes: usize) -> usize {
-        if bytes == 0 || len == 0 {
-            return self.limit;
-        }
-        let per_event = (bytes / len).max(1);
-        let ceiling = (READ_PAGE_BYTES / per_event)
-            .min(self.batch.saturating_mul(MAX_PAGE_GROWTH))
-            .max(self.batch);
-        self.limit.saturating_mul(2).min(ceiling)
+        grown(self.batch, self.limit, len, bytes)
     }
 
     /// Requests the page after `after`, up to `upto` (a fence an earlier

@@ -347,8 +347,10 @@ pub(crate) async fn open<S: SubscriptionSource>(
         let delayer = delayer.clone();
         async move { delayer.retry_delay(attempt).await }.boxed()
     });
+    let batch = store.batch_size().max(1);
     let follower = Follower {
-        batch: store.batch_size().max(1),
+        batch,
+        limit: batch,
         store,
         filter,
         position,
@@ -375,6 +377,12 @@ struct Follower<S> {
     store: S,
     filter: Filter,
     batch: usize,
+    /// The size of the next page: the batch size at the head, growing while
+    /// pages come back full (a catch-up), as a long load's do. Subscriptions
+    /// at the head, the ones that share reads most, all read batch-sized
+    /// pages; subscriptions that catch up together from one position grow
+    /// alike, so they share their reads too.
+    limit: usize,
     /// Version of the last event taken from the store.
     position: Cursor,
     /// Rows read and not yet handed out: events, and stored rows that do
@@ -425,7 +433,7 @@ impl<S: SubscriptionSource> Follower<S> {
             self.registration.signal.clear();
             let hub = self.store.hub();
             let seen = hub.generation();
-            let (position, batch) = (self.position, self.batch);
+            let (position, batch) = (self.position, self.limit);
             let read = hub.read_shared(&self.filter, position, batch, seen, || {
                 let store = self.store.clone();
                 let filter = self.filter.clone();
@@ -438,7 +446,12 @@ impl<S: SubscriptionSource> Follower<S> {
             match read.await {
                 Ok(page) => {
                     self.failures = 0;
-                    self.at_head = page.rows.len() < self.batch;
+                    self.at_head = page.rows.len() < batch;
+                    self.limit = if self.at_head {
+                        self.batch
+                    } else {
+                        crate::store::page::grown(self.batch, batch, page.rows.len(), page.bytes)
+                    };
                     if let Some(last) = page.rows.last() {
                         self.position = Cursor::new(match last {
                             Ok(event) => event.version,
