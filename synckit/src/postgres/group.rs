@@ -1,11 +1,11 @@
 //! Group commit: appends that arrive together share a transaction.
 //!
 //! Every append of a store goes into its writer queue. A group starts at
-//! once when fewer than [`GROUPS_IN_FLIGHT`] are committing, so an append
-//! that arrives alone waits for nothing; appends that arrive while the
-//! groups are busy wait for the next one, no longer than a commit in
-//! flight, and then commit together: one transaction, one WAL flush, one
-//! notification statement for all of them.
+//! once when nothing is committing, so an append that arrives alone waits
+//! for nothing; appends that arrive during a commit wait for it, no longer,
+//! and then commit together: one statement, one WAL flush, one
+//! notification statement for all of them. Large appends do not wait for
+//! one another (see [`LARGE_GROUPS_IN_FLIGHT`]).
 //!
 //! Each append keeps its own outcome. The appends of a group run in
 //! arrival order, in rounds: a round is one statement holding at most one
@@ -34,11 +34,21 @@ use crate::model::error::{Error, Result};
 use crate::model::recorded::NewEvent;
 use crate::sql::{Statement, TxError};
 
-/// How many groups of one store commit at once. Two let one group's
-/// statements run while the other waits for its WAL flush; more would
-/// split the queue into smaller groups for no gain (measured with the
-/// benchmark's single-append rows).
+/// How many groups of one store commit at once while they are small. One:
+/// the appends that arrive during a commit wait for it and then share the
+/// next, which is what lifts single appends past one commit per event (a
+/// second group in flight would split them into smaller groups: measured
+/// with the benchmark's single-append rows).
 const GROUPS_IN_FLIGHT: usize = 1;
+
+/// How many groups commit at once when the waiting appends hold at least
+/// [`LARGE_GROUP_EVENTS`] events: such appends amortize a commit on their
+/// own, and waiting for one another would only serialize them (the
+/// 100-event batch rows of the benchmark).
+const LARGE_GROUPS_IN_FLIGHT: usize = 4;
+
+/// See [`LARGE_GROUPS_IN_FLIGHT`].
+const LARGE_GROUP_EVENTS: usize = 32;
 
 /// What an append gets back: its events, and what became of them.
 type Reply = (Vec<NewEvent>, std::result::Result<Appended, TxError>);
@@ -59,6 +69,8 @@ pub(super) struct Writer {
 #[derive(Default)]
 struct Queue {
     waiting: VecDeque<Job>,
+    /// The events of the waiting appends.
+    waiting_events: usize,
     /// Groups committing now (each a task draining the queue).
     running: usize,
 }
@@ -78,6 +90,7 @@ impl Queue {
         let mut events = 0;
         while let Some(job) = self.waiting.front() {
             if job.reply.is_closed() {
+                self.waiting_events -= job.events.len();
                 self.waiting.pop_front();
                 continue;
             }
@@ -87,6 +100,7 @@ impl Queue {
                 break;
             }
             events += job.events.len();
+            self.waiting_events -= job.events.len();
             group.extend(self.waiting.pop_front());
         }
         group
@@ -179,12 +193,15 @@ impl PgStore {
         let (reply, outcome) = oneshot::channel();
         let start = {
             let mut queue = self.inner.writer.lock();
+            queue.waiting_events += events.len();
             queue.waiting.push_back(Job {
                 expected,
                 events,
                 reply,
             });
-            let start = queue.running < GROUPS_IN_FLIGHT;
+            let start = queue.running < GROUPS_IN_FLIGHT
+                || (queue.running < LARGE_GROUPS_IN_FLIGHT
+                    && queue.waiting_events >= LARGE_GROUP_EVENTS);
             if start {
                 queue.running += 1;
             }
