@@ -34,3 +34,4 @@ $$;
 DROP FUNCTION synckit_notify_appended();
 DROP FUNCTION synckit_notify_committed(bigint[], text[], text[], text[], timestamptz[]);
 DROP FUNCTION synckit_notify(bigint, text, text, text, timestamptz);
+DROP FUNCTION synckit_notify_payload(bigint, text, text, text, timestamptz);

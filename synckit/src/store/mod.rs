@@ -64,6 +64,14 @@ pub trait EventStore: Clone + Send + Sync + 'static {
     /// Appends events atomically, after checking `expected` against the
     /// stream's version (an append that expects a version covers one
     /// aggregate). Returns the recorded events in order.
+    ///
+    /// On PostgreSQL, appends that arrive while the store's previous commit
+    /// is in flight commit together in one statement (group commit), each
+    /// with its own expectation and outcome, in arrival order; one that
+    /// arrives when nothing is committing starts at once
+    /// (`postgres::Config::max_group_appends`). A future dropped before its
+    /// group starts writes nothing; once started, its append commits whole
+    /// or not at all.
     fn append(
         &self,
         expected: ExpectedVersion,
