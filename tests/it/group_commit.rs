@@ -17,7 +17,7 @@ use synckit::{
     Error, EventStore, ExpectedVersion, Filter, NewEvent, NotificationPayload, Recorded, Start,
     SubscriptionSource,
 };
-use synckit_workspace::{database_url, raw_client};
+use synckit_workspace::{database_url, raw_client, raw_listener};
 
 type Append<'a> = Pin<Box<dyn Future<Output = synckit::Result<Vec<Recorded>>> + Send + 'a>>;
 
@@ -349,23 +349,11 @@ async fn concurrent_writers_share_commits_and_lose_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn notifications_after_the_commit_match_the_triggers_and_find_the_rows() {
     let (store, url) = store().await;
-    let (listener, mut connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    let (tx, mut notifications) = tokio::sync::mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        use futures::StreamExt;
-        let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
-        while let Some(Ok(message)) = messages.next().await {
-            if let tokio_postgres::AsyncMessage::Notification(n) = message {
-                let _ = tx.send((n.channel().to_owned(), n.payload().to_owned()));
-            }
-        }
-    });
-    listener
-        .batch_execute(&format!("LISTEN \"stream_n\"; LISTEN {GLOBAL_CHANNEL}"))
-        .await
-        .unwrap();
+    let (_listener, mut notifications) = raw_listener(
+        &url,
+        &format!("LISTEN \"stream_n\"; LISTEN {GLOBAL_CHANNEL}"),
+    )
+    .await;
     // One event from synckit, one from plain SQL (the trigger), one batch.
     let mine = store
         .append(ExpectedVersion::NoStream, vec![event("n-1", "n")])

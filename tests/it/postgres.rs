@@ -8,7 +8,7 @@ use serde_json::json;
 use synckit::notification::{GLOBAL_CHANNEL, stream_channel};
 use synckit::postgres::{Config, PgStore, migrate};
 use synckit::{Cursor, Error, EventStore, ExpectedVersion, Filter, NewEvent, NotificationPayload};
-use synckit_workspace::{database_url, raw_client};
+use synckit_workspace::{database_url, raw_client, raw_listener};
 
 /// A store on a fresh database, sized for many tests in parallel.
 pub(crate) async fn store_with(batch_size: usize) -> (PgStore, String) {
@@ -249,27 +249,13 @@ async fn plain_sql_insert_gets_a_stream_version_and_notifies() {
         .append(ExpectedVersion::Any, vec![event("psql", 1)])
         .await
         .unwrap();
-    let (listener, mut connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    let (tx, mut notifications) = tokio::sync::mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
-        use futures::StreamExt;
-        while let Some(Ok(message)) = messages.next().await {
-            if let tokio_postgres::AsyncMessage::Notification(n) = message {
-                let _ = tx.send((n.channel().to_owned(), n.payload().to_owned()));
-            }
-        }
-    });
     let long_id = "x".repeat(300);
     let long_channel = stream_channel(&long_id);
-    listener
-        .batch_execute(&format!(
-            "LISTEN \"stream_psql\"; LISTEN \"{long_channel}\"; LISTEN {GLOBAL_CHANNEL}"
-        ))
-        .await
-        .unwrap();
+    let (_listener, mut notifications) = raw_listener(
+        &url,
+        &format!("LISTEN \"stream_psql\"; LISTEN \"{long_channel}\"; LISTEN {GLOBAL_CHANNEL}"),
+    )
+    .await;
 
     let other = raw_client(&url).await;
     other

@@ -506,6 +506,34 @@ pub async fn raw_client(url: &str) -> tokio_postgres::Client {
     client
 }
 
+/// A raw connection that runs `listen` (`LISTEN ...` statements), and the
+/// notifications it receives as (channel, payload). Keep the client: the
+/// connection ends with it.
+pub async fn raw_listener(
+    url: &str,
+    listen: &str,
+) -> (
+    tokio_postgres::Client,
+    tokio::sync::mpsc::UnboundedReceiver<(String, String)>,
+) {
+    let (client, mut connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap_or_else(|e| panic!("cannot connect: {e}"));
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Some(Ok(message)) = std::future::poll_fn(|cx| connection.poll_message(cx)).await {
+            if let tokio_postgres::AsyncMessage::Notification(n) = message {
+                let _ = tx.send((n.channel().to_owned(), n.payload().to_owned()));
+            }
+        }
+    });
+    client
+        .batch_execute(listen)
+        .await
+        .unwrap_or_else(|e| panic!("cannot listen: {e}"));
+    (client, rx)
+}
+
 /// A PgBouncer in transaction pooling mode in front of the test server.
 #[derive(Debug, Clone)]
 pub struct Bouncer {
