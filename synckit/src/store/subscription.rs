@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 
-use futures::future::BoxFuture;
+use futures::future::{self, BoxFuture};
 use futures::stream::{self, BoxStream};
 use futures::{FutureExt, Stream, StreamExt};
 use serde_json::Value;
@@ -30,7 +30,7 @@ use crate::model::recorded::Recorded;
 use crate::model::validate::MAX_ID_LEN;
 use crate::store::SubscriptionSource;
 use crate::store::hub::Registration;
-use crate::store::page::PageRow;
+use crate::store::page::{PageRow, SharedPage};
 
 /// What a subscription yields.
 #[derive(Debug, Clone, PartialEq)]
@@ -362,6 +362,7 @@ pub(crate) async fn open<S: SubscriptionSource>(
         failures: 0,
         registration,
         state: state.clone(),
+        ahead: None,
     };
     Ok(Subscription {
         messages: stream::unfold(follower, Follower::next).boxed(),
@@ -398,17 +399,71 @@ struct Follower<S> {
     failures: u32,
     registration: Registration,
     state: Arc<SharedState>,
+    /// The next page, read while this one is handed out (a catch-up: the
+    /// last page came back full).
+    ahead: Option<Ahead>,
+}
+
+/// A page read ahead: the wake-up generation and page size it was started
+/// with, and the read, driven each time the subscription is polled.
+struct Ahead {
+    seen: u64,
+    limit: usize,
+    read: future::MaybeDone<BoxFuture<'static, Result<SharedPage>>>,
 }
 
 impl<S: SubscriptionSource> Follower<S> {
+    /// Starts the read of the page after the current position, as
+    /// `self.limit` events: shared with the subscriptions that read the
+    /// same page at the same time.
+    fn start_read(&self) -> Ahead {
+        // Clear before reading: a commit during the read raises the
+        // signal again and leads to one more read.
+        self.registration.signal.clear();
+        let seen = self.store.hub().generation();
+        let (store, filter) = (self.store.clone(), self.filter.clone());
+        let (position, limit) = (self.position, self.limit);
+        let read = async move {
+            store
+                .hub()
+                .read_shared(&filter, position, limit, seen, || {
+                    let store = store.clone();
+                    let filter = filter.clone();
+                    async move {
+                        let page = store.read_page(&filter, position, limit).await?;
+                        Ok(page.into_shared(position))
+                    }
+                    .boxed()
+                })
+                .await
+        }
+        .boxed();
+        Ahead {
+            seen,
+            limit,
+            read: future::maybe_done(read),
+        }
+    }
+
+    /// Lets the page read ahead make progress, without waiting for it.
+    async fn drive_ahead(&mut self) {
+        if let Some(ahead) = &mut self.ahead {
+            let _ = futures::poll!(Pin::new(&mut ahead.read));
+        }
+    }
+
     async fn next(mut self) -> Option<(Result<Message>, Self)> {
         loop {
             match self.buffer.pop_front() {
-                Some(Ok(event)) => return Some((Ok(Message::Event(event)), self)),
+                Some(Ok(event)) => {
+                    self.drive_ahead().await;
+                    return Some((Ok(Message::Event(event)), self));
+                }
                 Some(Err(unreadable)) => {
                     self.state
                         .delivered
                         .store(unreadable.version, Ordering::Release);
+                    self.drive_ahead().await;
                     return Some((Err(unreadable.into_error()), self));
                 }
                 None => {}
@@ -428,22 +483,20 @@ impl<S: SubscriptionSource> Follower<S> {
                 self.finished = true;
                 return Some((Err(error), self));
             }
-            // Clear before reading: a commit during the read raises the
-            // signal again and leads to one more read.
-            self.registration.signal.clear();
+            let Ahead {
+                seen,
+                limit: batch,
+                mut read,
+            } = match self.ahead.take() {
+                Some(ahead) => ahead,
+                None => self.start_read(),
+            };
+            (&mut read).await;
             let hub = self.store.hub();
-            let seen = hub.generation();
-            let (position, batch) = (self.position, self.limit);
-            let read = hub.read_shared(&self.filter, position, batch, seen, || {
-                let store = self.store.clone();
-                let filter = self.filter.clone();
-                async move {
-                    let page = store.read_page(&filter, position, batch).await?;
-                    Ok(page.into_shared(position))
-                }
-                .boxed()
-            });
-            match read.await {
+            let read = Pin::new(&mut read)
+                .take_output()
+                .expect("a finished read holds its output");
+            match read {
                 Ok(page) => {
                     self.failures = 0;
                     self.at_head = page.rows.len() < batch;
@@ -485,6 +538,11 @@ impl<S: SubscriptionSource> Follower<S> {
                                 self.buffer.push_back(row);
                             }
                         }
+                    }
+                    if !self.at_head {
+                        // Catching up: read the next page while this one
+                        // is handed out.
+                        self.ahead = Some(self.start_read());
                     }
                 }
                 Err(error) if error.is_transient() => {
