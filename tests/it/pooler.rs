@@ -144,3 +144,60 @@ async fn what_needs_a_session_is_refused_without_a_direct_connection() {
         .await;
     assert!(handler.is_err());
 }
+
+/// Through the pooler the notifications go by value after the commit (the
+/// session setting of the direct path would not be this client's): every
+/// append's events are notified, once each, in order. No idle tick can
+/// stand in for them here: the listener of this test is a raw one, and the
+/// store's own is not started.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn appends_through_the_pooler_notify_after_their_commit() {
+    let (pooled, direct) = pooled_database_url().await;
+    let store = PgStore::connect(pooled_config(&pooled, Some(&direct), 100))
+        .await
+        .expect("connect through the pooler");
+    let (_listener, mut notifications) = synckit_workspace::raw_listener(
+        &direct,
+        &format!("LISTEN {}", synckit::notification::GLOBAL_CHANNEL),
+    )
+    .await;
+    let appends: Vec<_> = (0..6)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .append(
+                        ExpectedVersion::NoStream,
+                        vec![
+                            NewEvent::new(format!("p{i}"), "T", json!({})).with_id(format!("e{i}")),
+                        ],
+                    )
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
+    for a in appends {
+        a.await.unwrap();
+    }
+    let mut ids = Vec::new();
+    while ids.len() < 6 {
+        let (_, payload) = tokio::time::timeout(Duration::from_secs(10), notifications.recv())
+            .await
+            .expect("a notification within 10 s")
+            .unwrap();
+        ids.push(
+            synckit::NotificationPayload::from_json(&payload)
+                .unwrap()
+                .id,
+        );
+    }
+    let unique: HashSet<&String> = ids.iter().collect();
+    assert_eq!(unique.len(), 6, "{ids:?}");
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), notifications.recv())
+            .await
+            .is_err(),
+        "no duplicate"
+    );
+}

@@ -428,8 +428,11 @@ impl PgStore {
                             .collect(),
                     )
                 } else {
-                    // Part of an append: never committed. The group rolls
-                    // back and its appends run alone.
+                    // Part of an append: cannot happen, as an append's
+                    // rows share one stream head and one range. Should it,
+                    // the group fails (rolled back when it is a
+                    // transaction) and each append runs alone, where a
+                    // stored part is met as a duplicate.
                     return Err(TxError::Raced);
                 });
             }
