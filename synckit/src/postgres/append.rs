@@ -26,7 +26,7 @@ use crate::sql::{Number, STREAM_HEAD_SQL, Statement, TxError, int, replay};
 const APPEND_RETRIES: u32 = 8;
 
 /// The FROM item that makes an append's transaction quiet: the trigger
-/// sends no notification for its rows, which [`NOTIFY_SQL`] sends after
+/// sends no notification for its rows, which [`NOTIFY_APPENDED_SQL`] (or [`NOTIFY_SQL`]) sends after
 /// the commit instead (see the `notify_after_commit` migration). The
 /// setting is local to the transaction, so a pooled connection's next
 /// transaction, whoever runs it, notifies as before.
@@ -83,7 +83,9 @@ macro_rules! recorded {
 /// appears once per round: see `group`): the head of each event's stream
 /// by one index probe per event, and each row carries the range its
 /// append's expectation accepts (`$7..=$8`). The rows of one append share
-/// one stream's head, so they pass or fail together.
+/// one stream's head, so they pass or fail together. The last parameter of
+/// each statement says whether it records its events for
+/// [`NOTIFY_APPENDED_SQL`] (see `recorded!`).
 pub(super) const APPEND_SQL: &str = recorded!(
     concat!(
         "\
@@ -144,14 +146,15 @@ SELECT $1, $2, $3, $4, $5, CASE WHEN $6 THEN h.head + 1 END \
     "$10"
 );
 
-/// The notifications of committed events (versions, ids, aggregate ids,
-/// types, times; in version order), the ones the trigger sends for plain
-/// SQL inserts, from a transaction of their own that does not wait for a
-/// WAL flush.
 /// The notifications of what this session's appends recorded (see
 /// `recorded!`), pipelined behind the append's statement.
 pub(super) const NOTIFY_APPENDED_SQL: &str = "SELECT synckit_notify_appended()";
 
+/// The notifications of committed events (versions, ids, aggregate ids,
+/// types, times; in version order), the ones the trigger sends for plain
+/// SQL inserts, from a transaction of their own that does not wait for a
+/// WAL flush: the path behind a transaction pooler, where the session
+/// setting of [`NOTIFY_APPENDED_SQL`] would not be this client's.
 const NOTIFY_SQL: &str = "SELECT synckit_notify_committed((SELECT $1::bigint[]), \
 (SELECT $2::text[]), (SELECT $3::text[]), (SELECT $4::text[]), (SELECT $5::timestamptz[]))";
 
