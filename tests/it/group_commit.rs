@@ -476,3 +476,38 @@ async fn an_event_committed_without_its_notification_still_reaches_subscribers()
         "the writer's connection is gone"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_append_of_several_chunks_notifies_every_event_once_after_its_commit() {
+    let url = database_url().await;
+    let mut config = Config::new(url.clone());
+    config.batch_size = 2;
+    config.max_open_conns = 4;
+    config.min_idle_conns = 0;
+    let store = PgStore::connect(config).await.expect("connect");
+    let (_listener, mut notifications) =
+        raw_listener(&url, &format!("LISTEN {GLOBAL_CHANNEL}")).await;
+    let events: Vec<NewEvent> = (0..5)
+        .map(|i| event(&format!("c-{i}"), "chunked"))
+        .collect();
+    let recorded = store
+        .append(ExpectedVersion::NoStream, events)
+        .await
+        .unwrap();
+    assert_eq!(recorded.len(), 5);
+    let mut ids = Vec::new();
+    while ids.len() < 5 {
+        let (_, payload) = tokio::time::timeout(Duration::from_secs(10), notifications.recv())
+            .await
+            .expect("a notification within 10 s")
+            .unwrap();
+        ids.push(NotificationPayload::from_json(&payload).unwrap().id);
+    }
+    assert_eq!(ids, ["c-0", "c-1", "c-2", "c-3", "c-4"]);
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), notifications.recv())
+            .await
+            .is_err(),
+        "no duplicate"
+    );
+}

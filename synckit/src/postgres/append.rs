@@ -209,13 +209,6 @@ pub(super) fn ordinals(events: &[NewEvent]) -> (Vec<i64>, usize) {
 /// The positions `rows` give the events of `chunk`, in its order; `None`
 /// when the rows are not exactly those events.
 fn positions_of(rows: &[Inserted], chunk: &[NewEvent]) -> Option<Vec<Position>> {
-    let position = |r: &Inserted| {
-        (
-            int::nonnegative(r.version),
-            int::nonnegative(r.stream_version),
-            r.created_at,
-        )
-    };
     // RETURNING gives the rows in the order they went in, the input's;
     // match them by id should that ever differ.
     if rows.len() == chunk.len() && rows.iter().zip(chunk).all(|(r, e)| r.id == e.id) {
@@ -230,6 +223,21 @@ fn positions_of(rows: &[Inserted], chunk: &[NewEvent]) -> Option<Vec<Position>> 
         .map(|e| by_id.get(e.id.as_str()).map(|r| position(r)))
         .collect()
 }
+
+/// Where an inserted row went.
+pub(super) fn position(r: &Inserted) -> Position {
+    (
+        int::nonnegative(r.version),
+        int::nonnegative(r.stream_version),
+        r.created_at,
+    )
+}
+
+/// A connection the append statements run on: a pooled connection, or a
+/// shared reference to one, whose statements pipeline.
+pub(super) trait Connection: diesel_async::AsyncConnectionCore<Backend = Pg> + Send {}
+
+impl<C: diesel_async::AsyncConnectionCore<Backend = Pg> + Send> Connection for C {}
 
 /// [`APPEND_SQL`] for `events`, each row with its ordinal and the range of
 /// heads its append accepts.
@@ -420,7 +428,7 @@ impl PgStore {
         }
     }
 
-    pub(super) async fn append_chunks<C: super::group::Connection>(
+    pub(super) async fn append_chunks<C: Connection>(
         conn: &mut C,
         expected: ExpectedVersion,
         events: &[NewEvent],
@@ -507,9 +515,6 @@ impl PgStore {
         conn: &mut AsyncPgConnection,
         events: &[Committed],
     ) -> std::result::Result<(), DieselError> {
-        if events.is_empty() {
-            return Ok(());
-        }
         let column = |f: fn(&Committed) -> &str| events.iter().map(f).collect::<Vec<_>>();
         Statement::new(NOTIFY_SQL)
             .bind::<Array<BigInt>, _>(

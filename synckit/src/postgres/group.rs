@@ -27,7 +27,9 @@ use diesel_async::{AsyncConnection, AsyncPgConnection};
 use tokio::sync::oneshot;
 
 use super::PgStore;
-use super::append::{Appended, Committed, NOTIFY_APPENDED_SQL, append_statement, head_range};
+use super::append::{
+    Appended, Committed, Connection, NOTIFY_APPENDED_SQL, append_statement, head_range, position,
+};
 use super::rows::Inserted;
 use crate::model::cursor::ExpectedVersion;
 use crate::model::error::{Error, Result};
@@ -106,15 +108,6 @@ impl Queue {
         group
     }
 }
-
-/// A connection the append statements run on: a pooled connection, or a
-/// shared reference to one, whose statements pipeline.
-pub(super) trait Connection:
-    diesel_async::AsyncConnectionCore<Backend = diesel::pg::Pg> + Send
-{
-}
-
-impl<C: diesel_async::AsyncConnectionCore<Backend = diesel::pg::Pg> + Send> Connection for C {}
 
 /// Runs `append` and, right behind it on the same connection, the
 /// statement that sends what it recorded (see `recorded!` in `append`):
@@ -282,7 +275,8 @@ impl PgStore {
         if config.metrics {
             metrics::histogram!("synckit_append_group_size").record(group.len() as f64);
         }
-        let outcomes = if group.len() == 1 {
+        // Each outcome, and whether its notifications went already.
+        let outcomes: Vec<(std::result::Result<Appended, TxError>, bool)> = if group.len() == 1 {
             vec![self.append_one_job(&group[0], chunk, pipe).await]
         } else {
             let rounds = rounds(&group);
@@ -312,16 +306,14 @@ impl PgStore {
                     })
                 })
                 .await;
-            match together {
-                Ok(Ok(outcomes)) => outcomes.into_iter().map(Ok).collect(),
-                failed => {
-                    let reason = match failed {
-                        Err(e) => e.to_string(),
-                        Ok(Err(TxError::Db(e))) => e.to_string(),
-                        Ok(Err(TxError::Store(e))) => e.to_string(),
-                        Ok(Err(TxError::Raced)) => "a stream moved".to_owned(),
-                        Ok(Ok(_)) => unreachable!("matched above"),
-                    };
+            let failed = match together {
+                Ok(Ok(outcomes)) => Ok(outcomes),
+                Ok(Err(e)) => Err(e.into_error("append")),
+                Err(e) => Err(e),
+            };
+            match failed {
+                Ok(outcomes) => outcomes.into_iter().map(|o| (Ok(o), pipe)).collect(),
+                Err(reason) => {
                     tracing::debug!(appends = group.len(), %reason, "group commit failed; each append runs alone");
                     let mut outcomes = Vec::with_capacity(group.len());
                     for job in &group {
@@ -332,8 +324,8 @@ impl PgStore {
             }
         };
         let mut committed: Vec<Committed> = Vec::new();
-        for (job, outcome) in group.drain(..).zip(outcomes) {
-            if let (false, Ok(Appended::Written(positions))) = (pipe, &outcome) {
+        for (job, (outcome, notified)) in group.drain(..).zip(outcomes) {
+            if let (false, Ok(Appended::Written(positions))) = (notified, &outcome) {
                 committed.extend(Committed::of(&job.events, positions));
             }
             // A caller that left gets nothing; what it wrote stays written.
@@ -344,33 +336,32 @@ impl PgStore {
         }
     }
 
-    /// One append in a statement (or a transaction) of its own, its
-    /// notifications piped behind it when `pipe`.
+    /// One append in a statement (or a transaction) of its own, and
+    /// whether its notifications went: piped behind it when `pipe` and it
+    /// fits one statement. A larger append records nothing (its record
+    /// would grow with every chunk) and is notified by value, as behind a
+    /// pooler.
     async fn append_one_job(
         &self,
         job: &Job,
         chunk: usize,
         pipe: bool,
-    ) -> std::result::Result<Appended, TxError> {
-        self.with_conn("append", async |conn| {
-            Ok(if !pipe {
-                Self::append_alone(conn, job.expected, &job.events, chunk, false).await
-            } else if job.events.len() <= chunk {
-                piped(conn, async |conn| {
-                    Self::append_chunks(conn, job.expected, &job.events, chunk, true).await
+    ) -> (std::result::Result<Appended, TxError>, bool) {
+        let pipe = pipe && job.events.len() <= chunk;
+        let outcome = self
+            .with_conn("append", async |conn| {
+                Ok(if pipe {
+                    piped(conn, async |conn| {
+                        Self::append_chunks(conn, job.expected, &job.events, chunk, true).await
+                    })
+                    .await
+                } else {
+                    Self::append_alone(conn, job.expected, &job.events, chunk, false).await
                 })
-                .await
-            } else {
-                let written =
-                    Self::append_alone(conn, job.expected, &job.events, chunk, true).await;
-                if written.is_ok() {
-                    notify_recorded(conn).await;
-                }
-                written
             })
-        })
-        .await
-        .unwrap_or_else(|e| Err(TxError::Store(e)))
+            .await
+            .unwrap_or_else(|e| Err(TxError::Store(e)));
+        (outcome, pipe)
     }
 
     /// The appends of a group, round by round, in the caller's
@@ -415,18 +406,7 @@ impl PgStore {
                 outcomes[j] = Some(if found.is_empty() {
                     Appended::NotWritten
                 } else if found.len() == job.events.len() {
-                    Appended::Written(
-                        found
-                            .into_iter()
-                            .map(|r| {
-                                (
-                                    crate::sql::int::nonnegative(r.version),
-                                    crate::sql::int::nonnegative(r.stream_version),
-                                    r.created_at,
-                                )
-                            })
-                            .collect(),
-                    )
+                    Appended::Written(found.into_iter().map(position).collect())
                 } else {
                     // Part of an append: cannot happen, as an append's
                     // rows share one stream head and one range. Should it,
@@ -454,9 +434,6 @@ impl PgStore {
     /// every listener wakes its subscriptions at its idle tick, and they
     /// read the table.
     async fn notify_after_commit(&self, mut committed: Vec<Committed>) {
-        if committed.is_empty() {
-            return;
-        }
         committed.sort_by_key(|c| c.version);
         let sent = self
             .with_conn("notify", async |conn| {

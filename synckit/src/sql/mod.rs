@@ -144,7 +144,6 @@ impl From<Error> for TxError {
 
 impl TxError {
     /// The error a caller sees from `operation`.
-    #[cfg_attr(not(feature = "sqlite"), allow(dead_code))]
     pub(crate) fn into_error(self, operation: &'static str) -> Error {
         match self {
             TxError::Store(e) => e,
