@@ -137,7 +137,8 @@ pub use store::aggregate::{
 #[cfg(feature = "runtime")]
 pub use store::handler::{HandlerSubscriptions, SubscriptionHandle};
 pub use store::memory::MemoryStore;
-pub use store::subscription::{Message, Subscription};
+pub use store::progress::Progress;
+pub use store::subscription::{HandlerRetry, Message, Subscription};
 pub use store::{EventStore, SubscriptionSource};
 
 /// Derives [`Event`](trait@Event) for a struct or an enum.

@@ -789,6 +789,11 @@ macro_rules! behaviour_suite {
             old_events_read_back_as_current_values_on_every_path,
             a_failing_upcast_is_an_error_item_naming_the_step_and_reads_go_on,
         );
+        $crate::behaviour_suite!(@module progress; $fresh;
+            a_filtered_checkpoint_reaches_the_head_past_events_it_does_not_take,
+            wait_for_returns_after_the_handler_and_fails_when_the_run_ends,
+            handler_retries_follow_the_settings_and_the_error_names_the_subscription,
+        );
         $crate::behaviour_suite!(@module aggregates; $fresh;
             concurrent_commands_never_overdraw_and_each_applies_once,
             a_command_id_sent_twice_and_concurrently_appends_once,

@@ -13,6 +13,7 @@ mod open;
 mod poison;
 mod pooler;
 mod postgres;
+mod progress;
 mod realtime;
 mod sqlite;
 mod tls;

@@ -186,6 +186,33 @@ pub enum Error {
         #[source]
         source: BoxError,
     },
+
+    /// A subscription's [`run`](crate::Subscription::run) ended with
+    /// `source`: the error of a read or a checkpoint save that no retry
+    /// cures, named after the subscription it stopped.
+    #[error("subscription {subscription:?} stopped: {source}")]
+    Subscription {
+        /// The subscription's name or filter.
+        subscription: String,
+        /// What stopped it.
+        #[source]
+        source: Box<Error>,
+    },
+
+    /// A subscription ended before it had handled everything a
+    /// [`Progress`](crate::Progress) waiter waited for.
+    #[error(
+        "subscription {subscription:?} ended at position {position} before {}",
+        match wanted { Some(v) => format!("reaching version {v}"), None => "catching up".to_owned() }
+    )]
+    SubscriptionEnded {
+        /// The subscription's name or filter.
+        subscription: String,
+        /// How far it had handled when it ended.
+        position: u64,
+        /// The version the waiter waited for (`None`: the catch-up).
+        wanted: Option<u64>,
+    },
 }
 
 /// An error and its causes as one line, `outer: inner: ...`. Drivers put
@@ -243,6 +270,7 @@ impl Error {
             Error::Database { source, .. } => {
                 crate::model::transient::is_transient(source.as_ref())
             }
+            Error::Subscription { source, .. } => source.is_transient(),
             _ => false,
         }
     }

@@ -67,16 +67,30 @@ pub(super) async fn fence(conn: &mut AsyncPgConnection, operation: &'static str)
     Ok(Number::first(rows).map_or(0, int::nonnegative))
 }
 
-/// A page of rows read up to `fence`, decoded into `P` as it is taken.
-fn typed_page<P: Payload>(
-    rows: Vec<EventRow>,
+/// The rows of one read and the bounds it was read under.
+pub(super) struct RowsRead {
+    pub(super) rows: Vec<EventRow>,
+    /// A fence the next page of the same read may reuse (raised to the
+    /// highest this store has seen: see [`FenceFloor`]).
     fence: Option<Cursor>,
+    /// The bound the read itself went up to: the fence its own first
+    /// statement stored, or the one it reused (see
+    /// [`TypedPage::with_scanned`]).
+    scanned: Option<Cursor>,
     held_back: bool,
-) -> TypedPage<P> {
-    let page = rows::page(rows);
-    match fence {
-        Some(fence) => page.with_fence(fence, held_back),
-        None => page,
+}
+
+impl RowsRead {
+    /// The rows as a page decoded into `P` as it is taken.
+    fn into_page<P: Payload>(self) -> TypedPage<P> {
+        let mut page = rows::page(self.rows);
+        if let Some(fence) = self.fence {
+            page = page.with_fence(fence, self.held_back);
+        }
+        if let Some(scanned) = self.scanned {
+            page = page.with_scanned(scanned);
+        }
+        page
     }
 }
 
@@ -94,14 +108,19 @@ impl PgStore {
         after: Cursor,
         limit: usize,
         upto: Option<Cursor>,
-    ) -> Result<(Vec<EventRow>, Option<Cursor>, bool)> {
+    ) -> Result<RowsRead> {
         validate::check_filter(filter)?;
         let filter = filter.clone();
         let pooled = self.inner.config.transaction_pooling;
         let rows = self
             .with_conn("read", async |conn| {
                 if limit == 0 {
-                    return Ok((Vec::new(), upto, false));
+                    return Ok(RowsRead {
+                        rows: Vec::new(),
+                        fence: upto,
+                        scanned: None,
+                        held_back: false,
+                    });
                 }
                 // One round trip, two statements: the first stores the fence
                 // in a session setting, the second reads up to it with a
@@ -133,7 +152,12 @@ impl PgStore {
                 });
                 if upto.is_some() {
                     let rows = query.load::<EventRow>(conn).await.map_err(db("read"))?;
-                    return Ok((rows, upto, false));
+                    return Ok(RowsRead {
+                        rows,
+                        fence: upto,
+                        scanned: upto,
+                        held_back: false,
+                    });
                 }
                 let conn: &AsyncPgConnection = conn;
                 let (fence, rows): (Vec<FenceText>, Vec<EventRow>) = futures::try_join!(
@@ -147,15 +171,21 @@ impl PgStore {
                 // The fence is below a version a writer has taken: the read
                 // may be short until that writer finishes.
                 let held_back = matches!((fence, head), (Some(f), Some(h)) if int::to_sql(f) < h);
-                Ok((
+                Ok(RowsRead {
                     rows,
-                    fence.map(|f| Cursor::new(self.inner.fence_floor.raise(f))),
+                    fence: fence.map(|f| Cursor::new(self.inner.fence_floor.raise(f))),
+                    // The fence as stored, not raised: a higher one seen
+                    // elsewhere may cover commits this read's snapshot
+                    // predates. The two statements run in the order sent
+                    // (diesel-async sends each from its first poll, in
+                    // join order, on one connection).
+                    scanned: fence.map(Cursor::new),
                     held_back,
-                ))
+                })
             })
             .await?;
         if self.inner.config.metrics {
-            metrics::counter!("synckit_events_read_total").increment(int::len(rows.0.len()));
+            metrics::counter!("synckit_events_read_total").increment(int::len(rows.rows.len()));
         }
         Ok(rows)
     }
@@ -177,11 +207,10 @@ impl PgStore {
         let store = self.clone();
         let filter = filter.clone();
         let read = async move { store.read_rows(&filter, after, limit, upto).await };
-        let (rows, fence, held_back) =
-            AbortOnDrop(tokio::spawn(tracing::Instrument::in_current_span(read)))
-                .await
-                .map_err(|e| Error::database("read", e))??;
-        Ok(typed_page(rows, fence, held_back))
+        let read = AbortOnDrop(tokio::spawn(tracing::Instrument::in_current_span(read)))
+            .await
+            .map_err(|e| Error::database("read", e))??;
+        Ok(read.into_page())
     }
 
     /// The fence now, never lower than one this store saw before.

@@ -220,8 +220,8 @@ impl EventStore for PgStore {
     }
 
     async fn read(&self, filter: &Filter, after: Cursor, limit: usize) -> Result<Vec<Recorded>> {
-        let (rows, _, _) = self.read_rows(filter, after, limit, None).await?;
-        crate::sql::rows::recorded(rows)
+        let read = self.read_rows(filter, after, limit, None).await?;
+        crate::sql::rows::recorded(read.rows)
     }
 
     async fn read_page_as<P: Payload>(

@@ -226,13 +226,17 @@ impl EventStore for SqliteStore {
         after: Cursor,
         limit: usize,
     ) -> Result<TypedPage<Value>> {
-        let rows = self.read_rows(filter, after, limit, Place::Here).await?;
-        Ok(rows::page(rows))
+        let (rows, scanned) = self.read_rows_scanned(filter, after, limit).await?;
+        let page = rows::page(rows);
+        Ok(match scanned {
+            Some(scanned) => page.with_scanned(scanned),
+            None => page,
+        })
     }
 
     async fn latest_version(&self) -> Result<Cursor> {
         self.run("latest_version", Place::Here, |c| {
-            let n: Vec<Number> = Statement::new("SELECT max(version) AS n FROM events").load(c)?;
+            let n: Vec<Number> = Statement::new(super::read::HEAD_SQL).load(c)?;
             Ok(Cursor::new(Number::first(n).map_or(0, int::nonnegative)))
         })
         .await

@@ -3,12 +3,14 @@
 
 use std::future::Future;
 
+use crate::model::cursor::Cursor;
 use crate::model::error::{BoxError, Result};
 use crate::model::filter::{Filter, Start};
 use crate::model::notification::NotificationPayload;
 use crate::model::payload::Payload;
 use crate::model::recorded::Recorded;
 use crate::store::SubscriptionSource;
+use crate::store::progress::Progress;
 use crate::store::subscription::Subscription;
 
 /// A subscription running its handler on a spawned task.
@@ -19,6 +21,7 @@ use crate::store::subscription::Subscription;
 #[must_use = "dropping the handle stops the subscription"]
 pub struct SubscriptionHandle {
     description: String,
+    progress: Progress,
     task: Option<tokio::task::JoinHandle<Result<()>>>,
 }
 
@@ -32,11 +35,55 @@ impl SubscriptionHandle {
         E: Into<BoxError> + 'static,
     {
         let description = subscription.description().to_owned();
+        let progress = subscription.progress();
         let task = tokio::spawn(subscription.run(handler));
         SubscriptionHandle {
             description,
+            progress,
             task: Some(task),
         }
+    }
+
+    /// How far the handler has got; clone it to wait from elsewhere.
+    pub fn progress(&self) -> &Progress {
+        &self.progress
+    }
+
+    /// Waits until every event up to `version` is handled (or passed
+    /// over): the read-your-writes step of a command handler that appended
+    /// at `version` and reads the projection next. See
+    /// [`Progress::wait_for`].
+    ///
+    /// ```
+    /// # use synckit::{EventStore, ExpectedVersion, Filter, HandlerSubscriptions, MemoryStore, NewEvent};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> synckit::Result<()> {
+    /// use std::sync::{Arc, Mutex};
+    ///
+    /// let store = MemoryStore::new();
+    /// let seen = Arc::new(Mutex::new(0));
+    /// let counter = seen.clone();
+    /// let projection = store
+    ///     .subscribe_with(Filter::all(), move |_| {
+    ///         *counter.lock().unwrap() += 1;
+    ///         async { Ok::<_, std::convert::Infallible>(()) }
+    ///     })
+    ///     .await?;
+    /// let written = store
+    ///     .append(ExpectedVersion::Any, vec![NewEvent::new("a", "Opened", serde_json::json!({}))])
+    ///     .await?;
+    /// projection.wait_for(written[0].version).await?;
+    /// assert_eq!(*seen.lock().unwrap(), 1);
+    /// # Ok(()) }
+    /// ```
+    pub async fn wait_for(&self, version: u64) -> Result<Cursor> {
+        self.progress.wait_for(version).await
+    }
+
+    /// Waits until the subscription has caught up with the store and
+    /// handled everything before. See [`Progress::caught_up`].
+    pub async fn caught_up(&self) -> Result<Cursor> {
+        self.progress.caught_up().await
     }
 
     /// The checkpoint name or filter of the subscription.

@@ -363,6 +363,7 @@ mod tests {
             rows: vec![Ok(event.into_recorded(version, 1, chrono::Utc::now()))],
             held_back: false,
             bytes: 0,
+            scanned: None,
         }
     }
 

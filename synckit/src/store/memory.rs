@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use chrono::Utc;
+use serde_json::Value;
 
 use crate::model::cursor::{Cursor, ExpectedVersion};
 use crate::model::error::{Error, Result};
@@ -17,7 +18,9 @@ use crate::model::recorded::{NewEvent, Recorded};
 use crate::model::validate;
 use crate::store::aggregate::StoredSnapshot;
 use crate::store::hub::Hub;
-use crate::store::{DEFAULT_BATCH_SIZE, EventStore, SubscriptionSource, idempotent_replay};
+use crate::store::{
+    DEFAULT_BATCH_SIZE, EventStore, SubscriptionSource, TypedPage, idempotent_replay,
+};
 
 #[derive(Default)]
 struct State {
@@ -151,6 +154,30 @@ impl MemoryStore {
     }
 }
 
+impl MemoryStore {
+    /// Up to `limit` events after `after` that pass `filter`, and the head
+    /// they were read under.
+    fn read_scanned(
+        &self,
+        filter: &Filter,
+        after: Cursor,
+        limit: usize,
+    ) -> Result<(Vec<Recorded>, Cursor)> {
+        let state = self.open()?;
+        // Versions are 1-based and dense, so `after` is also an index.
+        let start = usize::try_from(after.version())
+            .unwrap_or(usize::MAX)
+            .min(state.events.len());
+        let events = state.events[start..]
+            .iter()
+            .filter(|e| filter.matches(e))
+            .take(limit)
+            .cloned()
+            .collect();
+        Ok((events, Cursor::new(state.events.len() as u64)))
+    }
+}
+
 impl EventStore for MemoryStore {
     async fn append(
         &self,
@@ -169,17 +196,18 @@ impl EventStore for MemoryStore {
     }
 
     async fn read(&self, filter: &Filter, after: Cursor, limit: usize) -> Result<Vec<Recorded>> {
-        let state = self.open()?;
-        // Versions are 1-based and dense, so `after` is also an index.
-        let start = usize::try_from(after.version())
-            .unwrap_or(usize::MAX)
-            .min(state.events.len());
-        Ok(state.events[start..]
-            .iter()
-            .filter(|e| filter.matches(e))
-            .take(limit)
-            .cloned()
-            .collect())
+        Ok(self.read_scanned(filter, after, limit)?.0)
+    }
+
+    async fn read_page(
+        &self,
+        filter: &Filter,
+        after: Cursor,
+        limit: usize,
+    ) -> Result<TypedPage<Value>> {
+        let (rows, scanned) = self.read_scanned(filter, after, limit)?;
+        let page = TypedPage::from_rows(rows, Recorded::cursor, |_| 0, Ok);
+        Ok(page.with_scanned(scanned))
     }
 
     async fn latest_version(&self) -> Result<Cursor> {

@@ -8,6 +8,7 @@ pub(crate) mod handler;
 pub mod hub;
 pub(crate) mod memory;
 pub(crate) mod page;
+pub(crate) mod progress;
 #[cfg(any(feature = "postgres", feature = "sqlite"))]
 pub(crate) mod report;
 pub(crate) mod signal;

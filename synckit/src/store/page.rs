@@ -85,6 +85,8 @@ pub(crate) struct SharedPage {
     pub(crate) held_back: bool,
     /// What the rows hold in memory, roughly (0: unknown).
     pub(crate) bytes: usize,
+    /// See [`TypedPage::with_scanned`].
+    pub(crate) scanned: Option<Cursor>,
 }
 
 /// The size of the page after a full one of `len` events and `bytes`, read
@@ -116,6 +118,8 @@ pub struct TypedPage<P> {
     /// The fence stopped the read below a version a writer has taken (see
     /// [`SharedPage::held_back`](SharedPage)).
     held_back: bool,
+    /// See [`TypedPage::with_scanned`].
+    scanned: Option<Cursor>,
     events: Box<dyn Iterator<Item = Result<Recorded<P>>> + Send>,
 }
 
@@ -134,8 +138,19 @@ impl<P> TypedPage<P> {
             last: rows.last().map(cursor),
             fence: None,
             held_back: false,
+            scanned: None,
             events: Box::new(rows.into_iter().map(decode)),
         }
+    }
+
+    /// The page, read over every version up to `scanned`: when it holds
+    /// fewer events than it was asked for, every event up to `scanned` that
+    /// passes the read's filter is in it (or before its start). A filtered
+    /// subscription moves its position there, matching or not, so that its
+    /// checkpoint reaches the head after events it does not take.
+    pub(crate) fn with_scanned(mut self, scanned: Cursor) -> Self {
+        self.scanned = Some(scanned);
+        self
     }
 
     /// The page, read up to `fence`: the next page of the same read may
@@ -159,6 +174,7 @@ impl TypedPage<Value> {
                 .collect(),
             held_back: self.held_back,
             bytes: self.bytes,
+            scanned: self.scanned,
         }
     }
 }

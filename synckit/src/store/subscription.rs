@@ -15,6 +15,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use futures::future::{self, BoxFuture};
 use futures::stream::{self, BoxStream};
@@ -31,6 +32,7 @@ use crate::model::validate::MAX_ID_LEN;
 use crate::store::SubscriptionSource;
 use crate::store::hub::Registration;
 use crate::store::page::{PageRow, SharedPage};
+use crate::store::progress::Progress;
 
 /// What a subscription yields.
 #[derive(Debug, Clone, PartialEq)]
@@ -41,6 +43,13 @@ pub enum Message<T = Value> {
     /// The catch-up reached the head of the store: what follows is live.
     /// Sent once per subscription.
     CaughtUp,
+    /// The subscription has read every event up to this position: the
+    /// ones after the last event it delivered do not pass its filter (or
+    /// had committed before a [`Start::Now`]). Sent when a read at the head
+    /// goes past such events, so that a durable consumer can commit the
+    /// position ([`Subscription::commit_at`]) and a restart does not read
+    /// them again.
+    Progress(Cursor),
 }
 
 /// The subscription behind the derive's typed helpers
@@ -62,9 +71,77 @@ pub fn subscribe_as<E: Event, S: SubscriptionSource>(
 type SaveCheckpoint = Arc<dyn Fn(Cursor) -> BoxFuture<'static, Result<()>> + Send + Sync>;
 type RetryDelay = Arc<dyn Fn(u32) -> BoxFuture<'static, ()> + Send + Sync>;
 
-/// How often [`Subscription::run`] calls a failing handler for one event
-/// before it stops the subscription with [`Error::Handler`].
-pub(crate) const HANDLER_ATTEMPTS: u32 = 5;
+/// How [`Subscription::run`] retries a handler that fails on an event:
+/// how many calls in all, and the wait before each next one (doubling from
+/// `backoff` up to `max_backoff`). The default: 5 calls, waiting 100 ms,
+/// 200 ms, 400 ms and 800 ms between them. Every failed call is logged
+/// (`tracing`, level warn, then error for the last) with the subscription,
+/// the event and the attempt.
+///
+/// The waits need a timer: on a tokio runtime they are tokio's; elsewhere
+/// (the in-memory store driven by another executor, wasm32) the calls
+/// follow one another at once.
+///
+/// ```
+/// use std::time::Duration;
+/// use synckit::HandlerRetry;
+///
+/// let retry = HandlerRetry::default()
+///     .with_attempts(3)
+///     .with_backoff(Duration::from_millis(10), Duration::from_secs(1));
+/// assert_eq!(retry.delay(1), Duration::from_millis(10));
+/// assert_eq!(retry.delay(2), Duration::from_millis(20));
+/// assert_eq!(HandlerRetry::once().attempts(), 1);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HandlerRetry {
+    attempts: u32,
+    backoff: Duration,
+    max_backoff: Duration,
+}
+
+impl Default for HandlerRetry {
+    fn default() -> Self {
+        HandlerRetry {
+            attempts: 5,
+            backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(5),
+        }
+    }
+}
+
+impl HandlerRetry {
+    /// One call per event: the first failure stops the subscription.
+    pub fn once() -> Self {
+        HandlerRetry::default().with_attempts(1)
+    }
+
+    /// At most `attempts` calls for one event (at least 1).
+    pub fn with_attempts(mut self, attempts: u32) -> Self {
+        self.attempts = attempts.max(1);
+        self
+    }
+
+    /// Waits `backoff` after the first failure, doubling after each next
+    /// one up to `max_backoff` (at least `backoff`).
+    pub fn with_backoff(mut self, backoff: Duration, max_backoff: Duration) -> Self {
+        self.backoff = backoff;
+        self.max_backoff = max_backoff.max(backoff);
+        self
+    }
+
+    /// The most calls for one event.
+    pub fn attempts(&self) -> u32 {
+        self.attempts
+    }
+
+    /// The wait after failed call number `attempt` (from 1).
+    pub fn delay(&self, attempt: u32) -> Duration {
+        self.backoff
+            .saturating_mul(1 << attempt.saturating_sub(1).min(20))
+            .min(self.max_backoff)
+    }
+}
 
 /// A live subscription: a [`Stream`] of recorded events in version order.
 ///
@@ -80,6 +157,8 @@ pub struct Subscription<T = Value> {
     checkpoint: Option<(String, SaveCheckpoint)>,
     retry_delay: RetryDelay,
     description: String,
+    handler_retry: HandlerRetry,
+    progress: Progress,
     _payload: PhantomData<fn() -> T>,
 }
 
@@ -109,8 +188,23 @@ impl<T> Subscription<T> {
             checkpoint: self.checkpoint,
             retry_delay: self.retry_delay,
             description: self.description,
+            handler_retry: self.handler_retry,
+            progress: self.progress,
             _payload: PhantomData,
         }
+    }
+
+    /// The same subscription with another handler retry policy for
+    /// [`Subscription::run`].
+    pub fn with_handler_retry(mut self, retry: HandlerRetry) -> Self {
+        self.handler_retry = retry;
+        self
+    }
+
+    /// How far [`Subscription::run`] has handled: take it before calling
+    /// `run`, and wait on it from elsewhere.
+    pub fn progress(&self) -> Progress {
+        self.progress.clone()
     }
 
     /// The checkpoint name of a durable subscription, else its filter.
@@ -167,6 +261,10 @@ impl<T: Payload> Subscription<T> {
                 T::from_recorded(raw).map(Message::Event)
             }
             Message::CaughtUp => Ok(Message::CaughtUp),
+            Message::Progress(position) => {
+                state.delivered.store(position.version(), Ordering::Release);
+                Ok(Message::Progress(position))
+            }
         })
     }
 }
@@ -174,46 +272,84 @@ impl<T: Payload> Subscription<T> {
 impl<T: Payload + Clone> Subscription<T> {
     /// Calls `handler` for every event, in order, until the subscription
     /// ends; a durable subscription commits its checkpoint after each
-    /// success.
+    /// success, and after reads that pass over events its filter does not
+    /// take. [`Subscription::progress`] tells how far it has got.
     ///
     /// Policy, the same on every backend:
     ///
-    /// - A handler error is retried with backoff, up to
-    ///   5 calls for the same event; then `run` returns
-    ///   [`Error::Handler`] naming the event, and the subscription stops
-    ///   there (a durable one resumes with that event).
+    /// - A handler error is retried as [`Subscription::with_handler_retry`]
+    ///   says ([`HandlerRetry::default`]: 5 calls for the same event), each
+    ///   failure logged; then `run` returns [`Error::Handler`] naming the
+    ///   subscription and the event, and the subscription stops there (a
+    ///   durable one resumes with that event).
     /// - A poison event, a stored event that cannot be decoded
     ///   ([`Error::UnreadableEvent`], or [`Error::Decode`] and
     ///   [`Error::UnknownEventType`] for the subscription's type), stops no
-    ///   one: it is logged (`tracing`, level error, with its version and
-    ///   id), counted in the `synckit_poison_events_total` counter, and
-    ///   passed over; a durable subscription's checkpoint moves past it.
-    ///   The event stays in the store, where a raw read still reaches it.
+    ///   one: it is logged (`tracing`, level error, with the subscription,
+    ///   its version and id), counted in the `synckit_poison_events_total`
+    ///   counter, and passed over; a durable subscription's checkpoint
+    ///   moves past it. The event stays in the store, where a raw read
+    ///   still reaches it.
     /// - Transient errors (see [`Error::is_transient`]) of reads and of
     ///   checkpoint saves are retried with the store's backoff; any other
-    ///   error ends `run` with that error.
+    ///   error ends `run` with [`Error::Subscription`], which names the
+    ///   subscription and holds the error.
     /// - `run` returns `Ok(())` when the store is closed.
-    pub async fn run<F, Fut, E>(mut self, mut handler: F) -> Result<()>
+    pub async fn run<F, Fut, E>(self, mut handler: F) -> Result<()>
     where
         F: FnMut(Recorded<T>) -> Fut,
         Fut: Future<Output = std::result::Result<(), E>>,
         E: Into<crate::model::error::BoxError>,
     {
-        // Owned handles, so that no borrow of `self` lives across an await
-        // (the stream inside is `Send` but not `Sync`).
-        let save = self.checkpoint.as_ref().map(|(_, save)| save.clone());
-        let retry_delay = self.retry_delay.clone();
-        let description = self.description.clone();
-        while let Some(item) = self.next().await {
+        let Subscription {
+            mut messages,
+            state,
+            checkpoint,
+            retry_delay,
+            description,
+            handler_retry,
+            progress,
+            ..
+        } = self;
+        // Waiters learn that the run stopped however it stops.
+        let _ends = progress.ends_on_drop();
+        let save = checkpoint.map(|(_, save)| save);
+        let stopped = |error: Error| Error::Subscription {
+            subscription: description.clone(),
+            source: Box::new(error),
+        };
+        while let Some(item) = messages.next().await {
             let (version, event) = match item {
-                Ok(event) => (event.version, Some(event)),
+                Ok(Message::Event(raw)) => {
+                    let version = raw.version;
+                    state.delivered.store(version, Ordering::Release);
+                    match T::from_recorded(raw) {
+                        Ok(event) => (version, Some(event)),
+                        Err(error) => match error.poisoned_event() {
+                            Some((version, id)) => {
+                                report_poison(&description, version, id, &error);
+                                (version, None)
+                            }
+                            None => return Err(stopped(error)),
+                        },
+                    }
+                }
+                Ok(Message::Progress(position)) => {
+                    state.delivered.store(position.version(), Ordering::Release);
+                    (position.version(), None)
+                }
+                Ok(Message::CaughtUp) => {
+                    progress.set_caught_up();
+                    continue;
+                }
                 Err(error) if error.is_transient() => continue,
+                Err(Error::StoreClosed) => return Ok(()),
                 Err(error) => match error.poisoned_event() {
                     Some((version, id)) => {
                         report_poison(&description, version, id, &error);
                         (version, None)
                     }
-                    None => return Err(error),
+                    None => return Err(stopped(error)),
                 },
             };
             if let Some(event) = event {
@@ -223,20 +359,19 @@ impl<T: Payload + Clone> Subscription<T> {
                     // Convert at once: the handler's error type need not be
                     // Send.
                     let outcome = handler(event.clone()).await.map_err(Into::into);
-                    match outcome {
-                        Ok(()) => break,
-                        Err(source) if attempt >= HANDLER_ATTEMPTS => {
-                            return Err(Error::Handler {
-                                subscription: description,
-                                version,
-                                source,
-                            });
-                        }
-                        Err(source) => {
-                            drop(source);
-                            retry_delay(attempt).await;
-                        }
+                    let Err(source) = outcome else { break };
+                    let last = attempt >= handler_retry.attempts();
+                    let delay = handler_retry.delay(attempt);
+                    report_handler_failure(&description, &event, attempt, handler_retry, &*source);
+                    if last {
+                        return Err(Error::Handler {
+                            subscription: description,
+                            version,
+                            source,
+                        });
                     }
+                    drop(source);
+                    pause(delay).await;
                 }
             }
             if let Some(save) = &save {
@@ -249,13 +384,62 @@ impl<T: Payload + Clone> Subscription<T> {
                             attempt += 1;
                             retry_delay(attempt).await;
                         }
-                        Err(error) => return Err(error),
+                        Err(error) => return Err(stopped(error)),
                     }
                 }
             }
+            progress.set_handled(version);
         }
         Ok(())
     }
+}
+
+/// Waits `delay` on a tokio runtime; elsewhere (no timer) not at all.
+async fn pause(delay: Duration) {
+    #[cfg(feature = "runtime")]
+    if tokio::runtime::Handle::try_current().is_ok() {
+        tokio::time::sleep(delay).await;
+    }
+    #[cfg(not(feature = "runtime"))]
+    let _ = delay;
+}
+
+/// Logs one failed handler call of [`Subscription::run`].
+fn report_handler_failure<T>(
+    subscription: &str,
+    event: &Recorded<T>,
+    attempt: u32,
+    retry: HandlerRetry,
+    error: &(dyn std::error::Error + 'static),
+) {
+    #[cfg(feature = "runtime")]
+    {
+        let attempts = retry.attempts();
+        if attempt >= attempts {
+            tracing::error!(
+                subscription,
+                version = event.version,
+                id = %event.id,
+                attempt,
+                attempts,
+                %error,
+                "handler failed on its last attempt: stopping the subscription"
+            );
+        } else {
+            tracing::warn!(
+                subscription,
+                version = event.version,
+                id = %event.id,
+                attempt,
+                attempts,
+                retry_in = ?retry.delay(attempt),
+                %error,
+                "handler failed; retrying"
+            );
+        }
+    }
+    #[cfg(not(feature = "runtime"))]
+    let _ = (subscription, event, attempt, retry, error);
 }
 
 impl<T: Payload> Stream for Subscription<T> {
@@ -265,6 +449,12 @@ impl<T: Payload> Stream for Subscription<T> {
         loop {
             return match self.messages.poll_next_unpin(cx) {
                 Poll::Ready(Some(Ok(Message::CaughtUp))) => continue,
+                Poll::Ready(Some(Ok(Message::Progress(position)))) => {
+                    self.state
+                        .delivered
+                        .store(position.version(), Ordering::Release);
+                    continue;
+                }
                 Poll::Ready(Some(Ok(Message::Event(raw)))) => {
                     self.state.delivered.store(raw.version, Ordering::Release);
                     Poll::Ready(Some(T::from_recorded(raw)))
@@ -348,12 +538,14 @@ pub(crate) async fn open<S: SubscriptionSource>(
         async move { delayer.retry_delay(attempt).await }.boxed()
     });
     let batch = store.batch_size().max(1);
+    let registration_signal = registration.signal.clone();
     let follower = Follower {
         batch,
         limit: batch,
         store,
         filter,
         position,
+        handed: position.version(),
         buffer: VecDeque::new(),
         committed_before: committed_before.into(),
         at_head: false,
@@ -369,7 +561,9 @@ pub(crate) async fn open<S: SubscriptionSource>(
         state,
         checkpoint,
         retry_delay,
+        progress: Progress::new(description.clone(), position, registration_signal),
         description,
+        handler_retry: HandlerRetry::default(),
         _payload: PhantomData,
     })
 }
@@ -384,8 +578,12 @@ struct Follower<S> {
     /// pages; subscriptions that catch up together from one position grow
     /// alike, so they share their reads too.
     limit: usize,
-    /// Version of the last event taken from the store.
+    /// How far the subscription has read: the version of the last event
+    /// taken from the store, or past it, the version a short read went
+    /// over ([`SharedPage::scanned`]).
     position: Cursor,
+    /// The position of the last row or [`Message::Progress`] handed out.
+    handed: u64,
     /// Rows read and not yet handed out: events, and stored rows that do
     /// not decode (each handed out as one error item in its place).
     buffer: VecDeque<PageRow>,
@@ -456,10 +654,12 @@ impl<S: SubscriptionSource> Follower<S> {
         loop {
             match self.buffer.pop_front() {
                 Some(Ok(event)) => {
+                    self.handed = event.version;
                     self.drive_ahead().await;
                     return Some((Ok(Message::Event(event)), self));
                 }
                 Some(Err(unreadable)) => {
+                    self.handed = unreadable.version;
                     self.state
                         .delivered
                         .store(unreadable.version, Ordering::Release);
@@ -472,6 +672,11 @@ impl<S: SubscriptionSource> Follower<S> {
                 return None;
             }
             if self.at_head {
+                if self.position.version() > self.handed {
+                    // Read past events it does not take: say how far.
+                    self.handed = self.position.version();
+                    return Some((Ok(Message::Progress(self.position)), self));
+                }
                 if !self.announced {
                     self.announced = true;
                     self.state.caught_up.store(true, Ordering::Release);
@@ -510,6 +715,14 @@ impl<S: SubscriptionSource> Follower<S> {
                             Ok(event) => event.version,
                             Err(unreadable) => unreadable.version,
                         });
+                    }
+                    match page.scanned {
+                        // A short page holds everything the filter takes up
+                        // to the version it read over.
+                        Some(scanned) if self.at_head && scanned > self.position => {
+                            self.position = scanned;
+                        }
+                        _ => {}
                     }
                     if self.at_head && page.held_back {
                         // Short because a writer below the head had not
