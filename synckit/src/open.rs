@@ -255,6 +255,27 @@ impl SubscriptionSource for AnyStore {
         each!(self, s => s.save_checkpoint(name, position).await)
     }
 
+    async fn acquire_lease(
+        &self,
+        key: &crate::store::lease::LeaseKey,
+        ttl: std::time::Duration,
+    ) -> Result<Option<u64>> {
+        each!(self, s => s.acquire_lease(key, ttl).await)
+    }
+
+    async fn release_lease(&self, key: &crate::store::lease::LeaseKey, token: u64) -> Result<()> {
+        each!(self, s => s.release_lease(key, token).await)
+    }
+
+    async fn save_leased_checkpoint(
+        &self,
+        key: &crate::store::lease::LeaseKey,
+        token: u64,
+        position: Cursor,
+    ) -> Result<bool> {
+        each!(self, s => s.save_leased_checkpoint(key, token, position).await)
+    }
+
     fn health(&self) -> Result<()> {
         each!(self, s => s.health())
     }

@@ -199,6 +199,16 @@ pub enum Error {
         source: Box<Error>,
     },
 
+    /// A durable subscription's checkpoint was not saved: its lease has
+    /// passed to another consumer of the same name (this one was paused or
+    /// cut off past the lease's time to live). The subscription goes back
+    /// to standby; the event is handled again by whoever holds the lease.
+    #[error("subscription {subscription:?} does not hold its lease: the checkpoint was not saved")]
+    LeaseLost {
+        /// The checkpoint name.
+        subscription: String,
+    },
+
     /// A subscription ended before it had handled everything a
     /// [`Progress`](crate::Progress) waiter waited for.
     #[error(

@@ -7,7 +7,9 @@ use diesel_async::RunQueryDsl;
 use super::PgStore;
 use crate::model::cursor::Cursor;
 use crate::model::error::Result;
-use crate::sql::{Number, checkpoint, db};
+use crate::sql::{Number, checkpoint, db, lease};
+use crate::store::lease::LeaseKey;
+use std::time::Duration;
 
 impl PgStore {
     /// The stored position of checkpoint `name`.
@@ -32,6 +34,41 @@ impl PgStore {
                 .await
                 .map_err(db("save_checkpoint"))?;
             Ok(())
+        })
+        .await
+    }
+
+    /// Takes or renews a lease ([`crate::sql::lease::acquire`]).
+    pub(super) async fn acquire_lease_at(&self, key: &LeaseKey, ttl: Duration) -> Result<Option<u64>> {
+        let query = lease::acquire::<Pg>(lease::PG_ACQUIRE_SQL, key, ttl);
+        self.with_conn("acquire_lease", async |conn| {
+            let rows: Vec<Number> = query.load(&mut *conn).await.map_err(db("acquire_lease"))?;
+            Ok(lease::token(rows))
+        })
+        .await
+    }
+
+    /// Gives a lease back ([`crate::sql::lease::release`]).
+    pub(super) async fn release_lease_at(&self, key: &LeaseKey, token: u64) -> Result<()> {
+        let query = lease::release::<Pg>(key, token);
+        self.with_conn("release_lease", async |conn| {
+            query.execute(&mut *conn).await.map_err(db("release_lease"))?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Saves a checkpoint under its lease ([`crate::sql::lease::save_checkpoint`]).
+    pub(super) async fn save_leased_checkpoint_at(
+        &self,
+        key: &LeaseKey,
+        token: u64,
+        position: Cursor,
+    ) -> Result<bool> {
+        let query = lease::save_checkpoint::<Pg>(key, token, position);
+        self.with_conn("save_checkpoint", async |conn| {
+            let rows: Vec<Number> = query.load(&mut *conn).await.map_err(db("save_checkpoint"))?;
+            Ok(!rows.is_empty())
         })
         .await
     }

@@ -5,6 +5,7 @@
 
 pub(crate) mod checkpoint;
 pub(crate) mod int;
+pub(crate) mod lease;
 pub(crate) mod query;
 pub(crate) mod replay;
 pub(crate) mod rows;
@@ -48,6 +49,13 @@ pub(crate) trait Dialect: Backend + Sized {
     /// Upserts a checkpoint (`$1` name, `$2` position), stamping the time
     /// the way the backend's column stores it.
     const SAVE_CHECKPOINT_SQL: &'static str;
+
+    /// Upserts a checkpoint (`$5` name, `$6` position) only while the
+    /// lease (`$1` name, `$2` part) is held by `$3` with token `$4`;
+    /// returns a row when it saved. PostgreSQL locks the lease row for the
+    /// statement, so a takeover commits before or after the save, never
+    /// during; SQLite writes one statement at a time.
+    const SAVE_LEASED_CHECKPOINT_SQL: &'static str;
 }
 
 /// The checkpoint upsert with `$now` as the time of the update.
@@ -57,6 +65,24 @@ macro_rules! save_checkpoint_sql {
             "INSERT INTO synckit_checkpoints (name, position) VALUES ($1, $2) \
              ON CONFLICT (name) DO UPDATE SET position = excluded.position, updated_at = ",
             $now
+        )
+    };
+}
+
+/// The checkpoint upsert under a lease, with `$lock` as the lease row's
+/// lock and `$now` as the time of the update (`WHERE true` keeps the
+/// upsert after a `SELECT` unambiguous to SQLite).
+macro_rules! save_leased_checkpoint_sql {
+    ($lock:literal, $now:literal) => {
+        concat!(
+            "WITH lease AS (SELECT 1 FROM synckit_leases \
+               WHERE name = $1 AND part = $2 AND owner = $3 AND token = $4",
+            $lock,
+            ") INSERT INTO synckit_checkpoints (name, position) \
+             SELECT $5, $6 FROM lease WHERE true \
+             ON CONFLICT (name) DO UPDATE SET position = excluded.position, updated_at = ",
+            $now,
+            " RETURNING position AS n"
         )
     };
 }
@@ -80,6 +106,9 @@ impl Dialect for diesel::pg::Pg {
     }
 
     const SAVE_CHECKPOINT_SQL: &'static str = save_checkpoint_sql!("now()");
+
+    const SAVE_LEASED_CHECKPOINT_SQL: &'static str =
+        save_leased_checkpoint_sql!(" FOR SHARE", "now()");
 }
 
 #[cfg(feature = "sqlite")]
@@ -104,6 +133,9 @@ impl Dialect for diesel::sqlite::Sqlite {
 
     const SAVE_CHECKPOINT_SQL: &'static str =
         save_checkpoint_sql!("strftime('%Y-%m-%dT%H:%M:%fZ', 'now')");
+
+    const SAVE_LEASED_CHECKPOINT_SQL: &'static str =
+        save_leased_checkpoint_sql!("", "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')");
 }
 
 /// One integer column `n`, possibly `NULL` (a `max`, a count, a position).

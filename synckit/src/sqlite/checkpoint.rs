@@ -8,7 +8,9 @@ use super::SqliteStore;
 use super::store::Place;
 use crate::model::cursor::Cursor;
 use crate::model::error::Result;
-use crate::sql::{Number, checkpoint};
+use crate::sql::{Number, checkpoint, lease};
+use crate::store::lease::LeaseKey;
+use std::time::Duration;
 
 impl SqliteStore {
     /// The stored position of checkpoint `name`.
@@ -27,6 +29,41 @@ impl SqliteStore {
         self.run("save_checkpoint", Place::Here, move |c| {
             query.execute(c)?;
             Ok(())
+        })
+        .await
+    }
+
+    /// Takes or renews a lease ([`crate::sql::lease::acquire`]).
+    pub(super) async fn acquire_lease_at(&self, key: &LeaseKey, ttl: Duration) -> Result<Option<u64>> {
+        let query = lease::acquire::<Sqlite>(lease::SQLITE_ACQUIRE_SQL, key, ttl);
+        self.run("acquire_lease", Place::Here, move |c| {
+            let rows: Vec<Number> = query.load(c)?;
+            Ok(lease::token(rows))
+        })
+        .await
+    }
+
+    /// Gives a lease back ([`crate::sql::lease::release`]).
+    pub(super) async fn release_lease_at(&self, key: &LeaseKey, token: u64) -> Result<()> {
+        let query = lease::release::<Sqlite>(key, token);
+        self.run("release_lease", Place::Here, move |c| {
+            query.execute(c)?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Saves a checkpoint under its lease ([`crate::sql::lease::save_checkpoint`]).
+    pub(super) async fn save_leased_checkpoint_at(
+        &self,
+        key: &LeaseKey,
+        token: u64,
+        position: Cursor,
+    ) -> Result<bool> {
+        let query = lease::save_checkpoint::<Sqlite>(key, token, position);
+        self.run("save_checkpoint", Place::Here, move |c| {
+            let rows: Vec<Number> = query.load(c)?;
+            Ok(!rows.is_empty())
         })
         .await
     }

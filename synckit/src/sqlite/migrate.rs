@@ -29,9 +29,10 @@ pub(super) fn invalid_file(path: &Path, reason: impl std::fmt::Display) -> Error
 }
 
 /// The tables a synckit file holds (the migrations create them).
-const SYNCKIT_TABLES: [&str; 4] = [
+const SYNCKIT_TABLES: [&str; 5] = [
     "events",
     "synckit_checkpoints",
+    "synckit_leases",
     "synckit_snapshots",
     "__diesel_schema_migrations",
 ];

@@ -325,6 +325,27 @@ impl SubscriptionSource for SqliteStore {
         self.save_checkpoint_at(name, position).await
     }
 
+    async fn acquire_lease(
+        &self,
+        key: &crate::store::lease::LeaseKey,
+        ttl: Duration,
+    ) -> Result<Option<u64>> {
+        self.acquire_lease_at(key, ttl).await
+    }
+
+    async fn release_lease(&self, key: &crate::store::lease::LeaseKey, token: u64) -> Result<()> {
+        self.release_lease_at(key, token).await
+    }
+
+    async fn save_leased_checkpoint(
+        &self,
+        key: &crate::store::lease::LeaseKey,
+        token: u64,
+        position: Cursor,
+    ) -> Result<bool> {
+        self.save_leased_checkpoint_at(key, token, position).await
+    }
+
     fn retry_delay(&self, attempt: u32) -> impl std::future::Future<Output = ()> + Send {
         tokio::time::sleep(Duration::from_millis(20u64 << attempt.min(8)))
     }

@@ -71,6 +71,9 @@ struct Registry {
 #[derive(Clone, Default)]
 pub struct Hub {
     inner: Arc<Mutex<Registry>>,
+    /// Raised when a subscription of this store gives its lease back (or
+    /// the store closes): its standbys try at once.
+    released: Arc<event_listener::Event>,
 }
 
 impl std::fmt::Debug for Hub {
@@ -255,6 +258,17 @@ impl Hub {
     pub(crate) fn close(&self) {
         self.lock().closed = true;
         self.notify_all();
+        self.lease_given_back();
+    }
+
+    /// Resolves once a lease is given back on this store after the call.
+    pub(crate) fn lease_released(&self) -> event_listener::EventListener {
+        self.released.listen()
+    }
+
+    /// Wakes the standbys of this store.
+    pub(crate) fn lease_given_back(&self) {
+        self.released.notify(usize::MAX);
     }
 
     /// Number of registered subscriptions.

@@ -7,6 +7,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use chrono::Utc;
 use serde_json::Value;
@@ -18,6 +19,7 @@ use crate::model::recorded::{NewEvent, Recorded};
 use crate::model::validate;
 use crate::store::aggregate::StoredSnapshot;
 use crate::store::hub::Hub;
+use crate::store::lease::LeaseKey;
 use crate::store::{
     DEFAULT_BATCH_SIZE, EventStore, SubscriptionSource, TypedPage, idempotent_replay,
 };
@@ -33,8 +35,17 @@ struct State {
     /// Indexes into `events` of each aggregate's events, in stream order.
     by_stream: HashMap<String, Vec<usize>>,
     checkpoints: HashMap<String, Cursor>,
+    /// Leases by checkpoint name and part.
+    leases: HashMap<(String, u32), MemoryLease>,
     /// Snapshots by aggregate type and id.
     snapshots: HashMap<(String, String), StoredSnapshot>,
+}
+
+/// Who holds a lease in memory.
+struct MemoryLease {
+    owner: String,
+    token: u64,
+    released: bool,
 }
 
 /// An event store held in memory; clones share it.
@@ -306,5 +317,57 @@ impl SubscriptionSource for MemoryStore {
     async fn save_checkpoint(&self, name: &str, position: Cursor) -> Result<()> {
         self.open()?.checkpoints.insert(name.to_owned(), position);
         Ok(())
+    }
+
+    /// In memory a lease never expires (its holder lives as long as the
+    /// store): it is held until given back.
+    async fn acquire_lease(&self, key: &LeaseKey, _ttl: Duration) -> Result<Option<u64>> {
+        let mut state = self.open()?;
+        let lease = state
+            .leases
+            .entry((key.name.clone(), key.part))
+            .or_insert_with(|| MemoryLease {
+                owner: key.owner.clone(),
+                token: 1,
+                released: false,
+            });
+        if lease.owner == key.owner && !lease.released {
+            return Ok(Some(lease.token));
+        }
+        if !lease.released {
+            return Ok(None);
+        }
+        lease.owner = key.owner.clone();
+        lease.token += 1;
+        lease.released = false;
+        Ok(Some(lease.token))
+    }
+
+    async fn release_lease(&self, key: &LeaseKey, token: u64) -> Result<()> {
+        let mut state = self.lock();
+        if let Some(lease) = state.leases.get_mut(&(key.name.clone(), key.part))
+            && lease.owner == key.owner
+            && lease.token == token
+        {
+            lease.released = true;
+        }
+        Ok(())
+    }
+
+    async fn save_leased_checkpoint(
+        &self,
+        key: &LeaseKey,
+        token: u64,
+        position: Cursor,
+    ) -> Result<bool> {
+        let mut state = self.open()?;
+        let holds = state
+            .leases
+            .get(&(key.name.clone(), key.part))
+            .is_some_and(|l| l.owner == key.owner && l.token == token && !l.released);
+        if holds {
+            state.checkpoints.insert(key.name.clone(), position);
+        }
+        Ok(holds)
     }
 }

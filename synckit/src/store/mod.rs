@@ -6,6 +6,7 @@ pub(crate) mod aggregate;
 #[cfg(feature = "runtime")]
 pub(crate) mod handler;
 pub mod hub;
+pub(crate) mod lease;
 pub(crate) mod memory;
 pub(crate) mod page;
 pub(crate) mod progress;
@@ -31,6 +32,7 @@ use crate::model::payload::Payload;
 use crate::model::recorded::{NewEvent, Recorded};
 use crate::store::aggregate::{Aggregate, Decide, DecideError, Decided, Loaded, StoredSnapshot};
 use crate::store::hub::Hub;
+use crate::store::lease::LeaseKey;
 use crate::store::subscription::Subscription;
 
 /// Page size of loads and catch-up reads when a backend does not say.
@@ -374,6 +376,43 @@ pub trait SubscriptionSource: EventStore {
         name: &str,
         position: Cursor,
     ) -> impl Future<Output = Result<()>> + Send;
+
+    /// Takes or renews the lease `key` for `ttl`: its fencing token, or
+    /// `None` while another consumer holds it. A store shared by several
+    /// processes keeps leases where all of them see it (the SQL backends:
+    /// the `synckit_leases` table); this default grants every lease, so a
+    /// store that does not override it has no standbys.
+    #[doc(hidden)]
+    fn acquire_lease(
+        &self,
+        key: &LeaseKey,
+        ttl: std::time::Duration,
+    ) -> impl Future<Output = Result<Option<u64>>> + Send {
+        let _ = (key, ttl);
+        std::future::ready(Ok(Some(1)))
+    }
+
+    /// Gives the lease back at once, if `key` still holds it with `token`.
+    #[doc(hidden)]
+    fn release_lease(&self, key: &LeaseKey, token: u64) -> impl Future<Output = Result<()>> + Send {
+        let _ = (key, token);
+        std::future::ready(Ok(()))
+    }
+
+    /// Saves checkpoint `key.name` at `position` if `key` still holds its
+    /// lease with `token`, in one atomic step; `false` when it does not
+    /// (nothing saved).
+    #[doc(hidden)]
+    fn save_leased_checkpoint(
+        &self,
+        key: &LeaseKey,
+        token: u64,
+        position: Cursor,
+    ) -> impl Future<Output = Result<bool>> + Send {
+        let _ = token;
+        let save = self.save_checkpoint(&key.name, position);
+        async move { save.await.map(|()| true) }
+    }
 
     /// `Err` when subscriptions can no longer be served (the listener gave
     /// up); they end with that error.

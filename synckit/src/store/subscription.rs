@@ -32,6 +32,7 @@ use crate::model::validate::MAX_ID_LEN;
 use crate::store::SubscriptionSource;
 use crate::store::hub::Registration;
 use crate::store::page::{PageRow, SharedPage};
+use crate::store::lease::{self, Held, Lease};
 use crate::store::progress::Progress;
 
 /// What a subscription yields.
@@ -159,6 +160,8 @@ pub struct Subscription<T = Value> {
     description: String,
     handler_retry: HandlerRetry,
     progress: Progress,
+    /// A durable subscription's lease.
+    lease: Option<Arc<Lease>>,
     _payload: PhantomData<fn() -> T>,
 }
 
@@ -190,8 +193,26 @@ impl<T> Subscription<T> {
             description: self.description,
             handler_retry: self.handler_retry,
             progress: self.progress,
+            lease: self.lease,
             _payload: PhantomData,
         }
+    }
+
+    /// How long a durable subscription's lease lasts without renewal
+    /// (default 10 s; renewed every third of it): how soon a standby takes
+    /// over from a consumer that died or stopped. Set it before the first
+    /// poll. No effect on other subscriptions.
+    pub fn with_lease_ttl(self, ttl: Duration) -> Self {
+        if let Some(lease) = &self.lease {
+            lease.set_ttl(ttl);
+        }
+        self
+    }
+
+    /// Whether this durable subscription holds its lease now: `false`
+    /// while it waits as a standby (and for other subscriptions).
+    pub fn holds_lease(&self) -> bool {
+        self.lease.as_ref().is_some_and(|l| l.held().is_some())
     }
 
     /// The same subscription with another handler retry policy for
@@ -309,6 +330,7 @@ impl<T: Payload + Clone> Subscription<T> {
             description,
             handler_retry,
             progress,
+            lease,
             ..
         } = self;
         // Waiters learn that the run stopped however it stops.
@@ -380,12 +402,19 @@ impl<T: Payload + Clone> Subscription<T> {
                     match save(Cursor::new(version)).await {
                         Ok(()) => break,
                         Err(Error::StoreClosed) => return Ok(()),
+                        // Another consumer holds the lease now: this one
+                        // waits as a standby again (at the next read) and
+                        // the event is the new holder's to handle.
+                        Err(Error::LeaseLost { .. }) => break,
                         Err(error) if error.is_transient() => {
                             attempt += 1;
                             retry_delay(attempt).await;
                         }
                         Err(error) => return Err(stopped(error)),
                     }
+                }
+                if lease.as_ref().is_some_and(|l| l.is_lost()) {
+                    continue;
                 }
             }
             progress.set_handled(version);
@@ -505,6 +534,7 @@ pub(crate) async fn open<S: SubscriptionSource>(
     // saves latency).
     let registration = store.hub().register(&filter);
     let mut checkpoint = None;
+    let mut lease = None;
     let mut description = filter.describe();
     let mut committed_before = Vec::new();
     let position = match start {
@@ -517,16 +547,17 @@ pub(crate) async fn open<S: SubscriptionSource>(
         }
         Start::Checkpoint(name) => {
             check_checkpoint_name(&name)?;
+            // Where it would start now; read again once the lease is held.
             let position = store.load_checkpoint(&name).await?.unwrap_or(Cursor::START);
-            let saver = store.clone();
-            let key = name.clone();
+            let held = Lease::new(name.clone(), registration.signal.clone());
+            let (saver, under) = (store.clone(), held.clone());
             let save: SaveCheckpoint = Arc::new(move |cursor| {
-                let saver = saver.clone();
-                let key = key.clone();
-                async move { saver.save_checkpoint(&key, cursor).await }.boxed()
+                let (saver, under) = (saver.clone(), under.clone());
+                async move { under.save(&saver, cursor).await }.boxed()
             });
             description = name.clone();
             checkpoint = Some((name, save));
+            lease = Some(held);
             position
         }
     };
@@ -555,6 +586,9 @@ pub(crate) async fn open<S: SubscriptionSource>(
         registration,
         state: state.clone(),
         ahead: None,
+        lease: lease.clone(),
+        held: None,
+        reload: false,
     };
     Ok(Subscription {
         messages: stream::unfold(follower, Follower::next).boxed(),
@@ -564,6 +598,7 @@ pub(crate) async fn open<S: SubscriptionSource>(
         progress: Progress::new(description.clone(), position, registration_signal),
         description,
         handler_retry: HandlerRetry::default(),
+        lease,
         _payload: PhantomData,
     })
 }
@@ -600,6 +635,11 @@ struct Follower<S> {
     /// The next page, read while this one is handed out (a catch-up: the
     /// last page came back full).
     ahead: Option<Ahead>,
+    /// A durable subscription's lease, and what holding it keeps alive.
+    lease: Option<Arc<Lease>>,
+    held: Option<Held>,
+    /// The lease was just taken: read the checkpoint again.
+    reload: bool,
 }
 
 /// A page read ahead: the wake-up generation and page size it was started
@@ -650,8 +690,69 @@ impl<S: SubscriptionSource> Follower<S> {
         }
     }
 
+    /// For a durable subscription: takes its lease when it does not hold
+    /// it (waiting as a standby while another consumer does), then starts
+    /// from the checkpoint as it is now. `Some` is a message to hand out
+    /// first: an error, or the position it starts from.
+    async fn lease(&mut self) -> Option<Result<Message>> {
+        let lease = self.lease.clone()?;
+        if self.held.is_none() || lease.is_lost() {
+            // Lost: what was read under the lease is another's to handle.
+            self.held = None;
+            self.buffer.clear();
+            self.ahead = None;
+            self.at_head = false;
+            self.committed_before.clear();
+            match lease::acquire(&self.store, &lease).await {
+                Ok(held) => {
+                    self.held = Some(held);
+                    self.reload = true;
+                }
+                Err(error) => return Some(Err(self.failed(error).await)),
+            }
+        }
+        if self.reload {
+            match self.store.load_checkpoint(&lease.key.name).await {
+                Ok(position) => {
+                    self.reload = false;
+                    self.failures = 0;
+                    let position = position.unwrap_or(Cursor::START);
+                    let moved = position != self.position;
+                    self.position = position;
+                    self.handed = position.version();
+                    self.state
+                        .delivered
+                        .store(position.version(), Ordering::Release);
+                    if moved {
+                        // Another consumer moved it since this one looked.
+                        return Some(Ok(Message::Progress(position)));
+                    }
+                }
+                Err(error) => return Some(Err(self.failed(error).await)),
+            }
+        }
+        None
+    }
+
+    /// Ends the subscription on an error no retry cures; waits the store's
+    /// backoff before a transient one is handed out.
+    async fn failed(&mut self, error: Error) -> Error {
+        if error.is_transient() {
+            self.failures += 1;
+            self.store.retry_delay(self.failures).await;
+        } else {
+            self.finished = true;
+        }
+        error
+    }
+
     async fn next(mut self) -> Option<(Result<Message>, Self)> {
         loop {
+            if !self.finished
+                && let Some(message) = self.lease().await
+            {
+                return Some((message, self));
+            }
             match self.buffer.pop_front() {
                 Some(Ok(event)) => {
                     self.handed = event.version;

@@ -1,0 +1,93 @@
+//! The SQL of leases: which consumer of a durable subscription may advance
+//! its checkpoint (the `synckit_leases` table of the leases migration).
+
+use std::time::Duration;
+
+use super::{Dialect, Number, Statement, int};
+use crate::store::lease::LeaseKey;
+
+/// Takes the lease (`$1` name, `$2` part) for `$3` for `$4` milliseconds
+/// when it is free, expired or `$3`'s already; returns its token (as a
+/// [`Number`]), one higher than before when it changes hands; no row when
+/// another consumer holds it.
+macro_rules! acquire_sql {
+    ($now:literal) => {
+        concat!(
+            "INSERT INTO synckit_leases AS l (name, part, owner, token, expires_at) \
+             VALUES ($1, $2, $3, 1, ",
+            $now,
+            " + $4) \
+             ON CONFLICT (name, part) DO UPDATE SET \
+               token = CASE WHEN l.owner = excluded.owner AND l.expires_at > 0 \
+                 THEN l.token ELSE l.token + 1 END, \
+               owner = excluded.owner, \
+               expires_at = excluded.expires_at \
+             WHERE l.owner = excluded.owner OR l.expires_at < ",
+            $now,
+            " RETURNING token AS n"
+        )
+    };
+}
+
+/// Milliseconds since the Unix epoch by the database's clock: every
+/// consumer judges expiry by the same clock.
+#[cfg(feature = "postgres")]
+pub(crate) const PG_ACQUIRE_SQL: &str =
+    acquire_sql!("(extract(epoch FROM clock_timestamp()) * 1000)::bigint");
+
+#[cfg(feature = "sqlite")]
+pub(crate) const SQLITE_ACQUIRE_SQL: &str =
+    acquire_sql!("CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)");
+
+/// Acquires or renews `key` for `ttl` (see [`acquire_sql`]).
+pub(crate) fn acquire<DB: Dialect>(
+    sql: &'static str,
+    key: &LeaseKey,
+    ttl: Duration,
+) -> Statement<'static, DB> {
+    let statement = DB::bind_text(Statement::new(sql), key.name.clone());
+    let statement = DB::bind_int(statement, i64::from(key.part));
+    let statement = DB::bind_text(statement, key.owner.clone());
+    DB::bind_int(
+        statement,
+        i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX),
+    )
+}
+
+/// The token [`acquire`] returned: `None` when another consumer holds the
+/// lease.
+pub(crate) fn token(rows: Vec<Number>) -> Option<u64> {
+    Number::first(rows).map(int::nonnegative)
+}
+
+/// Gives the lease back at once (it expires now), if `key`'s owner still
+/// holds it with `token`. The row stays, so the next token is higher.
+pub(crate) fn release<DB: Dialect>(key: &LeaseKey, token: u64) -> Statement<'static, DB> {
+    let statement = Statement::new(
+        "UPDATE synckit_leases SET expires_at = 0 \
+         WHERE name = $1 AND part = $2 AND owner = $3 AND token = $4",
+    );
+    let statement = DB::bind_text(statement, key.name.clone());
+    let statement = DB::bind_int(statement, i64::from(key.part));
+    let statement = DB::bind_text(statement, key.owner.clone());
+    DB::bind_int(statement, int::to_sql(token))
+}
+
+/// Saves checkpoint `key.name` at `position` only while `key`'s owner
+/// holds the lease with `token`, in one statement: a row (a [`Number`])
+/// when saved, none when the lease has passed to another consumer.
+pub(crate) fn save_checkpoint<DB: Dialect>(
+    key: &LeaseKey,
+    token: u64,
+    position: crate::Cursor,
+) -> Statement<'static, DB> {
+    let statement = DB::bind_text(
+        Statement::new(DB::SAVE_LEASED_CHECKPOINT_SQL),
+        key.name.clone(),
+    );
+    let statement = DB::bind_int(statement, i64::from(key.part));
+    let statement = DB::bind_text(statement, key.owner.clone());
+    let statement = DB::bind_int(statement, int::to_sql(token));
+    let statement = DB::bind_text(statement, key.name.clone());
+    DB::bind_int(statement, position.as_i64())
+}
