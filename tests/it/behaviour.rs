@@ -794,6 +794,9 @@ macro_rules! behaviour_suite {
             wait_for_returns_after_the_handler_and_fails_when_the_run_ends,
             handler_retries_follow_the_settings_and_the_error_names_the_subscription,
         );
+        $crate::behaviour_suite!(@module leases; $fresh;
+            a_second_consumer_of_a_name_waits_as_a_standby_and_takes_over,
+        );
         $crate::behaviour_suite!(@module aggregates; $fresh;
             concurrent_commands_never_overdraw_and_each_applies_once,
             a_command_id_sent_twice_and_concurrently_appends_once,

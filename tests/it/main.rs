@@ -8,6 +8,7 @@ mod evolution;
 mod group_commit;
 mod guide;
 mod import;
+mod leases;
 mod memory;
 mod open;
 mod poison;

@@ -39,7 +39,11 @@ impl PgStore {
     }
 
     /// Takes or renews a lease ([`crate::sql::lease::acquire`]).
-    pub(super) async fn acquire_lease_at(&self, key: &LeaseKey, ttl: Duration) -> Result<Option<u64>> {
+    pub(super) async fn acquire_lease_at(
+        &self,
+        key: &LeaseKey,
+        ttl: Duration,
+    ) -> Result<Option<u64>> {
         let query = lease::acquire::<Pg>(lease::PG_ACQUIRE_SQL, key, ttl);
         self.with_conn("acquire_lease", async |conn| {
             let rows: Vec<Number> = query.load(&mut *conn).await.map_err(db("acquire_lease"))?;
@@ -52,7 +56,10 @@ impl PgStore {
     pub(super) async fn release_lease_at(&self, key: &LeaseKey, token: u64) -> Result<()> {
         let query = lease::release::<Pg>(key, token);
         self.with_conn("release_lease", async |conn| {
-            query.execute(&mut *conn).await.map_err(db("release_lease"))?;
+            query
+                .execute(&mut *conn)
+                .await
+                .map_err(db("release_lease"))?;
             Ok(())
         })
         .await
@@ -67,7 +74,10 @@ impl PgStore {
     ) -> Result<bool> {
         let query = lease::save_checkpoint::<Pg>(key, token, position);
         self.with_conn("save_checkpoint", async |conn| {
-            let rows: Vec<Number> = query.load(&mut *conn).await.map_err(db("save_checkpoint"))?;
+            let rows: Vec<Number> = query
+                .load(&mut *conn)
+                .await
+                .map_err(db("save_checkpoint"))?;
             Ok(!rows.is_empty())
         })
         .await

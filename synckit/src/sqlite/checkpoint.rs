@@ -34,7 +34,11 @@ impl SqliteStore {
     }
 
     /// Takes or renews a lease ([`crate::sql::lease::acquire`]).
-    pub(super) async fn acquire_lease_at(&self, key: &LeaseKey, ttl: Duration) -> Result<Option<u64>> {
+    pub(super) async fn acquire_lease_at(
+        &self,
+        key: &LeaseKey,
+        ttl: Duration,
+    ) -> Result<Option<u64>> {
         let query = lease::acquire::<Sqlite>(lease::SQLITE_ACQUIRE_SQL, key, ttl);
         self.run("acquire_lease", Place::Here, move |c| {
             let rows: Vec<Number> = query.load(c)?;

@@ -116,7 +116,10 @@ impl Lease {
             subscription: self.key.name.clone(),
         };
         let token = self.held().ok_or_else(lost)?;
-        if store.save_leased_checkpoint(&self.key, token, position).await? {
+        if store
+            .save_leased_checkpoint(&self.key, token, position)
+            .await?
+        {
             Ok(())
         } else {
             self.lose();

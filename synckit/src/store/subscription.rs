@@ -31,8 +31,8 @@ use crate::model::recorded::Recorded;
 use crate::model::validate::MAX_ID_LEN;
 use crate::store::SubscriptionSource;
 use crate::store::hub::Registration;
-use crate::store::page::{PageRow, SharedPage};
 use crate::store::lease::{self, Held, Lease};
+use crate::store::page::{PageRow, SharedPage};
 use crate::store::progress::Progress;
 
 /// What a subscription yields.
