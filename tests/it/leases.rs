@@ -213,8 +213,10 @@ async fn members_hand_over_and_a_paused_one_cannot_commit(target: &str) {
     zombie.expect("holding 3").await;
     zombie.signal("-STOP");
 
-    // A standby here takes over once the lease expires, from 2.
-    let standby = store
+    // A standby here (a store of its own) takes over once the lease
+    // expires, from 2.
+    let other = synckit::open(target).await.unwrap();
+    let standby = other
         .subscribe(Filter::all(), Start::checkpoint("worker"))
         .await
         .unwrap()
@@ -247,11 +249,12 @@ async fn members_hand_over_and_a_paused_one_cannot_commit(target: &str) {
         Some(Cursor::new(head))
     );
 
-    // The standby here stops and gives the lease back: the member (now the
-    // standby) takes over at once, well before the 60 s lease would
-    // expire, from the checkpoint, reading nothing it had read before.
-    running.abort();
-    let _ = running.await;
+    // The standby here closes its store, which gives the lease back: the
+    // member (now the standby) takes over at once, well before the 60 s
+    // lease would expire, from the checkpoint, reading nothing it had read
+    // before.
+    other.close().await.unwrap();
+    within("the run", running).await.unwrap().unwrap();
     let next = append_n(&store, 1).await;
     zombie.expect(&format!("event {next}")).await;
     zombie.expect(&format!("commit {next} ok")).await;

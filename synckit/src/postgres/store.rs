@@ -243,6 +243,9 @@ impl EventStore for PgStore {
     }
 
     async fn close(&self) -> Result<()> {
+        if !self.inner.closed.load(Ordering::Acquire) {
+            crate::store::lease::give_back_all(self).await;
+        }
         self.inner.closed.store(true, Ordering::Release);
         // Dropping the pool closes its idle connections; connections in use
         // close when their operation ends.

@@ -255,6 +255,9 @@ impl EventStore for SqliteStore {
     }
 
     async fn close(&self) -> Result<()> {
+        if !self.inner.closed.load(Ordering::Acquire) {
+            crate::store::lease::give_back_all(self).await;
+        }
         self.inner.closed.store(true, Ordering::Release);
         if let Some(task) = self
             .inner

@@ -17,6 +17,7 @@ use futures::future::{BoxFuture, Shared, WeakShared};
 use crate::model::cursor::Cursor;
 use crate::model::error::Result;
 use crate::model::filter::Filter;
+use crate::store::lease::LeaseKey;
 use crate::store::page::SharedPage;
 use crate::store::signal::Signal;
 
@@ -65,6 +66,9 @@ struct Registry {
     /// Subscriptions whose last read the fence held back: the next commit
     /// of any stream and type wakes them (once).
     held_back: HashSet<u64>,
+    /// The leases this store's subscriptions hold, with their tokens: given
+    /// back when the store closes.
+    leases: HashMap<LeaseKey, u64>,
 }
 
 /// The wake-up registry of one store; cheap to clone.
@@ -269,6 +273,25 @@ impl Hub {
     /// Wakes the standbys of this store.
     pub(crate) fn lease_given_back(&self) {
         self.released.notify(usize::MAX);
+    }
+
+    /// Lists a lease a subscription of this store took.
+    pub(crate) fn hold_lease(&self, key: &LeaseKey, token: u64) {
+        self.lock().leases.insert(key.clone(), token);
+    }
+
+    /// Forgets a lease given back (if still listed with `token`).
+    pub(crate) fn forget_lease(&self, key: &LeaseKey, token: u64) {
+        let mut reg = self.lock();
+        if reg.leases.get(key) == Some(&token) {
+            reg.leases.remove(key);
+        }
+    }
+
+    /// The leases this store's subscriptions hold, taken off the list: a
+    /// closing store gives them back.
+    pub(crate) fn take_leases(&self) -> Vec<(LeaseKey, u64)> {
+        self.lock().leases.drain().collect()
     }
 
     /// Number of registered subscriptions.

@@ -23,6 +23,9 @@ use crate::store::signal::Signal;
 /// otherwise ([`Subscription::with_lease_ttl`](crate::Subscription::with_lease_ttl)).
 pub(crate) const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(10);
 
+/// The shortest lease: renewals every third of it stay a few per second.
+pub(crate) const MIN_LEASE_TTL: Duration = Duration::from_millis(300);
+
 /// The most a standby waits between two attempts to take a lease.
 const MAX_STANDBY_RETRY: Duration = Duration::from_secs(1);
 
@@ -71,7 +74,8 @@ impl Lease {
     }
 
     pub(crate) fn set_ttl(&self, ttl: Duration) {
-        self.ttl_ms.store(millis(ttl).max(1), Ordering::Release);
+        self.ttl_ms
+            .store(millis(ttl.max(MIN_LEASE_TTL)), Ordering::Release);
     }
 
     /// The token, when the lease is held and not known to be lost.
@@ -171,6 +175,7 @@ pub(crate) async fn acquire<S: SubscriptionSource>(store: &S, lease: &Arc<Lease>
         let released = store.hub().lease_released();
         if let Some(token) = store.acquire_lease(&lease.key, ttl).await? {
             lease.take(token);
+            store.hub().hold_lease(&lease.key, token);
             #[cfg(feature = "runtime")]
             tracing::debug!(
                 subscription = %lease.key.name,
@@ -184,6 +189,7 @@ pub(crate) async fn acquire<S: SubscriptionSource>(store: &S, lease: &Arc<Lease>
                 release: Some({
                     let (store, key) = (store.clone(), lease.key.clone());
                     async move {
+                        store.hub().forget_lease(&key, token);
                         let _ = store.release_lease(&key, token).await;
                         store.hub().lease_given_back();
                     }
@@ -246,4 +252,13 @@ fn heartbeat<S: SubscriptionSource>(
             }
         }
     }))
+}
+
+/// Gives back every lease the subscriptions of `store` hold: the first
+/// step of closing a store, so that standbys elsewhere take over at once.
+pub(crate) async fn give_back_all<S: SubscriptionSource>(store: &S) {
+    for (key, token) in store.hub().take_leases() {
+        // On failure the lease expires instead.
+        let _ = store.release_lease(&key, token).await;
+    }
 }

@@ -199,9 +199,9 @@ impl<T> Subscription<T> {
     }
 
     /// How long a durable subscription's lease lasts without renewal
-    /// (default 10 s; renewed every third of it): how soon a standby takes
-    /// over from a consumer that died or stopped. Set it before the first
-    /// poll. No effect on other subscriptions.
+    /// (default 10 s, at least 300 ms; renewed every third of it): how
+    /// soon a standby takes over from a consumer that died or stopped. Set
+    /// it before the first poll. No effect on other subscriptions.
     pub fn with_lease_ttl(self, ttl: Duration) -> Self {
         if let Some(lease) = &self.lease {
             lease.set_ttl(ttl);
