@@ -288,6 +288,12 @@ impl Hub {
         }
     }
 
+    /// Whether a subscription of this store holds `key` with `token` (not
+    /// given back, nor taken back by a closing store).
+    pub(crate) fn holds_lease(&self, key: &LeaseKey, token: u64) -> bool {
+        self.lock().leases.get(key) == Some(&token)
+    }
+
     /// The leases this store's subscriptions hold, taken off the list: a
     /// closing store gives them back.
     pub(crate) fn take_leases(&self) -> Vec<(LeaseKey, u64)> {

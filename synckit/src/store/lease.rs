@@ -238,6 +238,10 @@ fn heartbeat<S: SubscriptionSource>(
         loop {
             let ttl = lease.ttl();
             tokio::time::sleep(ttl / 3).await;
+            if !store.hub().holds_lease(&lease.key, token) {
+                // Given back by a closing store: renewing would take it again.
+                return;
+            }
             match store.acquire_lease(&lease.key, ttl).await {
                 Ok(Some(now)) if now == token => renewed = tokio::time::Instant::now(),
                 Ok(_) => return lease.lose(),

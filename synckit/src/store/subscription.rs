@@ -341,31 +341,27 @@ impl<T: Payload + Clone> Subscription<T> {
             source: Box::new(error),
         };
         while let Some(item) = messages.next().await {
-            let (version, event) = match item {
+            let item = match item {
                 Ok(Message::Event(raw)) => {
                     let version = raw.version;
                     state.delivered.store(version, Ordering::Release);
-                    match T::from_recorded(raw) {
-                        Ok(event) => (version, Some(event)),
-                        Err(error) => match error.poisoned_event() {
-                            Some((version, id)) => {
-                                report_poison(&description, version, id, &error);
-                                (version, None)
-                            }
-                            None => return Err(stopped(error)),
-                        },
-                    }
+                    T::from_recorded(raw).map(|event| (version, Some(event)))
                 }
                 Ok(Message::Progress(position)) => {
                     state.delivered.store(position.version(), Ordering::Release);
-                    (position.version(), None)
+                    Ok((position.version(), None))
                 }
                 Ok(Message::CaughtUp) => {
                     progress.set_caught_up();
                     continue;
                 }
+                Err(error) => Err(error),
+            };
+            let (version, event) = match item {
+                Ok(item) => item,
                 Err(error) if error.is_transient() => continue,
                 Err(Error::StoreClosed) => return Ok(()),
+                // A stored event that does not decode, raw or as `T`.
                 Err(error) => match error.poisoned_event() {
                     Some((version, id)) => {
                         report_poison(&description, version, id, &error);
