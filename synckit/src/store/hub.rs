@@ -290,6 +290,7 @@ impl Hub {
 
     /// Whether a subscription of this store holds `key` with `token` (not
     /// given back, nor taken back by a closing store).
+    #[cfg(feature = "runtime")]
     pub(crate) fn holds_lease(&self, key: &LeaseKey, token: u64) -> bool {
         self.lock().leases.get(key) == Some(&token)
     }

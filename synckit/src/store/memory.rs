@@ -230,6 +230,7 @@ impl EventStore for MemoryStore {
     }
 
     async fn close(&self) -> Result<()> {
+        crate::store::lease::give_back_all(self).await;
         self.lock().closed = true;
         self.hub.close();
         Ok(())
