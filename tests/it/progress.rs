@@ -272,3 +272,69 @@ pub async fn handler_retries_follow_the_settings_and_the_error_names_the_subscri
     assert_eq!(next_within(&mut plain).await.unwrap().version, 1);
     assert!(plain.next().await.is_some());
 }
+
+/// Log lines written while `f` runs on this thread.
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Every failed handler call is a log line naming the subscription, the
+/// event and the attempt; the last one says the subscription stops.
+#[tokio::test(flavor = "current_thread")]
+async fn every_failed_handler_attempt_is_logged_with_the_subscription() {
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    let sink = lines.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || Captured(sink.clone()))
+        .with_ansi(false)
+        .with_max_level(tracing::Level::WARN)
+        .finish();
+    let _logging = tracing::subscriber::set_default(subscriber);
+
+    let store = synckit::MemoryStore::new();
+    store
+        .append_event(ExpectedVersion::Any, &deposited("l", 1))
+        .await
+        .unwrap();
+    let subscription = store
+        .subscribe(Filter::all(), Start::checkpoint("ledger"))
+        .await
+        .unwrap()
+        .with_handler_retry(
+            HandlerRetry::default()
+                .with_attempts(3)
+                .with_backoff(Duration::from_millis(1), Duration::from_millis(1)),
+        );
+    let result = subscription
+        .run(|_: Recorded| async { Err("the ledger is read-only") })
+        .await;
+    assert!(matches!(result, Err(Error::Handler { version: 1, .. })));
+    let text = String::from_utf8(lines.lock().unwrap().clone()).unwrap();
+    let failures: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("handler failed"))
+        .collect();
+    assert_eq!(failures.len(), 3, "{text}");
+    for (n, line) in failures.iter().enumerate() {
+        for part in [
+            "subscription=\"ledger\"",
+            "version=1",
+            &format!("attempt={}", n + 1),
+            "attempts=3",
+            "the ledger is read-only",
+        ] {
+            assert!(line.contains(part), "{part:?} missing from {line}");
+        }
+    }
+    assert!(failures[0].contains("WARN") && failures[0].contains("retrying"));
+    assert!(failures[2].contains("ERROR") && failures[2].contains("stopping"));
+}

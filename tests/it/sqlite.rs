@@ -359,3 +359,51 @@ async fn get_count_and_config_answer_as_on_postgres() {
         Err(synckit::Error::EventNotFound { id }) if id == "missing"
     ));
 }
+
+/// An error no retry cures ends `run` with `Error::Subscription`, which
+/// names the subscription: here the checkpoint table is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_ends_with_an_error_naming_the_subscription() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.db");
+    let store = SqliteStore::connect(sqlite::Config::new(&path))
+        .await
+        .unwrap();
+    store
+        .append(
+            ExpectedVersion::Any,
+            vec![NewEvent::new("a", "T", json!({ "n": 1 }))],
+        )
+        .await
+        .unwrap();
+    let subscription = store
+        .subscribe(Filter::all(), Start::Checkpoint("auditor".into()))
+        .await
+        .unwrap();
+    rusqlite::Connection::open(&path)
+        .unwrap()
+        .execute_batch("DROP TABLE synckit_checkpoints")
+        .unwrap();
+    let result = tokio::time::timeout(
+        Duration::from_secs(20),
+        subscription.run(|_: synckit::Recorded| async { Ok::<_, std::convert::Infallible>(()) }),
+    )
+    .await
+    .expect("run ends");
+    let err = result.unwrap_err();
+    match &err {
+        synckit::Error::Subscription {
+            subscription,
+            source,
+        } => {
+            assert_eq!(subscription, "auditor");
+            assert!(
+                matches!(**source, synckit::Error::Database { .. }),
+                "{source}"
+            );
+        }
+        other => panic!("expected Error::Subscription, got {other:?}"),
+    }
+    assert!(err.to_string().contains("\"auditor\""), "{err}");
+    assert!(!err.is_transient());
+}
