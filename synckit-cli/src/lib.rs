@@ -88,6 +88,9 @@ enum Command {
         #[command(subcommand)]
         command: SchemaCommand,
     },
+    /// Durable subscriptions: checkpoint, lag behind the head, and the
+    /// consumer holding each one's lease.
+    Subscriptions,
 }
 
 #[derive(Subcommand)]
@@ -276,6 +279,16 @@ async fn run_command(cli: Cli, types: &EventTypes) -> Result<(), String> {
             println!("streams:        {}", s.streams);
             print_types(&s.per_type);
         }
+        (Command::Subscriptions, Database::Postgres(config)) => {
+            let store = PgStore::connect(config).await.map_err(|e| e.to_string())?;
+            print_subscriptions(&store.subscriptions().await.map_err(|e| e.to_string())?);
+        }
+        (Command::Subscriptions, Database::Sqlite(config)) => {
+            let store = SqliteStore::connect(config)
+                .await
+                .map_err(|e| e.to_string())?;
+            print_subscriptions(&store.subscriptions().await.map_err(|e| e.to_string())?);
+        }
         (Command::ImportSqlite { file }, Database::Postgres(config)) => {
             let source = SqliteStore::connect(sqlite::Config::new(&file))
                 .await
@@ -388,6 +401,28 @@ fn print_applied(applied: &[String]) {
     }
     for m in applied {
         println!("applied {m}");
+    }
+}
+
+/// One line per durable subscription: name, checkpoint, lag, lease.
+fn print_subscriptions(subscriptions: &[synckit::sqlite::DurableSubscription]) {
+    if subscriptions.is_empty() {
+        println!("no durable subscriptions");
+    }
+    for s in subscriptions {
+        let position = s
+            .position
+            .map_or_else(|| "none".to_owned(), |p| p.to_string());
+        let lease = match &s.holder {
+            Some(h) => format!(
+                "held by {} (token {}, {:.1} s left)",
+                h.owner,
+                h.token,
+                h.expires_in.as_secs_f64()
+            ),
+            None => "no holder".to_owned(),
+        };
+        println!("{}  checkpoint {position}  lag {}  {lease}", s.name, s.lag);
     }
 }
 

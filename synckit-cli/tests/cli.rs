@@ -359,3 +359,64 @@ fn schema_check_of_the_stock_binary_says_what_to_build() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("synckit_cli::run"), "{err}");
 }
+
+/// `synckit subscriptions` lists every checkpoint name with its position,
+/// lag and lease holder, as another process holds one of them.
+async fn subscriptions_list_checkpoints_lag_and_holders<S: synckit::SubscriptionSource>(
+    store: S,
+    target: &str,
+) {
+    use futures::StreamExt;
+    use synckit::{Cursor, Filter, Start};
+
+    let empty = synckit(target, &["subscriptions"]);
+    assert!(empty.status.success(), "{empty:?}");
+    assert_eq!(stdout(&empty).trim(), "no durable subscriptions");
+
+    let events = (0..5)
+        .map(|n| NewEvent::new("s", "T", json!({ "n": n })))
+        .collect();
+    store.append(ExpectedVersion::Any, events).await.unwrap();
+    store
+        .save_checkpoint("archive", Cursor::new(2))
+        .await
+        .unwrap();
+    // "mailer" holds its lease: it has read its first event.
+    let mut mailer = store
+        .subscribe(Filter::all(), Start::checkpoint("mailer"))
+        .await
+        .unwrap();
+    assert_eq!(mailer.next().await.unwrap().unwrap().version, 1);
+    mailer.commit().await.unwrap();
+    assert!(mailer.holds_lease());
+
+    let out = synckit(target, &["subscriptions"]);
+    assert!(out.status.success(), "{out:?}");
+    let text = stdout(&out);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    assert_eq!(lines[0], "archive  checkpoint 2  lag 3  no holder");
+    assert!(
+        lines[1].starts_with("mailer  checkpoint 1  lag 4  held by ")
+            && lines[1].contains("(token 1, "),
+        "{text}"
+    );
+    drop(mailer);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscriptions_lists_checkpoints_lag_and_holders_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.db");
+    let store = SqliteStore::connect(synckit::sqlite::Config::new(&path))
+        .await
+        .unwrap();
+    subscriptions_list_checkpoints_lag_and_holders(store, &path.display().to_string()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscriptions_lists_checkpoints_lag_and_holders_on_postgres() {
+    let url = database_url().await;
+    let store = PgStore::connect(Config::new(&url)).await.unwrap();
+    subscriptions_list_checkpoints_lag_and_holders(store, &url).await;
+}

@@ -48,6 +48,22 @@ impl PgStore {
         Ok(stats)
     }
 
+    /// Every durable subscription of the database (every checkpoint name,
+    /// an import's progress included): its checkpoint, its lag behind the
+    /// head, and the consumer holding its lease, by name.
+    pub async fn subscriptions(&self) -> Result<Vec<super::DurableSubscription>> {
+        let head = self.latest_version().await?.version();
+        self.with_conn("subscriptions", async |conn| {
+            let rows: Vec<crate::sql::lease::Listed> =
+                Statement::new(crate::sql::lease::PG_LIST_SQL)
+                    .load(&mut *conn)
+                    .await
+                    .map_err(db("subscriptions"))?;
+            Ok(crate::sql::lease::listed(rows, head))
+        })
+        .await
+    }
+
     /// Counts of events, streams and types, and the server's notification
     /// queue usage (0.0 to 1.0).
     pub async fn summary(&self) -> Result<Summary> {

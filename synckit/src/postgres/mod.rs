@@ -42,7 +42,7 @@ mod rows;
 mod store;
 mod tls;
 
-pub use crate::store::report::{MigrationReport, Summary};
+pub use crate::store::report::{DurableSubscription, LeaseHolder, MigrationReport, Summary};
 pub use admin::PoolStats;
 pub use config::Config;
 pub use import::{ImportProgress, ImportReport};

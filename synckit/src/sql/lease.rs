@@ -3,15 +3,18 @@
 
 use std::time::Duration;
 
+use diesel::sql_types::{BigInt, Nullable, Text};
+
 use super::{Dialect, Number, Statement, int};
 use crate::store::lease::LeaseKey;
+use crate::store::report::{DurableSubscription, LeaseHolder};
 
 /// Takes the lease (`$1` name, `$2` part) for `$3` for `$4` milliseconds
 /// when it is free, expired or `$3`'s already; returns its token (as a
 /// [`Number`]), one higher than before when it changes hands; no row when
 /// another consumer holds it.
 macro_rules! acquire_sql {
-    ($now:literal) => {
+    ($now:expr) => {
         concat!(
             "INSERT INTO synckit_leases AS l (name, part, owner, token, expires_at) \
              VALUES ($1, $2, $3, 1, ",
@@ -29,15 +32,89 @@ macro_rules! acquire_sql {
     };
 }
 
+/// Every durable subscription by name (a checkpoint, a lease or both): its
+/// position, and the holder of its lease while it lasts, as [`Listed`]
+/// rows.
+macro_rules! list_sql {
+    ($now:expr) => {
+        concat!(
+            "SELECT n.name AS name, c.position AS position, l.owner AS owner, \
+               l.token AS token, l.expires_at - ",
+            $now,
+            " AS remaining \
+             FROM (SELECT name FROM synckit_checkpoints UNION SELECT name FROM synckit_leases) n \
+             LEFT JOIN synckit_checkpoints c ON c.name = n.name \
+             LEFT JOIN synckit_leases l ON l.name = n.name AND l.part = 0 AND l.expires_at > ",
+            $now,
+            " ORDER BY n.name"
+        )
+    };
+}
+
 /// Milliseconds since the Unix epoch by the database's clock: every
 /// consumer judges expiry by the same clock.
 #[cfg(feature = "postgres")]
-pub(crate) const PG_ACQUIRE_SQL: &str =
-    acquire_sql!("(extract(epoch FROM clock_timestamp()) * 1000)::bigint");
+macro_rules! pg_now {
+    () => {
+        "(extract(epoch FROM clock_timestamp()) * 1000)::bigint"
+    };
+}
 
 #[cfg(feature = "sqlite")]
-pub(crate) const SQLITE_ACQUIRE_SQL: &str =
-    acquire_sql!("CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)");
+macro_rules! sqlite_now {
+    () => {
+        "CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)"
+    };
+}
+
+#[cfg(feature = "postgres")]
+pub(crate) const PG_ACQUIRE_SQL: &str = acquire_sql!(pg_now!());
+
+#[cfg(feature = "sqlite")]
+pub(crate) const SQLITE_ACQUIRE_SQL: &str = acquire_sql!(sqlite_now!());
+
+#[cfg(feature = "postgres")]
+pub(crate) const PG_LIST_SQL: &str = list_sql!(pg_now!());
+
+#[cfg(feature = "sqlite")]
+pub(crate) const SQLITE_LIST_SQL: &str = list_sql!(sqlite_now!());
+
+/// One row of the list of durable subscriptions.
+#[derive(diesel::QueryableByName)]
+pub(crate) struct Listed {
+    #[diesel(sql_type = Text)]
+    name: String,
+    #[diesel(sql_type = Nullable<BigInt>)]
+    position: Option<i64>,
+    #[diesel(sql_type = Nullable<Text>)]
+    owner: Option<String>,
+    #[diesel(sql_type = Nullable<BigInt>)]
+    token: Option<i64>,
+    #[diesel(sql_type = Nullable<BigInt>)]
+    remaining: Option<i64>,
+}
+
+/// The rows as reports, lagging behind `head`.
+pub(crate) fn listed(rows: Vec<Listed>, head: u64) -> Vec<DurableSubscription> {
+    rows.into_iter()
+        .map(|row| {
+            let position = row.position.map(int::nonnegative);
+            DurableSubscription {
+                name: row.name,
+                position,
+                lag: head.saturating_sub(position.unwrap_or(0)),
+                holder: match (row.owner, row.token, row.remaining) {
+                    (Some(owner), Some(token), Some(remaining)) => Some(LeaseHolder {
+                        owner,
+                        token: int::nonnegative(token),
+                        expires_in: Duration::from_millis(int::nonnegative(remaining)),
+                    }),
+                    _ => None,
+                },
+            }
+        })
+        .collect()
+}
 
 /// Acquires or renews `key` for `ttl` (see [`acquire_sql`]).
 pub(crate) fn acquire<DB: Dialect>(

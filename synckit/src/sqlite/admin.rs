@@ -35,6 +35,19 @@ impl SqliteStore {
         .await
     }
 
+    /// Every durable subscription of the file (every checkpoint name): its
+    /// checkpoint, its lag behind the head, and the consumer holding its
+    /// lease, by name.
+    pub async fn subscriptions(&self) -> Result<Vec<super::DurableSubscription>> {
+        let head = crate::EventStore::latest_version(self).await?.version();
+        self.run("subscriptions", Place::Here, move |c| {
+            let rows: Vec<crate::sql::lease::Listed> =
+                diesel::sql_query(crate::sql::lease::SQLITE_LIST_SQL).load(c)?;
+            Ok(crate::sql::lease::listed(rows, head))
+        })
+        .await
+    }
+
     /// Counts of events, streams and types.
     pub async fn summary(&self) -> Result<Summary> {
         #[derive(QueryableByName)]

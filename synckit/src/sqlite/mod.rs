@@ -17,7 +17,7 @@ mod rows;
 mod store;
 mod watcher;
 
-pub use crate::store::report::{MigrationReport, Summary};
+pub use crate::store::report::{DurableSubscription, LeaseHolder, MigrationReport, Summary};
 pub use config::Config;
 pub use migrate::migrate;
 pub use store::SqliteStore;
