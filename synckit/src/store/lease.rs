@@ -142,6 +142,17 @@ pub(crate) struct Held {
     #[cfg(feature = "runtime")]
     heartbeat: Option<tokio::task::JoinHandle<()>>,
     release: Option<futures::future::BoxFuture<'static, ()>>,
+    token: u64,
+}
+
+impl Held {
+    /// Lets go of a lease found lost without giving it back: the
+    /// subscription may take it again at once under the same token (no
+    /// one else took it), and a late release would free it under its feet.
+    pub(crate) fn abandon(mut self, hub: &crate::store::hub::Hub, lease: &Lease) {
+        self.release = None;
+        hub.forget_lease(&lease.key, self.token);
+    }
 }
 
 impl Drop for Held {
@@ -195,6 +206,7 @@ pub(crate) async fn acquire<S: SubscriptionSource>(store: &S, lease: &Arc<Lease>
                     }
                     .boxed()
                 }),
+                token,
             });
         }
         if !announced {

@@ -694,7 +694,9 @@ impl<S: SubscriptionSource> Follower<S> {
         let lease = self.lease.clone()?;
         if self.held.is_none() || lease.is_lost() {
             // Lost: what was read under the lease is another's to handle.
-            self.held = None;
+            if let Some(held) = self.held.take() {
+                held.abandon(self.store.hub(), &lease);
+            }
             self.buffer.clear();
             self.ahead = None;
             self.at_head = false;
