@@ -135,6 +135,7 @@ pub use store::aggregate::{
     Aggregate, Decide, DecideError, Decided, Loaded, Snapshots, StoredSnapshot,
 };
 #[cfg(feature = "runtime")]
+pub use store::group::{ConsumerGroup, Group, GroupMember, GroupPartition};
 pub use store::handler::{HandlerSubscriptions, SubscriptionHandle};
 pub use store::memory::MemoryStore;
 pub use store::progress::Progress;

@@ -276,6 +276,14 @@ impl SubscriptionSource for AnyStore {
         each!(self, s => s.save_leased_checkpoint(key, token, position).await)
     }
 
+    async fn live_leases(&self, prefix: &str) -> Result<Vec<crate::store::lease::LiveLease>> {
+        each!(self, s => s.live_leases(prefix).await)
+    }
+
+    async fn list_checkpoints(&self, prefix: &str) -> Result<Vec<(String, Cursor)>> {
+        each!(self, s => s.list_checkpoints(prefix).await)
+    }
+
     fn health(&self) -> Result<()> {
         each!(self, s => s.health())
     }

@@ -797,6 +797,10 @@ macro_rules! behaviour_suite {
         $crate::behaviour_suite!(@module leases; $fresh;
             a_second_consumer_of_a_name_waits_as_a_standby_and_takes_over,
         );
+        $crate::behaviour_suite!(@module groups; $fresh;
+            a_group_divides_its_partitions_and_rebalances_as_members_come_and_go,
+            a_member_with_another_partition_count_is_refused,
+        );
         $crate::behaviour_suite!(@module aggregates; $fresh;
             concurrent_commands_never_overdraw_and_each_applies_once,
             a_command_id_sent_twice_and_concurrently_appends_once,

@@ -6,6 +6,7 @@ mod cancel;
 mod derive;
 mod evolution;
 mod group_commit;
+mod groups;
 mod guide;
 mod import;
 mod leases;

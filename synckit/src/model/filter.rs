@@ -4,6 +4,7 @@ use std::collections::BTreeSet;
 
 use crate::model::cursor::Cursor;
 use crate::model::recorded::Recorded;
+use crate::store::group::Group;
 
 /// Selects events by stream (aggregate id) and by event type.
 ///
@@ -132,11 +133,20 @@ pub enum Start {
     /// After the last event acknowledged by the named durable subscription,
     /// stored in the database (the beginning when the name is new).
     Checkpoint(String),
+    /// As a member of a consumer group: the events of the partitions this
+    /// member owns, each partition after its own checkpoint (see
+    /// [`Group`]).
+    Group(Group),
 }
 
 impl Start {
     /// A durable subscription with this name.
     pub fn checkpoint(name: impl Into<String>) -> Self {
         Start::Checkpoint(name.into())
+    }
+
+    /// A member of the consumer group `name` of `partitions` partitions.
+    pub fn group(name: impl Into<String>, partitions: u32) -> Self {
+        Start::Group(Group::new(name, partitions))
     }
 }

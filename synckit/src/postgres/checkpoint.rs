@@ -8,7 +8,7 @@ use super::PgStore;
 use crate::model::cursor::Cursor;
 use crate::model::error::Result;
 use crate::sql::{Number, checkpoint, db, lease};
-use crate::store::lease::LeaseKey;
+use crate::store::lease::{LeaseKey, LiveLease};
 use std::time::Duration;
 
 impl PgStore {
@@ -79,6 +79,30 @@ impl PgStore {
                 .await
                 .map_err(db("save_checkpoint"))?;
             Ok(!rows.is_empty())
+        })
+        .await
+    }
+
+    /// The live leases named `prefix…`.
+    pub(super) async fn live_leases_at(&self, prefix: &str) -> Result<Vec<LiveLease>> {
+        let query = lease::live::<Pg>(lease::PG_LIVE_SQL, prefix);
+        self.with_conn("live_leases", async |conn| {
+            let rows: Vec<lease::LiveRow> =
+                query.load(&mut *conn).await.map_err(db("live_leases"))?;
+            Ok(lease::live_leases(rows))
+        })
+        .await
+    }
+
+    /// The checkpoints named `prefix…`.
+    pub(super) async fn list_checkpoints_at(&self, prefix: &str) -> Result<Vec<(String, Cursor)>> {
+        let query = lease::live::<Pg>(lease::PG_CHECKPOINTS_SQL, prefix);
+        self.with_conn("list_checkpoints", async |conn| {
+            let rows: Vec<lease::CheckpointRow> = query
+                .load(&mut *conn)
+                .await
+                .map_err(db("list_checkpoints"))?;
+            Ok(lease::checkpoints(rows))
         })
         .await
     }

@@ -355,6 +355,14 @@ impl SubscriptionSource for PgStore {
         self.save_leased_checkpoint_at(key, token, position).await
     }
 
+    async fn live_leases(&self, prefix: &str) -> Result<Vec<crate::store::lease::LiveLease>> {
+        self.live_leases_at(prefix).await
+    }
+
+    async fn list_checkpoints(&self, prefix: &str) -> Result<Vec<(String, Cursor)>> {
+        self.list_checkpoints_at(prefix).await
+    }
+
     fn health(&self) -> Result<()> {
         self.inner.listener.health()
     }

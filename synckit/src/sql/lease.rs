@@ -6,7 +6,7 @@ use std::time::Duration;
 use diesel::sql_types::{BigInt, Nullable, Text};
 
 use super::{Dialect, Number, Statement, int};
-use crate::store::lease::LeaseKey;
+use crate::store::lease::{LeaseKey, LiveLease};
 use crate::store::report::{DurableSubscription, LeaseHolder};
 
 /// Takes the lease (`$1` name, `$2` part) for `$3` for `$4` milliseconds
@@ -97,6 +97,8 @@ pub(crate) struct Listed {
 /// The rows as reports, lagging behind `head`.
 pub(crate) fn listed(rows: Vec<Listed>, head: u64) -> Vec<DurableSubscription> {
     rows.into_iter()
+        // Consumer groups' leases and checkpoints are listed as groups.
+        .filter(|row| !row.name.starts_with(crate::store::group::NAMESPACE))
         .map(|row| {
             let position = row.position.map(int::nonnegative);
             DurableSubscription {
@@ -167,4 +169,92 @@ pub(crate) fn save_checkpoint<DB: Dialect>(
     let statement = DB::bind_int(statement, int::to_sql(token));
     let statement = DB::bind_text(statement, key.name.clone());
     DB::bind_int(statement, position.as_i64())
+}
+
+/// The live leases whose names start with `$1`, as [`LiveRow`]s;
+/// `$prefix` is the dialect's "position of `$1` in `name`" function.
+macro_rules! live_sql {
+    ($now:expr, $position:literal) => {
+        concat!(
+            "SELECT name, CAST(part AS BIGINT) AS part, owner, token, expires_at - ",
+            $now,
+            " AS remaining FROM synckit_leases WHERE ",
+            $position,
+            "(name, $1) = 1 AND expires_at > ",
+            $now,
+            " ORDER BY name, part"
+        )
+    };
+}
+
+/// The checkpoints whose names start with `$1`, as [`CheckpointRow`]s.
+macro_rules! checkpoints_sql {
+    ($position:literal) => {
+        concat!(
+            "SELECT name, position FROM synckit_checkpoints WHERE ",
+            $position,
+            "(name, $1) = 1 ORDER BY name"
+        )
+    };
+}
+
+#[cfg(feature = "postgres")]
+pub(crate) const PG_LIVE_SQL: &str = live_sql!(pg_now!(), "strpos");
+
+#[cfg(feature = "sqlite")]
+pub(crate) const SQLITE_LIVE_SQL: &str = live_sql!(sqlite_now!(), "instr");
+
+#[cfg(feature = "postgres")]
+pub(crate) const PG_CHECKPOINTS_SQL: &str = checkpoints_sql!("strpos");
+
+#[cfg(feature = "sqlite")]
+pub(crate) const SQLITE_CHECKPOINTS_SQL: &str = checkpoints_sql!("instr");
+
+/// One live lease.
+#[derive(diesel::QueryableByName)]
+pub(crate) struct LiveRow {
+    #[diesel(sql_type = Text)]
+    name: String,
+    #[diesel(sql_type = BigInt)]
+    part: i64,
+    #[diesel(sql_type = Text)]
+    owner: String,
+    #[diesel(sql_type = BigInt)]
+    token: i64,
+    #[diesel(sql_type = BigInt)]
+    remaining: i64,
+}
+
+/// One stored checkpoint.
+#[derive(diesel::QueryableByName)]
+pub(crate) struct CheckpointRow {
+    #[diesel(sql_type = Text)]
+    name: String,
+    #[diesel(sql_type = BigInt)]
+    position: i64,
+}
+
+/// The live leases named `prefix…` ([`live_sql`]).
+pub(crate) fn live<DB: Dialect>(sql: &'static str, prefix: &str) -> Statement<'static, DB> {
+    DB::bind_text(Statement::new(sql), prefix.to_owned())
+}
+
+/// The rows of [`live`] as the stores' answer.
+pub(crate) fn live_leases(rows: Vec<LiveRow>) -> Vec<LiveLease> {
+    rows.into_iter()
+        .map(|row| LiveLease {
+            name: row.name,
+            part: u32::try_from(row.part).unwrap_or(0),
+            owner: row.owner,
+            token: int::nonnegative(row.token),
+            expires_in: Duration::from_millis(int::nonnegative(row.remaining)),
+        })
+        .collect()
+}
+
+/// The rows of a [`checkpoints_sql`] statement as names and positions.
+pub(crate) fn checkpoints(rows: Vec<CheckpointRow>) -> Vec<(String, crate::Cursor)> {
+    rows.into_iter()
+        .map(|row| (row.name, crate::Cursor::new(int::nonnegative(row.position))))
+        .collect()
 }

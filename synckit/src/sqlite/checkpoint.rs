@@ -9,7 +9,7 @@ use super::store::Place;
 use crate::model::cursor::Cursor;
 use crate::model::error::Result;
 use crate::sql::{Number, checkpoint, lease};
-use crate::store::lease::LeaseKey;
+use crate::store::lease::{LeaseKey, LiveLease};
 use std::time::Duration;
 
 impl SqliteStore {
@@ -68,6 +68,26 @@ impl SqliteStore {
         self.run("save_checkpoint", Place::Here, move |c| {
             let rows: Vec<Number> = query.load(c)?;
             Ok(!rows.is_empty())
+        })
+        .await
+    }
+
+    /// The live leases named `prefix…`.
+    pub(super) async fn live_leases_at(&self, prefix: &str) -> Result<Vec<LiveLease>> {
+        let query = lease::live::<Sqlite>(lease::SQLITE_LIVE_SQL, prefix);
+        self.run("live_leases", Place::Here, move |c| {
+            let rows: Vec<lease::LiveRow> = query.load(c)?;
+            Ok(lease::live_leases(rows))
+        })
+        .await
+    }
+
+    /// The checkpoints named `prefix…`.
+    pub(super) async fn list_checkpoints_at(&self, prefix: &str) -> Result<Vec<(String, Cursor)>> {
+        let query = lease::live::<Sqlite>(lease::SQLITE_CHECKPOINTS_SQL, prefix);
+        self.run("list_checkpoints", Place::Here, move |c| {
+            let rows: Vec<lease::CheckpointRow> = query.load(c)?;
+            Ok(lease::checkpoints(rows))
         })
         .await
     }

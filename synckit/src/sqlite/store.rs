@@ -349,6 +349,14 @@ impl SubscriptionSource for SqliteStore {
         self.save_leased_checkpoint_at(key, token, position).await
     }
 
+    async fn live_leases(&self, prefix: &str) -> Result<Vec<crate::store::lease::LiveLease>> {
+        self.live_leases_at(prefix).await
+    }
+
+    async fn list_checkpoints(&self, prefix: &str) -> Result<Vec<(String, Cursor)>> {
+        self.list_checkpoints_at(prefix).await
+    }
+
     fn retry_delay(&self, attempt: u32) -> impl std::future::Future<Output = ()> + Send {
         tokio::time::sleep(Duration::from_millis(20u64 << attempt.min(8)))
     }

@@ -41,6 +41,22 @@ pub struct LeaseKey {
     pub owner: String,
 }
 
+/// A lease held now, as [`SubscriptionSource::live_leases`] lists it.
+#[doc(hidden)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiveLease {
+    /// The lease's name.
+    pub name: String,
+    /// Its part.
+    pub part: u32,
+    /// Its holder.
+    pub owner: String,
+    /// Its fencing token.
+    pub token: u64,
+    /// How long it lasts unless renewed.
+    pub expires_in: Duration,
+}
+
 /// A subscription's side of its lease.
 pub(crate) struct Lease {
     pub(crate) key: LeaseKey,
@@ -56,14 +72,23 @@ pub(crate) struct Lease {
 
 impl Lease {
     pub(crate) fn new(name: String, wake: Arc<Signal>) -> Arc<Self> {
-        Arc::new(Lease {
-            key: LeaseKey {
+        Self::of(
+            LeaseKey {
                 name,
                 part: 0,
-                owner: uuid::Uuid::now_v7().to_string(),
+                owner: new_owner(),
             },
+            DEFAULT_LEASE_TTL,
+            wake,
+        )
+    }
+
+    /// The lease `key`, lasting `ttl` without renewal.
+    pub(crate) fn of(key: LeaseKey, ttl: Duration, wake: Arc<Signal>) -> Arc<Self> {
+        Arc::new(Lease {
+            key,
             token: AtomicU64::new(0),
-            ttl_ms: AtomicU64::new(millis(DEFAULT_LEASE_TTL)),
+            ttl_ms: AtomicU64::new(millis(ttl.max(MIN_LEASE_TTL))),
             lost: AtomicBool::new(false),
             wake,
         })
@@ -132,6 +157,11 @@ impl Lease {
     }
 }
 
+/// A new consumer id: unique per subscription.
+pub(crate) fn new_owner() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
+
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
@@ -181,33 +211,10 @@ impl Drop for Held {
 pub(crate) async fn acquire<S: SubscriptionSource>(store: &S, lease: &Arc<Lease>) -> Result<Held> {
     let mut announced = false;
     loop {
-        let ttl = lease.ttl();
         // Listen before trying, so that a release meanwhile is not missed.
         let released = store.hub().lease_released();
-        if let Some(token) = store.acquire_lease(&lease.key, ttl).await? {
-            lease.take(token);
-            store.hub().hold_lease(&lease.key, token);
-            #[cfg(feature = "runtime")]
-            tracing::debug!(
-                subscription = %lease.key.name,
-                owner = %lease.key.owner,
-                token,
-                "took the subscription's lease"
-            );
-            return Ok(Held {
-                #[cfg(feature = "runtime")]
-                heartbeat: heartbeat(store.clone(), lease.clone(), token),
-                release: Some({
-                    let (store, key) = (store.clone(), lease.key.clone());
-                    async move {
-                        store.hub().forget_lease(&key, token);
-                        let _ = store.release_lease(&key, token).await;
-                        store.hub().lease_given_back();
-                    }
-                    .boxed()
-                }),
-                token,
-            });
+        if let Some(held) = try_acquire(store, lease).await? {
+            return Ok(held);
         }
         if !announced {
             announced = true;
@@ -218,14 +225,55 @@ pub(crate) async fn acquire<S: SubscriptionSource>(store: &S, lease: &Arc<Lease>
                 "another consumer holds the subscription's lease: waiting as a standby"
             );
         }
-        standby_wait(released, (ttl / 3).min(MAX_STANDBY_RETRY)).await;
+        standby_wait(released, standby_retry(lease.ttl())).await;
     }
+}
+
+/// How long a standby waits between two attempts: a third of the lease's
+/// time to live, at most a second.
+pub(crate) fn standby_retry(ttl: Duration) -> Duration {
+    (ttl / 3).min(MAX_STANDBY_RETRY)
+}
+
+/// Takes `lease` when it is free (or this consumer's already), with its
+/// heartbeat; `None` while another consumer holds it.
+pub(crate) async fn try_acquire<S: SubscriptionSource>(
+    store: &S,
+    lease: &Arc<Lease>,
+) -> Result<Option<Held>> {
+    let Some(token) = store.acquire_lease(&lease.key, lease.ttl()).await? else {
+        return Ok(None);
+    };
+    lease.take(token);
+    store.hub().hold_lease(&lease.key, token);
+    #[cfg(feature = "runtime")]
+    tracing::debug!(
+        subscription = %lease.key.name,
+        part = lease.key.part,
+        owner = %lease.key.owner,
+        token,
+        "took the lease"
+    );
+    Ok(Some(Held {
+        #[cfg(feature = "runtime")]
+        heartbeat: heartbeat(store.clone(), lease.clone(), token),
+        release: Some({
+            let (store, key) = (store.clone(), lease.key.clone());
+            async move {
+                store.hub().forget_lease(&key, token);
+                let _ = store.release_lease(&key, token).await;
+                store.hub().lease_given_back();
+            }
+            .boxed()
+        }),
+        token,
+    }))
 }
 
 /// Waits for `released`, or `retry` on a tokio runtime (without one, only
 /// a release on this store wakes a standby: the in-memory store's leases
 /// never expire).
-async fn standby_wait(released: impl std::future::Future<Output = ()>, retry: Duration) {
+pub(crate) async fn standby_wait(released: impl std::future::Future<Output = ()>, retry: Duration) {
     #[cfg(feature = "runtime")]
     if tokio::runtime::Handle::try_current().is_ok() {
         let _ = tokio::time::timeout(retry, released).await;

@@ -19,7 +19,7 @@ use crate::model::recorded::{NewEvent, Recorded};
 use crate::model::validate;
 use crate::store::aggregate::StoredSnapshot;
 use crate::store::hub::Hub;
-use crate::store::lease::LeaseKey;
+use crate::store::lease::{LeaseKey, LiveLease};
 use crate::store::{
     DEFAULT_BATCH_SIZE, EventStore, SubscriptionSource, TypedPage, idempotent_replay,
 };
@@ -370,5 +370,35 @@ impl SubscriptionSource for MemoryStore {
             state.checkpoints.insert(key.name.clone(), position);
         }
         Ok(holds)
+    }
+
+    async fn live_leases(&self, prefix: &str) -> Result<Vec<LiveLease>> {
+        let state = self.open()?;
+        let mut live: Vec<LiveLease> = state
+            .leases
+            .iter()
+            .filter(|((name, _), lease)| name.starts_with(prefix) && !lease.released)
+            .map(|((name, part), lease)| LiveLease {
+                name: name.clone(),
+                part: *part,
+                owner: lease.owner.clone(),
+                token: lease.token,
+                expires_in: Duration::MAX,
+            })
+            .collect();
+        live.sort_by(|a, b| (&a.name, a.part).cmp(&(&b.name, b.part)));
+        Ok(live)
+    }
+
+    async fn list_checkpoints(&self, prefix: &str) -> Result<Vec<(String, Cursor)>> {
+        let state = self.open()?;
+        let mut found: Vec<(String, Cursor)> = state
+            .checkpoints
+            .iter()
+            .filter(|(name, _)| name.starts_with(prefix))
+            .map(|(name, position)| (name.clone(), *position))
+            .collect();
+        found.sort();
+        Ok(found)
     }
 }

@@ -3,6 +3,7 @@
 //! and the spawned handlers.
 
 pub(crate) mod aggregate;
+pub(crate) mod group;
 #[cfg(feature = "runtime")]
 pub(crate) mod handler;
 pub mod hub;
@@ -412,6 +413,55 @@ pub trait SubscriptionSource: EventStore {
         let _ = token;
         let save = self.save_checkpoint(&key.name, position);
         async move { save.await.map(|()| true) }
+    }
+
+    /// The leases whose names start with `prefix` that are held now (not
+    /// expired, not given back), by name and part. The default lists none.
+    #[doc(hidden)]
+    fn live_leases(
+        &self,
+        prefix: &str,
+    ) -> impl Future<Output = Result<Vec<crate::store::lease::LiveLease>>> + Send {
+        let _ = prefix;
+        std::future::ready(Ok(Vec::new()))
+    }
+
+    /// The stored checkpoints whose names start with `prefix`, by name.
+    /// The default lists none.
+    #[doc(hidden)]
+    fn list_checkpoints(
+        &self,
+        prefix: &str,
+    ) -> impl Future<Output = Result<Vec<(String, Cursor)>>> + Send {
+        let _ = prefix;
+        std::future::ready(Ok(Vec::new()))
+    }
+
+    /// Every consumer group ([`Start::Group`]) with a live member or a
+    /// checkpoint in this store: its live members with the partitions each
+    /// owns, and every partition's owner, checkpoint and lag behind the
+    /// head, by name.
+    ///
+    /// ```
+    /// # use synckit::{Filter, MemoryStore, Start, SubscriptionSource};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> synckit::Result<()> {
+    /// use futures::FutureExt;
+    ///
+    /// let store = MemoryStore::new();
+    /// let mut member = store.subscribe(Filter::all(), Start::group("projector", 4)).await?;
+    /// // The first poll joins the group; alone, the member owns every partition.
+    /// assert!(futures::StreamExt::next(&mut member).now_or_never().is_none());
+    /// assert_eq!(member.partitions(), vec![0, 1, 2, 3]);
+    /// let groups = store.groups().await?;
+    /// assert_eq!(groups[0].name, "projector");
+    /// assert_eq!(groups[0].members.len(), 1);
+    /// assert_eq!(groups[0].members[0].partitions, vec![0, 1, 2, 3]);
+    /// # Ok(()) }
+    /// ```
+    fn groups(&self) -> impl Future<Output = Result<Vec<crate::ConsumerGroup>>> + Send {
+        let store = self.clone();
+        async move { crate::store::group::list(&store).await }
     }
 
     /// `Err` when subscriptions can no longer be served (the listener gave

@@ -30,6 +30,7 @@ use crate::model::payload::Payload;
 use crate::model::recorded::Recorded;
 use crate::model::validate::MAX_ID_LEN;
 use crate::store::SubscriptionSource;
+use crate::store::group::Partitions;
 use crate::store::hub::Registration;
 use crate::store::lease::{self, Held, Lease};
 use crate::store::page::{PageRow, SharedPage};
@@ -160,8 +161,10 @@ pub struct Subscription<T = Value> {
     description: String,
     handler_retry: HandlerRetry,
     progress: Progress,
-    /// A durable subscription's lease.
+    /// A durable subscription's lease (a group member's liveness).
     lease: Option<Arc<Lease>>,
+    /// A group member's partitions.
+    group: Option<Partitions>,
     _payload: PhantomData<fn() -> T>,
 }
 
@@ -194,6 +197,7 @@ impl<T> Subscription<T> {
             handler_retry: self.handler_retry,
             progress: self.progress,
             lease: self.lease,
+            group: self.group,
             _payload: PhantomData,
         }
     }
@@ -210,9 +214,16 @@ impl<T> Subscription<T> {
     }
 
     /// Whether this durable subscription holds its lease now: `false`
-    /// while it waits as a standby (and for other subscriptions).
+    /// while it waits as a standby (and for other subscriptions). A group
+    /// member holds its membership's lease while it is a live member.
     pub fn holds_lease(&self) -> bool {
         self.lease.as_ref().is_some_and(|l| l.held().is_some())
+    }
+
+    /// The partitions this consumer group member owns now, in order
+    /// (empty for other subscriptions, and before the first poll).
+    pub fn partitions(&self) -> Vec<u32> {
+        self.group.as_ref().map(Partitions::owned).unwrap_or_default()
     }
 
     /// The same subscription with another handler retry policy for
@@ -516,6 +527,15 @@ fn check_checkpoint_name(name: &str) -> Result<()> {
             format!("must be 1 to {MAX_ID_LEN} bytes without NUL characters"),
         ));
     }
+    if name.starts_with(crate::store::group::NAMESPACE) {
+        return Err(Error::invalid(
+            "checkpoint name",
+            format!(
+                "names starting with {:?} are consumer groups' (Start::Group)",
+                crate::store::group::NAMESPACE
+            ),
+        ));
+    }
     Ok(())
 }
 
@@ -531,6 +551,10 @@ pub(crate) async fn open<S: SubscriptionSource>(
     let registration = store.hub().register(&filter);
     let mut checkpoint = None;
     let mut lease = None;
+    let mut follower_lease = None;
+    let mut partitions = None;
+    #[cfg(feature = "runtime")]
+    let mut member = None;
     let mut description = filter.describe();
     let mut committed_before = Vec::new();
     let position = match start {
@@ -553,8 +577,34 @@ pub(crate) async fn open<S: SubscriptionSource>(
             });
             description = name.clone();
             checkpoint = Some((name, save));
+            follower_lease = Some(held.clone());
             lease = Some(held);
             position
+        }
+        #[cfg(not(feature = "runtime"))]
+        Start::Group(group) => {
+            group.check()?;
+            return Err(Error::invalid(
+                "start",
+                "a consumer group member needs the runtime feature (a tokio timer)",
+            ));
+        }
+        #[cfg(feature = "runtime")]
+        Start::Group(group) => {
+            group.check()?;
+            let joined = crate::store::group::Member::new(group, registration.signal.clone());
+            let (saver, parts) = (store.clone(), joined.partitions.clone());
+            let save: SaveCheckpoint = Arc::new(move |cursor| {
+                let (saver, parts) = (saver.clone(), parts.clone());
+                async move { parts.save(&saver, cursor).await }.boxed()
+            });
+            description = joined.name().to_owned();
+            checkpoint = Some((description.clone(), save));
+            lease = Some(joined.liveness.clone());
+            partitions = Some(joined.partitions.clone());
+            member = Some(Box::new(joined));
+            // Where it reads from is set when it takes its first partitions.
+            Cursor::START
         }
     };
     let state = Arc::new(SharedState::default());
@@ -582,9 +632,11 @@ pub(crate) async fn open<S: SubscriptionSource>(
         registration,
         state: state.clone(),
         ahead: None,
-        lease: lease.clone(),
+        lease: follower_lease,
         held: None,
         reload: false,
+        #[cfg(feature = "runtime")]
+        group: member,
     };
     Ok(Subscription {
         messages: stream::unfold(follower, Follower::next).boxed(),
@@ -595,6 +647,7 @@ pub(crate) async fn open<S: SubscriptionSource>(
         description,
         handler_retry: HandlerRetry::default(),
         lease,
+        group: partitions,
         _payload: PhantomData,
     })
 }
@@ -636,6 +689,9 @@ struct Follower<S> {
     held: Option<Held>,
     /// The lease was just taken: read the checkpoint again.
     reload: bool,
+    /// A consumer group member: what it owns, and its steps.
+    #[cfg(feature = "runtime")]
+    group: Option<Box<crate::store::group::Member>>,
 }
 
 /// A page read ahead: the wake-up generation and page size it was started
@@ -732,6 +788,26 @@ impl<S: SubscriptionSource> Follower<S> {
         None
     }
 
+    /// For a consumer group member: drops lost partitions and, when due,
+    /// rebalances (see [`crate::store::group`]); reads again from where a
+    /// partition it took needs. `Some` is an error to hand out.
+    #[cfg(feature = "runtime")]
+    async fn group_step(&mut self) -> Option<Result<Message>> {
+        let member = self.group.as_mut()?;
+        match member.step(&self.store).await {
+            Ok(crate::store::group::Step::Read) => None,
+            Ok(crate::store::group::Step::Rewind(to)) => {
+                self.position = to;
+                self.handed = to.version();
+                self.buffer.clear();
+                self.ahead = None;
+                self.at_head = false;
+                None
+            }
+            Err(error) => Some(Err(self.failed(error).await)),
+        }
+    }
+
     /// Ends the subscription on an error no retry cures; waits the store's
     /// backoff before a transient one is handed out.
     async fn failed(&mut self, error: Error) -> Error {
@@ -751,7 +827,29 @@ impl<S: SubscriptionSource> Follower<S> {
             {
                 return Some((message, self));
             }
-            match self.buffer.pop_front() {
+            #[cfg(feature = "runtime")]
+            if !self.finished && self.group.is_some() {
+                if let Some(message) = self.group_step().await {
+                    return Some((message, self));
+                }
+                if let Some(member) = &mut self.group
+                    && member.is_idle()
+                {
+                    // No partition to read for: wait for one.
+                    member.idle_wait(&self.store).await;
+                    continue;
+                }
+            }
+            let row = self.buffer.pop_front();
+            #[cfg(feature = "runtime")]
+            if let (Some(row), Some(member)) = (&row, &self.group)
+                && !member.admit(row)
+            {
+                // Another member's partition.
+                self.drive_ahead().await;
+                continue;
+            }
+            match row {
                 Some(Ok(event)) => {
                     self.handed = event.version;
                     self.drive_ahead().await;
@@ -771,9 +869,21 @@ impl<S: SubscriptionSource> Follower<S> {
                 return None;
             }
             if self.at_head {
-                if self.position.version() > self.handed {
+                #[cfg(feature = "runtime")]
+                let behind = match &mut self.group {
+                    // Partitions whose last event is older than the head.
+                    Some(member) => member.should_report(self.position),
+                    None => false,
+                };
+                #[cfg(not(feature = "runtime"))]
+                let behind = false;
+                if self.position.version() > self.handed || behind {
                     // Read past events it does not take: say how far.
                     self.handed = self.position.version();
+                    #[cfg(feature = "runtime")]
+                    if let Some(member) = &self.group {
+                        member.passed(self.position);
+                    }
                     return Some((Ok(Message::Progress(self.position)), self));
                 }
                 if !self.announced {
@@ -781,7 +891,16 @@ impl<S: SubscriptionSource> Follower<S> {
                     self.state.caught_up.store(true, Ordering::Release);
                     return Some((Ok(Message::CaughtUp), self));
                 }
-                self.registration.signal.wait().await;
+                let woken = self.registration.signal.wait();
+                #[cfg(feature = "runtime")]
+                if let Some(member) = &self.group {
+                    // Until the member's next step at the latest.
+                    let _ = tokio::time::timeout_at(member.next_step(), woken).await;
+                } else {
+                    woken.await;
+                }
+                #[cfg(not(feature = "runtime"))]
+                woken.await;
             }
             if let Err(error) = self.store.health() {
                 self.finished = true;
