@@ -40,7 +40,7 @@ use futures::StreamExt;
 use synckit::evolution::{EventTypes, SchemaReport};
 use synckit::postgres::{Config, PgStore};
 use synckit::sqlite::{self, SqliteStore};
-use synckit::{Cursor, Filter, Recorded, Start, StoreConfig, SubscriptionSource};
+use synckit::{Cursor, EventStore, Filter, Recorded, Start, StoreConfig, SubscriptionSource};
 
 #[derive(Parser)]
 #[command(
@@ -68,9 +68,17 @@ enum Command {
         /// Only events of this type (repeatable).
         #[arg(long = "type", value_name = "TYPE")]
         types: Vec<String>,
-        /// Where to start: `beginning`, `now`, or a cursor (a version).
-        #[arg(long, default_value = "now")]
-        from: String,
+        /// Where to start: `beginning`, `now` (the default), or a cursor
+        /// (a version).
+        #[arg(long, conflicts_with = "group")]
+        from: Option<String>,
+        /// Tail as a member of this consumer group: each event is printed
+        /// by one live member of the group, after the group's checkpoints.
+        #[arg(long, value_name = "NAME")]
+        group: Option<String>,
+        /// The group's partition count (default: its live members' count).
+        #[arg(long, requires = "group", value_name = "N")]
+        partitions: Option<u32>,
         /// One JSON object per line instead of readable lines.
         #[arg(long)]
         json: bool,
@@ -91,6 +99,9 @@ enum Command {
     /// Durable subscriptions: checkpoint, lag behind the head, and the
     /// consumer holding each one's lease.
     Subscriptions,
+    /// Consumer groups: members, and each partition's owner, checkpoint
+    /// and lag.
+    Groups,
 }
 
 #[derive(Subcommand)]
@@ -157,10 +168,21 @@ async fn tail<S: SubscriptionSource>(
     json: bool,
     is_connected: impl Fn() -> Option<bool>,
 ) -> Result<(), String> {
-    let mut events = store
+    let events = store
         .subscribe(filter, start)
         .await
         .map_err(|e| e.to_string())?;
+    let tailed = follow(events, json, is_connected).await;
+    // Gives back what a group member owns at once, for the others.
+    let _ = store.close().await;
+    tailed
+}
+
+async fn follow(
+    mut events: synckit::Subscription,
+    json: bool,
+    is_connected: impl Fn() -> Option<bool>,
+) -> Result<(), String> {
     let mut stdout = std::io::stdout();
     let mut was_connected = is_connected();
     let mut ticks = tokio::time::interval(Duration::from_millis(250));
@@ -183,6 +205,13 @@ async fn tail<S: SubscriptionSource>(
                     // A closed pipe (`| head`) ends the tail quietly.
                     if writeln!(stdout, "{}", line(&event, json)).and_then(|()| stdout.flush()).is_err() {
                         return Ok(());
+                    }
+                    if events.checkpoint_name().is_some() {
+                        // A group member: printed is handled.
+                        match events.commit().await {
+                            Ok(()) | Err(synckit::Error::LeaseLost { .. }) => {}
+                            Err(e) => eprintln!("synckit: {e}; the event may print again"),
+                        }
                     }
                 }
                 Some(Err(e)) if e.is_transient() => eprintln!("synckit: {e}; retrying"),
@@ -219,6 +248,8 @@ async fn run_command(cli: Cli, types: &EventTypes) -> Result<(), String> {
                 stream,
                 types,
                 from,
+                group,
+                partitions,
                 json,
             },
             db,
@@ -230,10 +261,19 @@ async fn run_command(cli: Cli, types: &EventTypes) -> Result<(), String> {
             if !types.is_empty() {
                 filter = filter.and_types(types);
             }
-            let start = start(&from)?;
+            let start = match group {
+                Some(name) => Start::Group(synckit::Group::new(
+                    name.clone(),
+                    match partitions {
+                        Some(n) => n,
+                        None => live_partitions(&db, &name).await?,
+                    },
+                )),
+                None => start(from.as_deref().unwrap_or("now"))?,
+            };
             match db {
                 Database::Postgres(mut config) => {
-                    config.max_open_conns = 2;
+                    config.max_open_conns = 3;
                     config.min_idle_conns = 1;
                     config.reconnect_interval = Duration::from_millis(500);
                     config.max_reconnect_attempts = u32::MAX;
@@ -288,6 +328,16 @@ async fn run_command(cli: Cli, types: &EventTypes) -> Result<(), String> {
                 .await
                 .map_err(|e| e.to_string())?;
             print_subscriptions(&store.subscriptions().await.map_err(|e| e.to_string())?);
+        }
+        (Command::Groups, Database::Postgres(config)) => {
+            let store = PgStore::connect(config).await.map_err(|e| e.to_string())?;
+            print_groups(&store.groups().await.map_err(|e| e.to_string())?);
+        }
+        (Command::Groups, Database::Sqlite(config)) => {
+            let store = SqliteStore::connect(config)
+                .await
+                .map_err(|e| e.to_string())?;
+            print_groups(&store.groups().await.map_err(|e| e.to_string())?);
         }
         (Command::ImportSqlite { file }, Database::Postgres(config)) => {
             let source = SqliteStore::connect(sqlite::Config::new(&file))
@@ -423,6 +473,70 @@ fn print_subscriptions(subscriptions: &[synckit::sqlite::DurableSubscription]) {
             None => "no holder".to_owned(),
         };
         println!("{}  checkpoint {position}  lag {}  {lease}", s.name, s.lag);
+    }
+}
+
+/// The partition count of group `name` as its live members define it.
+async fn live_partitions(db: &Database, name: &str) -> Result<u32, String> {
+    let groups = match db {
+        Database::Postgres(config) => {
+            let store = PgStore::connect(config.clone())
+                .await
+                .map_err(|e| e.to_string())?;
+            let groups = store.groups().await;
+            let _ = store.close().await;
+            groups
+        }
+        Database::Sqlite(config) => {
+            let store = SqliteStore::connect(config.clone())
+                .await
+                .map_err(|e| e.to_string())?;
+            let groups = store.groups().await;
+            let _ = store.close().await;
+            groups
+        }
+    }
+    .map_err(|e| e.to_string())?;
+    groups
+        .iter()
+        .find(|g| g.name == name && !g.members.is_empty())
+        .map(|g| g.partitions)
+        .ok_or_else(|| {
+            format!("group {name} has no live member to take its partition count from: pass --partitions N")
+        })
+}
+
+/// Per group: a line, a line per member, a line per partition.
+fn print_groups(groups: &[synckit::ConsumerGroup]) {
+    if groups.is_empty() {
+        println!("no consumer groups");
+    }
+    for g in groups {
+        println!(
+            "{}  {} partitions  {} live members",
+            g.name,
+            g.partitions,
+            g.members.len()
+        );
+        for m in &g.members {
+            let parts: Vec<String> = m.partitions.iter().map(u32::to_string).collect();
+            println!(
+                "  member {}  partitions [{}]  {:.1} s left",
+                m.id,
+                parts.join(","),
+                m.expires_in.as_secs_f64()
+            );
+        }
+        for p in &g.parts {
+            let position = p
+                .position
+                .map_or_else(|| "none".to_owned(), |n| n.to_string());
+            let owner = p.owner.as_deref().unwrap_or("no owner");
+            println!(
+                "  partition {}  checkpoint {position}  lag {}  {owner}",
+                p.partition, p.lag
+            );
+        }
     }
 }
 

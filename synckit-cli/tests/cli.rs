@@ -420,3 +420,147 @@ async fn subscriptions_lists_checkpoints_lag_and_holders_on_postgres() {
     let store = PgStore::connect(Config::new(&url)).await.unwrap();
     subscriptions_list_checkpoints_lag_and_holders(store, &url).await;
 }
+
+/// A `synckit tail --json --group printers` process and its lines.
+struct GroupTail {
+    child: std::process::Child,
+    lines: mpsc::Receiver<String>,
+}
+
+impl GroupTail {
+    fn start(target: &str, extra: &[&str]) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_synckit"))
+            .args(["tail", "--json", "--group", "printers"])
+            .args(extra)
+            .env("DATABASE_URL", target)
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let (tx, lines) = mpsc::channel();
+        let out = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        GroupTail { child, lines }
+    }
+
+    /// The versions printed so far.
+    fn printed(&self) -> Vec<u64> {
+        self.lines
+            .try_iter()
+            .map(|line| {
+                let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+                v["version"].as_u64().unwrap()
+            })
+            .collect()
+    }
+}
+
+/// Two `tail --group` processes print each event once between them;
+/// `synckit groups` shows both members and who owns which partition; when
+/// one stops (Ctrl-C), the other prints what follows.
+async fn tail_group_prints_each_event_once_and_groups_lists_the_members<
+    S: synckit::SubscriptionSource,
+>(
+    store: S,
+    target: &str,
+) {
+    let none = synckit(target, &["groups"]);
+    assert_eq!(stdout(&none).trim(), "no consumer groups", "{none:?}");
+    // No live member to take the count from, and none given.
+    let refused = synckit(target, &["tail", "--group", "printers"]);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("--partitions"));
+
+    let first = GroupTail::start(target, &["--partitions", "4"]);
+    let wait_for = |what: &str, check: &dyn Fn(&str) -> bool| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let out = stdout(&synckit(target, &["groups"]));
+            if check(&out) {
+                return out;
+            }
+            assert!(std::time::Instant::now() < deadline, "{what}: {out}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    wait_for("the first member", &|out| out.contains("1 live members"));
+    // The second takes the count from the live member.
+    let second = GroupTail::start(target, &[]);
+    let out = wait_for("two members with two partitions each", &|out| {
+        out.contains("2 live members") && out.matches("partitions [").count() == 2 && {
+            out.lines()
+                .filter(|l| l.contains("partitions ["))
+                .all(|l| l.matches(',').count() == 1)
+        }
+    });
+    assert!(out.starts_with("printers  4 partitions  2 live members"), "{out}");
+    assert_eq!(out.matches("  partition ").count(), 4, "{out}");
+
+    let append = async |from: usize| {
+        let events = (from..from + 40)
+            .map(|n| NewEvent::new(format!("p-{}", n % 16), "T", json!({ "n": n })))
+            .collect();
+        store.append(ExpectedVersion::Any, events).await.unwrap();
+    };
+    append(0).await;
+    let mut printed = (Vec::new(), Vec::new());
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while printed.0.len() + printed.1.len() < 40 {
+        printed.0.extend(first.printed());
+        printed.1.extend(second.printed());
+        assert!(std::time::Instant::now() < deadline, "{printed:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(!printed.0.is_empty() && !printed.1.is_empty(), "{printed:?}");
+    let mut all: Vec<u64> = printed.0.iter().chain(&printed.1).copied().collect();
+    all.sort_unstable();
+    assert_eq!(all, (1..=40).collect::<Vec<_>>(), "each event once");
+
+    // Ctrl-C on the first: the second prints everything that follows.
+    let mut first = first;
+    Command::new("kill")
+        .args(["-INT", &first.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(first.child.wait().unwrap().success());
+    wait_for("one member with every partition", &|out| {
+        out.contains("1 live members") && out.contains("partitions [0,1,2,3]")
+    });
+    append(40).await;
+    let mut later = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while later.len() < 40 {
+        later.extend(second.printed());
+        assert!(std::time::Instant::now() < deadline, "{later:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    later.sort_unstable();
+    assert_eq!(later, (41..=80).collect::<Vec<_>>());
+    let mut second = second;
+    let _ = second.child.kill();
+    let _ = second.child.wait();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tail_group_prints_each_event_once_and_groups_lists_the_members_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.db");
+    let store = SqliteStore::connect(synckit::sqlite::Config::new(&path))
+        .await
+        .unwrap();
+    tail_group_prints_each_event_once_and_groups_lists_the_members(
+        store,
+        &path.display().to_string(),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tail_group_prints_each_event_once_and_groups_lists_the_members_on_postgres() {
+    let url = database_url().await;
+    let store = PgStore::connect(Config::new(&url)).await.unwrap();
+    tail_group_prints_each_event_once_and_groups_lists_the_members(store, &url).await;
+}

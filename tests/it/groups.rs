@@ -150,7 +150,9 @@ pub async fn a_group_divides_its_partitions_and_rebalances_as_members_come_and_g
     assert_eq!(all, vec![0, 1, 2], "every member handled its share");
 
     // Member 0 stops: its partitions pass to the two others at once.
-    members.remove(0).abort();
+    let leaving = members.remove(0);
+    leaving.abort();
+    let _ = leaving.await;
     until("two members sharing six partitions", 2, || async {
         balanced(&shares(&store, "projector").await, 2, 6)
     })

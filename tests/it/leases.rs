@@ -75,6 +75,8 @@ pub async fn a_second_consumer_of_a_name_waits_as_a_standby_and_takes_over<
 
     // The active one stops: the standby takes over where it left off.
     runs[active].abort();
+    // Stopped for sure (an abort takes effect at the task's next await).
+    let _ = (&mut runs[active]).await;
     let next = append_n(&store, 5).await;
     within("the takeover", progress[standby].wait_for(next))
         .await
