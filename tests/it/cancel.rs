@@ -328,16 +328,19 @@ async fn sqlite_futures_dropped_at_every_poll_leave_nothing_behind_multi_thread(
 
 #[tokio::test(flavor = "current_thread")]
 async fn postgres_futures_dropped_at_every_poll_leave_nothing_behind_current_thread() {
+    let _alone = crate::SATURATING.lock().await;
     sweep(pg_store().await).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_futures_dropped_at_every_poll_leave_nothing_behind_multi_thread() {
+    let _alone = crate::SATURATING.lock().await;
     sweep(pg_store().await).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pooled_postgres_futures_dropped_at_every_poll_leave_nothing_behind() {
+    let _alone = crate::SATURATING.lock().await;
     sweep(pooled_pg_store().await).await;
 }
 

@@ -390,9 +390,10 @@ impl Process {
 /// flight.
 async fn members_share_twenty_thousand_events_through_a_kill_and_a_join(target: &str) {
     const TOTAL: usize = 20_000;
+    let _alone = crate::SATURATING.lock().await;
     let store = synckit::open(target).await.unwrap();
     let mut members: Vec<Process> = (0..3)
-        .map(|_| Process::start(target, 8, 1_500, 0))
+        .map(|_| Process::start(target, 8, 3_000, 0))
         .collect();
     until("three members sharing eight partitions", 60, || async {
         balanced(&shares(&store, "workers").await, 3, 8)
@@ -424,7 +425,7 @@ async fn members_share_twenty_thousand_events_through_a_kill_and_a_join(target: 
         total_handled(&members) >= TOTAL / 2
     })
     .await;
-    members.push(Process::start(target, 8, 1_500, 0));
+    members.push(Process::start(target, 8, 3_000, 0));
     for writer in writers {
         within("the writers", 120, writer).await.unwrap();
     }

@@ -19,3 +19,9 @@ mod progress;
 mod realtime;
 mod sqlite;
 mod tls;
+
+/// Held by the tests that load both cores for long (the 20,000-event group
+/// runs) and by those that judge a leak by a short timeout (the
+/// cancellation sweeps on PostgreSQL), so that the one never runs beside
+/// the other.
+pub(crate) static SATURATING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());

@@ -15,9 +15,10 @@
 //!
 //! Each member, every third of the lease's time to live (and whenever a
 //! partition is lost or given back on its store), takes its fair share:
-//! with `n` live members, at most `ceil(partitions / n)`, preferring the
-//! partitions `p` with `p % n` equal to its rank among the members, so
-//! that members that agree on who is alive do not compete. A member over
+//! with `n` live members ranked by id, `partitions / n`, one more for the
+//! first `partitions % n` ranks, preferring the partitions `p` with
+//! `p % n` equal to its rank, so that members that agree on who is alive
+//! do not compete. A member over
 //! its share gives the extra partitions back between two events (after
 //! the last one it handled is saved), so a joining member gets its share
 //! within one lease period. A member that dies loses its partitions when
@@ -415,7 +416,13 @@ impl Member {
             .position(|o| *o == self.owner)
             .and_then(|r| u32::try_from(r).ok())
             .unwrap_or(0);
-        let share = usize::try_from(self.group.partitions.div_ceil(count)).unwrap_or(usize::MAX);
+        // Exact shares that add up to the partition count: the first
+        // `partitions % count` members by rank take one more. A member at
+        // its share does not look for more, so a lease that lapses for a
+        // moment (a late renewal) is not taken from a live member.
+        let partitions = self.group.partitions;
+        let share = usize::try_from(partitions / count + u32::from(rank < partitions % count))
+            .unwrap_or(usize::MAX);
         let preferred = |p: u32| p % count == rank;
         // Over the share: give back the partitions another member prefers,
         // highest first, each saved where this member has got to.
