@@ -21,14 +21,14 @@ use synckit::{
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::Child;
 
-async fn within<F: std::future::Future>(what: &str, seconds: u64, future: F) -> F::Output {
+pub(crate) async fn within<F: std::future::Future>(what: &str, seconds: u64, future: F) -> F::Output {
     tokio::time::timeout(Duration::from_secs(seconds), future)
         .await
         .unwrap_or_else(|_| panic!("{what}: not within {seconds} s"))
 }
 
 /// Polls `check` every 20 ms until it holds, for at most `seconds`.
-async fn until<F, Fut>(what: &str, seconds: u64, mut check: F)
+pub(crate) async fn until<F, Fut>(what: &str, seconds: u64, mut check: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
@@ -42,7 +42,7 @@ where
 }
 
 /// The partitions each live member of `group` owns, by member.
-async fn shares<S: SubscriptionSource>(store: &S, group: &str) -> Vec<Vec<u32>> {
+pub(crate) async fn shares<S: SubscriptionSource>(store: &S, group: &str) -> Vec<Vec<u32>> {
     let groups = store.groups().await.unwrap();
     let mut shares: Vec<Vec<u32>> = groups
         .iter()
@@ -55,7 +55,7 @@ async fn shares<S: SubscriptionSource>(store: &S, group: &str) -> Vec<Vec<u32>> 
 
 /// Whether the members own every partition, `per_member` or one fewer
 /// each, with `members` members.
-fn balanced(shares: &[Vec<u32>], members: usize, partitions: u32) -> bool {
+pub(crate) fn balanced(shares: &[Vec<u32>], members: usize, partitions: u32) -> bool {
     let total: usize = shares.iter().map(Vec::len).sum();
     let most = (partitions as usize).div_ceil(members.max(1));
     shares.len() == members
@@ -257,22 +257,29 @@ async fn member_process() {
     let ttl = Duration::from_millis(var("SYNCKIT_GROUP_TTL_MS").parse().unwrap());
     let hold_at: u64 = var("SYNCKIT_GROUP_HOLD_AT").parse().unwrap();
     let store = synckit::open(&target).await.unwrap();
-    let group = Start::group(
-        var("SYNCKIT_GROUP_NAME"),
-        var("SYNCKIT_GROUP_PARTITIONS").parse().unwrap(),
-    );
+    let start = match var("SYNCKIT_GROUP_PARTITIONS").parse().unwrap() {
+        0 => Start::checkpoint(var("SYNCKIT_GROUP_NAME")),
+        partitions => Start::group(var("SYNCKIT_GROUP_NAME"), partitions),
+    };
     let mut subscription = store
-        .subscribe(Filter::all(), group)
+        .subscribe(Filter::all(), start)
         .await
         .unwrap()
         .with_lease_ttl(ttl);
-    let mut input = BufReader::new(tokio::io::stdin()).lines();
     let say = |line: String| {
         use std::io::Write;
         let mut out = std::io::stdout().lock();
         writeln!(out, "member: {line}").unwrap();
         out.flush().unwrap();
     };
+    if std::env::var("SYNCKIT_GROUP_MODE").as_deref() == Ok("project") {
+        subscription = subscription.with_events_per_transaction(
+            var("SYNCKIT_GROUP_PER_TRANSACTION").parse().unwrap(),
+        );
+        crate::projection::project_into_read_model(store, subscription, say).await;
+        return;
+    }
+    let mut input = BufReader::new(tokio::io::stdin()).lines();
     while let Some(event) = subscription.next().await {
         let event = match event {
             Ok(event) => event,
@@ -309,8 +316,8 @@ struct Seen {
 }
 
 /// A member process, and what it printed so far.
-struct Process {
-    child: Child,
+pub(crate) struct Process {
+    pub(crate) child: Child,
     events: Arc<Mutex<Vec<Seen>>>,
     commits: Arc<Mutex<Vec<(u64, bool)>>>,
     holding: Arc<tokio::sync::Notify>,
@@ -318,6 +325,18 @@ struct Process {
 
 impl Process {
     fn start(target: &str, partitions: u32, ttl_ms: u64, hold_at: u64) -> Self {
+        Self::start_with(target, partitions, ttl_ms, hold_at, &[])
+    }
+
+    /// A member with more settings (`SYNCKIT_GROUP_MODE=project`: an
+    /// exactly-once projection into the table `read_model`).
+    pub(crate) fn start_with(
+        target: &str,
+        partitions: u32,
+        ttl_ms: u64,
+        hold_at: u64,
+        env: &[(&str, &str)],
+    ) -> Self {
         let mut child = tokio::process::Command::new(std::env::current_exe().unwrap())
             .args([
                 "--exact",
@@ -331,6 +350,7 @@ impl Process {
             .env("SYNCKIT_GROUP_PARTITIONS", partitions.to_string())
             .env("SYNCKIT_GROUP_TTL_MS", ttl_ms.to_string())
             .env("SYNCKIT_GROUP_HOLD_AT", hold_at.to_string())
+            .envs(env.iter().copied())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .kill_on_drop(true)
@@ -357,6 +377,12 @@ impl Process {
                         c.lock().unwrap().push((v.parse().unwrap(), *outcome == "ok"))
                     }
                     ["holding", _] => h.notify_one(),
+                    // A projection's transaction, before its commit.
+                    ["applying", v] => e.lock().unwrap().push(Seen {
+                        version: v.parse().unwrap(),
+                        aggregate: String::new(),
+                        stream_version: 0,
+                    }),
                     _ => panic!("unexpected line {said:?}"),
                 }
             }
@@ -369,11 +395,11 @@ impl Process {
         }
     }
 
-    fn handled(&self) -> usize {
+    pub(crate) fn handled(&self) -> usize {
         self.events.lock().unwrap().len()
     }
 
-    fn signal(&self, signal: &str) {
+    pub(crate) fn signal(&self, signal: &str) {
         let pid = self.child.id().unwrap().to_string();
         let status = std::process::Command::new("kill")
             .args([signal, &pid])
@@ -387,14 +413,28 @@ impl Process {
 /// is killed (SIGKILL) a quarter of the way in, a fourth joins halfway.
 /// Every event is handled; each member handles each aggregate's events in
 /// order; the only event handled twice is one the killed member had in
-/// flight.
-async fn members_share_twenty_thousand_events_through_a_kill_and_a_join(target: &str) {
+/// flight. Run as exactly-once projections (`project`), the read model
+/// holds every event exactly once.
+async fn members_share_twenty_thousand_events_through_a_kill_and_a_join(
+    target: &str,
+    project: bool,
+) {
     const TOTAL: usize = 20_000;
     let _alone = crate::SATURATING.lock().await;
     let store = synckit::open(target).await.unwrap();
-    let mut members: Vec<Process> = (0..3)
-        .map(|_| Process::start(target, 8, 3_000, 0))
-        .collect();
+    if project {
+        crate::projection::create_read_model(target).await;
+    }
+    let env: &[(&str, &str)] = if project {
+        &[
+            ("SYNCKIT_GROUP_MODE", "project"),
+            ("SYNCKIT_GROUP_PER_TRANSACTION", "10"),
+        ]
+    } else {
+        &[]
+    };
+    let start = || Process::start_with(target, 8, 3_000, 0, env);
+    let mut members: Vec<Process> = (0..3).map(|_| start()).collect();
     until("three members sharing eight partitions", 60, || async {
         balanced(&shares(&store, "workers").await, 3, 8)
     })
@@ -425,9 +465,19 @@ async fn members_share_twenty_thousand_events_through_a_kill_and_a_join(target: 
         total_handled(&members) >= TOTAL / 2
     })
     .await;
-    members.push(Process::start(target, 8, 3_000, 0));
+    members.push(start());
     for writer in writers {
         within("the writers", 120, writer).await.unwrap();
+    }
+    if project {
+        until("every event in the read model", 120, || async {
+            crate::projection::read_model(target).await.0 >= TOTAL as u64
+        })
+        .await;
+        let (rows, most) = crate::projection::read_model(target).await;
+        assert_eq!((rows, most), (TOTAL as u64, 1), "rows, most applications of one event");
+        assert!(members[3].handled() > 0, "the member that joined applied its share");
+        return;
     }
     let distinct = |members: &[Process]| {
         let mut versions: Vec<u64> = members
@@ -548,14 +598,28 @@ async fn a_paused_member_cannot_commit_for_partitions_it_lost(target: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_members_share_twenty_thousand_events_through_a_kill_and_a_join() {
     let url = synckit_workspace::database_url().await;
-    members_share_twenty_thousand_events_through_a_kill_and_a_join(&url).await;
+    members_share_twenty_thousand_events_through_a_kill_and_a_join(&url, false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_projection_members_apply_twenty_thousand_events_once_through_a_kill_and_a_join()
+{
+    let url = synckit_workspace::database_url().await;
+    members_share_twenty_thousand_events_through_a_kill_and_a_join(&url, true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_projection_members_apply_twenty_thousand_events_once_through_a_kill_and_a_join() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.db").display().to_string();
+    members_share_twenty_thousand_events_through_a_kill_and_a_join(&path, true).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_members_share_twenty_thousand_events_through_a_kill_and_a_join() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("events.db").display().to_string();
-    members_share_twenty_thousand_events_through_a_kill_and_a_join(&path).await;
+    members_share_twenty_thousand_events_through_a_kill_and_a_join(&path, false).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

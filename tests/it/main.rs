@@ -16,6 +16,7 @@ mod poison;
 mod pooler;
 mod postgres;
 mod progress;
+mod projection;
 mod realtime;
 mod sqlite;
 mod tls;

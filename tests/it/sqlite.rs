@@ -212,6 +212,18 @@ async fn bad_files_are_refused_and_left_untouched() {
     assert!(err.to_string().contains("20240101000000"), "{err}");
     assert_eq!(file_bytes(&managed), before);
 
+    // synckit's own file with an application's table beside its own (a
+    // projection's read model) opens.
+    let shared = dir.path().join("shared.db");
+    SqliteStore::open(&shared).await.unwrap().close().await.unwrap();
+    {
+        let mut c = diesel::SqliteConnection::establish(shared.to_str().unwrap()).unwrap();
+        c.batch_execute("CREATE TABLE balances (account TEXT PRIMARY KEY, amount INTEGER);")
+            .unwrap();
+    }
+    let reopened = SqliteStore::open(&shared).await.unwrap();
+    assert_eq!(reopened.latest_version().await.unwrap(), Cursor::START);
+
     let readonly = dir.path().join("readonly.db");
     {
         let store = SqliteStore::open(&readonly).await.unwrap();

@@ -37,6 +37,7 @@ mod group;
 mod import;
 mod listener;
 mod migrate;
+mod project;
 mod read;
 mod rows;
 mod store;

@@ -78,15 +78,35 @@ pub(super) fn open_checked(config: &Config) -> Result<(SqliteConnection, Vec<Str
     )
     .load(&mut conn)
     .map_err(|e| invalid_file(path, format!("not a SQLite database ({e})")))?;
-    // synckit's file holds synckit's tables and migrations only: a file
-    // another tool manages with diesel has the same migrations table, but
-    // other tables or other migration versions.
+    // synckit's file holds synckit's tables and migrations, and may hold
+    // an application's own tables beside them (the read models its
+    // projections write in the same transaction as their checkpoints). A
+    // file another tool manages with diesel has the same migrations table,
+    // but other migration versions and no synckit tables.
+    let recorded = tables
+        .iter()
+        .any(|t| t.name == "__diesel_schema_migrations");
+    let unknown: Vec<String> = if recorded {
+        let known = embedded_versions()?;
+        let applied: Vec<Name> =
+            diesel::sql_query("SELECT version AS name FROM __diesel_schema_migrations")
+                .load(&mut conn)
+                .map_err(|e| invalid_file(path, e))?;
+        applied
+            .into_iter()
+            .map(|v| v.name)
+            .filter(|v| !known.iter().any(|k| k == v))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let ours = recorded && unknown.is_empty() && tables.iter().any(|t| t.name == "events");
     let foreign: Vec<&str> = tables
         .iter()
         .map(|t| t.name.as_str())
         .filter(|name| !SYNCKIT_TABLES.contains(name))
         .collect();
-    if !foreign.is_empty() {
+    if !foreign.is_empty() && !ours {
         return Err(invalid_file(
             path,
             format!(
@@ -95,30 +115,16 @@ pub(super) fn open_checked(config: &Config) -> Result<(SqliteConnection, Vec<Str
             ),
         ));
     }
-    if tables
-        .iter()
-        .any(|t| t.name == "__diesel_schema_migrations")
-    {
-        let known = embedded_versions()?;
-        let applied: Vec<Name> =
-            diesel::sql_query("SELECT version AS name FROM __diesel_schema_migrations")
-                .load(&mut conn)
-                .map_err(|e| invalid_file(path, e))?;
-        let unknown: Vec<&str> = applied
-            .iter()
-            .map(|v| v.name.as_str())
-            .filter(|v| !known.iter().any(|k| k == v))
-            .collect();
-        if !unknown.is_empty() {
-            return Err(invalid_file(
-                path,
-                format!(
-                    "holds tables synckit did not create: its migration record lists versions synckit does not have ({}), from another tool or a newer synckit; use another file",
-                    unknown.join(", ")
-                ),
-            ));
-        }
-    } else if !tables.is_empty() {
+    if !unknown.is_empty() {
+        return Err(invalid_file(
+            path,
+            format!(
+                "holds tables synckit did not create: its migration record lists versions synckit does not have ({}), from another tool or a newer synckit; use another file",
+                unknown.join(", ")
+            ),
+        ));
+    }
+    if !recorded && !tables.is_empty() {
         return Err(invalid_file(
             path,
             format!(

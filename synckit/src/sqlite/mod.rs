@@ -12,6 +12,7 @@ mod append;
 mod checkpoint;
 mod config;
 mod migrate;
+mod project;
 mod read;
 mod rows;
 mod store;

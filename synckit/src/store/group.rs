@@ -175,6 +175,13 @@ pub(crate) struct Shared {
     processed: u64,
     /// The last event handed out, and its partition.
     last: Option<(u64, u32)>,
+    /// The partition count.
+    count: u32,
+    /// The stored checkpoints may differ from what the member holds (a
+    /// transaction whose outcome is unknown): read them again.
+    reload: bool,
+    /// Wakes the member's reader.
+    wake: Option<Arc<crate::store::signal::Signal>>,
 }
 
 /// A member's state, shared by its reader and its checkpoint saves.
@@ -191,6 +198,46 @@ impl Partitions {
         self.lock().parts.keys().copied().collect()
     }
 
+    /// The partition of an aggregate in this group.
+    pub(crate) fn partition_of(&self, aggregate_id: &str) -> u32 {
+        partition_of(aggregate_id, self.lock().count)
+    }
+
+    /// The checkpoint saves that record what the member has handled up to
+    /// `position`: of the partitions `only` (every owned one when `None`),
+    /// each at `position` or as far as it is known to be covered, when
+    /// that is past its saved checkpoint.
+    pub(crate) fn plan(&self, position: Cursor, only: Option<&[u32]>) -> Vec<(u32, Arc<Lease>, u64)> {
+        let version = position.version();
+        let shared = self.lock();
+        shared
+            .parts
+            .iter()
+            .filter(|(p, _)| only.is_none_or(|o| o.contains(p)))
+            .filter_map(|(p, part)| {
+                let at = version.min(part.floor.max(shared.processed));
+                (at > part.saved).then(|| (*p, part.lease.clone(), at))
+            })
+            .collect()
+    }
+
+    /// Records partition `p`'s checkpoint as saved at `at`.
+    pub(crate) fn mark_saved(&self, p: u32, at: u64) {
+        if let Some(part) = self.lock().parts.get_mut(&p) {
+            part.saved = part.saved.max(at);
+        }
+    }
+
+    /// Asks the member to read its partitions' checkpoints again, and to
+    /// read on from the lowest.
+    pub(crate) fn request_reload(&self) {
+        let mut shared = self.lock();
+        shared.reload = true;
+        if let Some(wake) = &shared.wake {
+            wake.raise();
+        }
+    }
+
     /// Saves what the member has handled up to `position`: the partition
     /// of the event just handed out when `position` is that event, else
     /// every owned partition. `Err(LeaseLost)` when the event's own
@@ -201,31 +248,14 @@ impl Partitions {
         store: &S,
         position: Cursor,
     ) -> Result<()> {
-        let version = position.version();
-        let (only, due): (Option<u32>, Vec<(u32, Arc<Lease>, u64)>) = {
-            let shared = self.lock();
-            let only = match shared.last {
-                Some((at, part)) if at == version => Some(part),
-                _ => None,
-            };
-            let due = shared
-                .parts
-                .iter()
-                .filter(|(p, _)| only.is_none_or(|o| o == **p))
-                .filter_map(|(p, part)| {
-                    let at = version.min(part.floor.max(shared.processed));
-                    (at > part.saved).then(|| (*p, part.lease.clone(), at))
-                })
-                .collect();
-            (only, due)
+        let only = match self.lock().last {
+            Some((at, part)) if at == position.version() => Some(part),
+            _ => None,
         };
+        let due = self.plan(position, only.as_ref().map(std::slice::from_ref));
         for (p, lease, at) in due {
             match lease.save(store, Cursor::new(at)).await {
-                Ok(()) => {
-                    if let Some(part) = self.lock().parts.get_mut(&p) {
-                        part.saved = part.saved.max(at);
-                    }
-                }
+                Ok(()) => self.mark_saved(p, at),
                 // Another partition than the event's: dropped at the step.
                 Err(Error::LeaseLost { .. }) if only != Some(p) => {}
                 Err(error) => return Err(error),
@@ -275,13 +305,16 @@ impl Member {
             lease::DEFAULT_LEASE_TTL,
             wake.clone(),
         );
+        let partitions = Partitions::default();
+        partitions.lock().count = group.partitions;
+        partitions.lock().wake = Some(wake.clone());
         Member {
             group,
             owner,
             liveness,
             alive: None,
             held: BTreeMap::new(),
-            partitions: Partitions::default(),
+            partitions,
             wake,
             next_step: None,
             reported: 0,
@@ -382,6 +415,9 @@ impl Member {
             if let (Some(held), Some(part)) = (self.held.remove(&p), part) {
                 held.abandon(store.hub(), &part.lease);
             }
+        }
+        if self.partitions.lock().reload {
+            return self.reload(store).await;
         }
         let now = tokio::time::Instant::now();
         if self.next_step.is_some_and(|at| now < at) && !self.liveness.is_lost() {
@@ -508,6 +544,42 @@ impl Member {
                         part.floor = part.floor.max(processed);
                     }
                 }
+                shared.processed = to;
+                Step::Rewind(Cursor::new(to))
+            }
+            None => Step::Read,
+        })
+    }
+
+    /// Reads every owned partition's checkpoint again and reads on from
+    /// the lowest.
+    async fn reload<S: SubscriptionSource>(&mut self, store: &S) -> Result<Step> {
+        let owned: Vec<(u32, String)> = {
+            let shared = self.partitions.lock();
+            shared
+                .parts
+                .iter()
+                .map(|(p, part)| (*p, part.lease.key.name.clone()))
+                .collect()
+        };
+        let mut stored = Vec::with_capacity(owned.len());
+        for (p, name) in owned {
+            let at = store.load_checkpoint(&name).await?;
+            stored.push((p, at.unwrap_or(Cursor::START).version()));
+        }
+        let mut shared = self.partitions.lock();
+        shared.reload = false;
+        let mut lowest = None::<u64>;
+        for (p, at) in stored {
+            if let Some(part) = shared.parts.get_mut(&p) {
+                part.floor = at;
+                part.saved = at;
+                lowest = Some(lowest.map_or(at, |l| l.min(at)));
+            }
+        }
+        shared.last = None;
+        Ok(match lowest {
+            Some(to) => {
                 shared.processed = to;
                 Step::Rewind(Cursor::new(to))
             }

@@ -66,6 +66,9 @@ pub(crate) struct Lease {
     /// The lease passed to another consumer (a save was refused, or a
     /// renewal found it taken): the subscription goes back to standby.
     lost: AtomicBool,
+    /// The stored checkpoint may differ from what the subscription holds
+    /// (a transaction whose outcome is unknown): read it again.
+    reload: AtomicBool,
     /// Wakes the subscription when the lease is lost.
     wake: Arc<Signal>,
 }
@@ -90,6 +93,7 @@ impl Lease {
             token: AtomicU64::new(0),
             ttl_ms: AtomicU64::new(millis(ttl.max(MIN_LEASE_TTL))),
             lost: AtomicBool::new(false),
+            reload: AtomicBool::new(false),
             wake,
         })
     }
@@ -114,6 +118,18 @@ impl Lease {
 
     pub(crate) fn is_lost(&self) -> bool {
         self.lost.load(Ordering::Acquire)
+    }
+
+    /// Asks the subscription to read its checkpoint again before it goes
+    /// on.
+    pub(crate) fn request_reload(&self) {
+        self.reload.store(true, Ordering::Release);
+        self.wake.raise();
+    }
+
+    /// Whether a reload was asked for since the last call.
+    pub(crate) fn take_reload(&self) -> bool {
+        self.reload.swap(false, Ordering::AcqRel)
     }
 
     fn take(&self, token: u64) {

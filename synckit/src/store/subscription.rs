@@ -165,6 +165,8 @@ pub struct Subscription<T = Value> {
     lease: Option<Arc<Lease>>,
     /// A group member's partitions.
     group: Option<Partitions>,
+    /// The most events a projection applies in one transaction.
+    per_transaction: usize,
     _payload: PhantomData<fn() -> T>,
 }
 
@@ -198,8 +200,19 @@ impl<T> Subscription<T> {
             progress: self.progress,
             lease: self.lease,
             group: self.group,
+            per_transaction: self.per_transaction,
             _payload: PhantomData,
         }
+    }
+
+    /// How many events a projection (`PgStore::project`,
+    /// `SqliteStore::project`) may apply in one transaction: up to `n`
+    /// (at least 1; default 1) of those already read, never waiting for
+    /// more. Larger transactions commit less often; a handler failure
+    /// retries the whole transaction.
+    pub fn with_events_per_transaction(mut self, n: usize) -> Self {
+        self.per_transaction = n.max(1);
+        self
     }
 
     /// How long a durable subscription's lease lasts without renewal
@@ -430,6 +443,271 @@ impl<T: Payload + Clone> Subscription<T> {
     }
 }
 
+/// A checkpoint save a projection's transaction makes: the lease it is
+/// made under and the position.
+#[derive(Debug, Clone)]
+pub(crate) struct LeasedSave {
+    pub(crate) key: crate::store::lease::LeaseKey,
+    pub(crate) token: u64,
+    pub(crate) position: Cursor,
+}
+
+/// What one projection transaction came to.
+#[cfg_attr(not(any(feature = "postgres", feature = "sqlite")), allow(dead_code))]
+pub(crate) enum Applied {
+    /// The events applied and the checkpoints saved, together.
+    Committed,
+    /// The handler failed: rolled back.
+    Failed(crate::model::error::BoxError),
+    /// Save number `.0` found its lease passed to another consumer:
+    /// rolled back.
+    LeaseLost(usize),
+}
+
+/// A backend's projection transaction: applies `events` and makes
+/// `saves` in one transaction, or neither.
+#[cfg_attr(not(any(feature = "postgres", feature = "sqlite")), allow(dead_code))]
+pub(crate) trait Apply<T>: Send {
+    fn apply(&mut self, events: Vec<Recorded<T>>, saves: Vec<LeasedSave>) -> BoxFuture<'_, Result<Applied>>;
+}
+
+impl<T: Payload + Clone> Subscription<T> {
+    /// Drives a projection: gathers up to `per_transaction` events already
+    /// read, with the checkpoint saves that record them, and hands both to
+    /// `apply`, which commits them in one transaction or not at all. After
+    /// a transaction whose outcome is unknown (a transient error) the
+    /// subscription reads its checkpoints again, so what committed is
+    /// never applied twice and what did not is applied again.
+    #[cfg_attr(not(any(feature = "postgres", feature = "sqlite")), allow(dead_code))]
+    pub(crate) async fn project_with<A: Apply<T>>(self, mut apply: A) -> Result<()> {
+        let Subscription {
+            mut messages,
+            state,
+            retry_delay,
+            description,
+            handler_retry,
+            progress,
+            lease,
+            group,
+            per_transaction,
+            ..
+        } = self;
+        if lease.is_none() {
+            return Err(Error::invalid(
+                "subscription",
+                "a projection needs a durable subscription (Start::Checkpoint or Start::Group)",
+            ));
+        }
+        let _ends = progress.ends_on_drop();
+        let stopped = |error: Error| Error::Subscription {
+            subscription: description.clone(),
+            source: Box::new(error),
+        };
+        let mut failures = 0;
+        loop {
+            let mut events: Vec<Recorded<T>> = Vec::new();
+            let mut position = None::<Cursor>;
+            // Passed over events (filtered out, undecodable): every
+            // partition's checkpoint moves, not only the events'.
+            let mut passed_over = false;
+            let mut ended = false;
+            let mut item = messages.next().await;
+            loop {
+                let at = match &item {
+                    Some(Ok(Message::Event(raw))) => Some(raw.version),
+                    Some(Ok(Message::Progress(at))) => Some(at.version()),
+                    Some(Err(error)) => error.poisoned_event().map(|(v, _)| v),
+                    _ => None,
+                };
+                if let (Some(at), Some(before)) = (at, position)
+                    && at < before.version()
+                {
+                    // The subscription went back to its checkpoint (a
+                    // takeover, a reload). A plain one reads again all it
+                    // had read after it: start the batch over. A group
+                    // member reads again only a partition it just took:
+                    // each partition's save below is its own.
+                    if group.is_none() {
+                        events.clear();
+                        passed_over = false;
+                        position = None;
+                    }
+                }
+                let furthest = |position: Option<Cursor>, at: Cursor| {
+                    Some(position.map_or(at, |p| p.max(at)))
+                };
+                match item {
+                    None => ended = true,
+                    Some(Ok(Message::Event(raw))) => {
+                        let version = raw.version;
+                        state.delivered.store(version, Ordering::Release);
+                        position = furthest(position, Cursor::new(version));
+                        match T::from_recorded(raw) {
+                            Ok(event) => events.push(event),
+                            Err(error) => match error.poisoned_event() {
+                                Some((version, id)) => {
+                                    report_poison(&description, version, id, &error);
+                                    passed_over = true;
+                                }
+                                None => return Err(stopped(error)),
+                            },
+                        }
+                    }
+                    Some(Ok(Message::Progress(at))) => {
+                        state.delivered.store(at.version(), Ordering::Release);
+                        position = furthest(position, at);
+                        passed_over = true;
+                    }
+                    Some(Ok(Message::CaughtUp)) => progress.set_caught_up(),
+                    Some(Err(error)) if error.is_transient() => {}
+                    Some(Err(Error::StoreClosed)) => return Ok(()),
+                    Some(Err(error)) => match error.poisoned_event() {
+                        Some((version, id)) => {
+                            report_poison(&description, version, id, &error);
+                            position = furthest(position, Cursor::new(version));
+                            passed_over = true;
+                        }
+                        None => return Err(stopped(error)),
+                    },
+                }
+                if ended || events.len() >= per_transaction {
+                    break;
+                }
+                // More of what is read already, without waiting.
+                match messages.next().now_or_never() {
+                    Some(next) => item = next,
+                    None => break,
+                }
+            }
+            let Some(position) = position else {
+                if ended {
+                    return Ok(());
+                }
+                continue;
+            };
+            let mut leases = Vec::new();
+            let mut saves = Vec::new();
+            match (&group, &lease) {
+                (Some(parts), _) => {
+                    // Each partition at its own last event of the batch,
+                    // every partition as far as the batch read when it
+                    // passed over events.
+                    let mut targets: std::collections::BTreeMap<u32, (Arc<Lease>, u64)> =
+                        Default::default();
+                    let mut plan = |planned: Vec<(u32, Arc<Lease>, u64)>| {
+                        for (p, part, at) in planned {
+                            let target = targets.entry(p).or_insert((part, at));
+                            target.1 = target.1.max(at);
+                        }
+                    };
+                    for event in &events {
+                        let p = parts.partition_of(&event.aggregate_id);
+                        plan(parts.plan(Cursor::new(event.version), Some(&[p])));
+                    }
+                    if passed_over {
+                        plan(parts.plan(position, None));
+                    }
+                    let mut held = Vec::new();
+                    for (p, (part, at)) in targets {
+                        if let Some(token) = part.held() {
+                            held.push(p);
+                            saves.push(LeasedSave {
+                                key: part.key.clone(),
+                                token,
+                                position: Cursor::new(at),
+                            });
+                            leases.push((Some(p), part));
+                        }
+                    }
+                    // Events of a partition this member has lost are the
+                    // new owner's to apply.
+                    events.retain(|e| held.contains(&parts.partition_of(&e.aggregate_id)));
+                }
+                (None, Some(lease)) => match lease.held() {
+                    Some(token) => {
+                        saves.push(LeasedSave {
+                            key: lease.key.clone(),
+                            token,
+                            position,
+                        });
+                        leases.push((None, lease.clone()));
+                    }
+                    // Lost: the subscription goes back to standby.
+                    None => continue,
+                },
+                (None, None) => unreachable!("checked above"),
+            }
+            if saves.is_empty() {
+                if ended {
+                    return Ok(());
+                }
+                continue;
+            }
+            let mut attempt = 0;
+            loop {
+                attempt += 1;
+                match apply.apply(events.clone(), saves.clone()).await {
+                    Ok(Applied::Committed) => {
+                        failures = 0;
+                        if let Some(parts) = &group {
+                            for (save, (p, _)) in saves.iter().zip(&leases) {
+                                if let Some(p) = p {
+                                    parts.mark_saved(*p, save.position.version());
+                                }
+                            }
+                        }
+                        progress.set_handled(position.version());
+                        break;
+                    }
+                    Ok(Applied::Failed(source)) => {
+                        let first = events.first().expect("only events fail");
+                        let last = attempt >= handler_retry.attempts();
+                        report_handler_failure(&description, first, attempt, handler_retry, &*source);
+                        if last {
+                            return Err(Error::Handler {
+                                subscription: description,
+                                version: first.version,
+                                source,
+                            });
+                        }
+                        drop(source);
+                        pause(handler_retry.delay(attempt)).await;
+                    }
+                    Ok(Applied::LeaseLost(i)) => {
+                        if let Some((_, lost)) = leases.get(i) {
+                            lost.lose();
+                        }
+                        if let Some(parts) = &group {
+                            // The rest of the batch rolled back too.
+                            parts.request_reload();
+                        }
+                        break;
+                    }
+                    Err(Error::StoreClosed) => return Ok(()),
+                    Err(error) if error.is_transient() => {
+                        // Committed or not: the checkpoints say.
+                        failures += 1;
+                        match &group {
+                            Some(parts) => parts.request_reload(),
+                            None => {
+                                if let Some(lease) = &lease {
+                                    lease.request_reload();
+                                }
+                            }
+                        }
+                        retry_delay(failures).await;
+                        break;
+                    }
+                    Err(error) => return Err(stopped(error)),
+                }
+            }
+            if ended {
+                return Ok(());
+            }
+        }
+    }
+}
+
 /// Waits `delay` on a tokio runtime; elsewhere (no timer) not at all.
 async fn pause(delay: Duration) {
     #[cfg(feature = "runtime")]
@@ -648,6 +926,7 @@ pub(crate) async fn open<S: SubscriptionSource>(
         handler_retry: HandlerRetry::default(),
         lease,
         group: partitions,
+        per_transaction: 1,
         _payload: PhantomData,
     })
 }
@@ -764,6 +1043,13 @@ impl<S: SubscriptionSource> Follower<S> {
                 }
                 Err(error) => return Some(Err(self.failed(error).await)),
             }
+        }
+        if lease.take_reload() {
+            // What was read after the checkpoint may be applied already.
+            self.buffer.clear();
+            self.ahead = None;
+            self.at_head = false;
+            self.reload = true;
         }
         if self.reload {
             match self.store.load_checkpoint(&lease.key.name).await {
