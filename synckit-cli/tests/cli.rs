@@ -496,7 +496,10 @@ async fn tail_group_prints_each_event_once_and_groups_lists_the_members<
                 .all(|l| l.matches(',').count() == 1)
         }
     });
-    assert!(out.starts_with("printers  4 partitions  2 live members"), "{out}");
+    assert!(
+        out.starts_with("printers  4 partitions  2 live members"),
+        "{out}"
+    );
     assert_eq!(out.matches("  partition ").count(), 4, "{out}");
 
     let append = async |from: usize| {
@@ -514,7 +517,10 @@ async fn tail_group_prints_each_event_once_and_groups_lists_the_members<
         assert!(std::time::Instant::now() < deadline, "{printed:?}");
         std::thread::sleep(Duration::from_millis(20));
     }
-    assert!(!printed.0.is_empty() && !printed.1.is_empty(), "{printed:?}");
+    assert!(
+        !printed.0.is_empty() && !printed.1.is_empty(),
+        "{printed:?}"
+    );
     let mut all: Vec<u64> = printed.0.iter().chain(&printed.1).copied().collect();
     all.sort_unstable();
     assert_eq!(all, (1..=40).collect::<Vec<_>>(), "each event once");

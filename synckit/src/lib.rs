@@ -134,10 +134,11 @@ pub use open::{AnyStore, StoreConfig, open};
 pub use store::aggregate::{
     Aggregate, Decide, DecideError, Decided, Loaded, Snapshots, StoredSnapshot,
 };
-#[cfg(feature = "runtime")]
 pub use store::group::{ConsumerGroup, Group, GroupMember, GroupPartition};
+#[cfg(feature = "runtime")]
 pub use store::handler::{HandlerSubscriptions, SubscriptionHandle};
 pub use store::memory::MemoryStore;
+pub use store::parked::{ParkedEvent, ParkedStatus};
 pub use store::progress::Progress;
 pub use store::subscription::{HandlerRetry, Message, Subscription};
 pub use store::{EventStore, SubscriptionSource};

@@ -284,6 +284,29 @@ impl SubscriptionSource for AnyStore {
         each!(self, s => s.list_checkpoints(prefix).await)
     }
 
+    async fn parked(&self, subscription: Option<&str>) -> Result<Vec<crate::ParkedEvent>> {
+        each!(self, s => s.parked(subscription).await)
+    }
+
+    async fn skip_parked(&self, subscription: &str, version: u64) -> Result<bool> {
+        each!(self, s => s.skip_parked(subscription, version).await)
+    }
+
+    async fn park_event(&self, event: crate::ParkedEvent) -> Result<()> {
+        each!(self, s => s.park_event(event).await)
+    }
+
+    async fn set_parked(
+        &self,
+        subscription: &str,
+        version: u64,
+        status: crate::ParkedStatus,
+        error: Option<(&str, u32)>,
+        only_from: Option<crate::ParkedStatus>,
+    ) -> Result<bool> {
+        each!(self, s => s.set_parked(subscription, version, status, error, only_from).await)
+    }
+
     fn health(&self) -> Result<()> {
         each!(self, s => s.health())
     }

@@ -797,6 +797,9 @@ macro_rules! behaviour_suite {
         $crate::behaviour_suite!(@module leases; $fresh;
             a_second_consumer_of_a_name_waits_as_a_standby_and_takes_over,
         );
+        $crate::behaviour_suite!(@module parked; $fresh;
+            a_poison_event_is_parked_its_aggregate_waits_and_retry_or_skip_release_it,
+        );
         $crate::behaviour_suite!(@module groups; $fresh;
             a_group_divides_its_partitions_and_rebalances_as_members_come_and_go,
             a_member_with_another_partition_count_is_refused,

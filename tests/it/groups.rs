@@ -21,7 +21,11 @@ use synckit::{
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::Child;
 
-pub(crate) async fn within<F: std::future::Future>(what: &str, seconds: u64, future: F) -> F::Output {
+pub(crate) async fn within<F: std::future::Future>(
+    what: &str,
+    seconds: u64,
+    future: F,
+) -> F::Output {
     tokio::time::timeout(Duration::from_secs(seconds), future)
         .await
         .unwrap_or_else(|_| panic!("{what}: not within {seconds} s"))
@@ -60,7 +64,9 @@ pub(crate) fn balanced(shares: &[Vec<u32>], members: usize, partitions: u32) -> 
     let most = (partitions as usize).div_ceil(members.max(1));
     shares.len() == members
         && total == partitions as usize
-        && shares.iter().all(|s| s.len() + 1 >= most && s.len() <= most)
+        && shares
+            .iter()
+            .all(|s| s.len() + 1 >= most && s.len() <= most)
 }
 
 type Handled = Arc<Mutex<Vec<(usize, Recorded)>>>;
@@ -113,8 +119,16 @@ fn check_once(handled: &[(usize, Recorded)], from: u64, to: u64) -> Vec<usize> {
         let seen = by_aggregate
             .entry(event.aggregate_id.as_str())
             .or_insert((*member, 0));
-        assert_eq!(seen.0, *member, "{} went to two members", event.aggregate_id);
-        assert!(event.stream_version > seen.1, "{} out of order", event.aggregate_id);
+        assert_eq!(
+            seen.0, *member,
+            "{} went to two members",
+            event.aggregate_id
+        );
+        assert!(
+            event.stream_version > seen.1,
+            "{} out of order",
+            event.aggregate_id
+        );
         seen.1 = event.stream_version;
     }
     let mut members: Vec<usize> = window.iter().map(|(m, _)| *m).collect();
@@ -193,7 +207,10 @@ pub async fn a_group_divides_its_partitions_and_rebalances_as_members_come_and_g
     })
     .await;
     let last = check_once(&handled.lock().unwrap(), from, head);
-    assert!(last.contains(&3), "the new member handles its share: {last:?}");
+    assert!(
+        last.contains(&3),
+        "the new member handles its share: {last:?}"
+    );
     for member in members {
         member.abort();
     }
@@ -273,9 +290,8 @@ async fn member_process() {
         out.flush().unwrap();
     };
     if std::env::var("SYNCKIT_GROUP_MODE").as_deref() == Ok("project") {
-        subscription = subscription.with_events_per_transaction(
-            var("SYNCKIT_GROUP_PER_TRANSACTION").parse().unwrap(),
-        );
+        subscription = subscription
+            .with_events_per_transaction(var("SYNCKIT_GROUP_PER_TRANSACTION").parse().unwrap());
         crate::projection::project_into_read_model(store, subscription, say).await;
         return;
     }
@@ -373,9 +389,10 @@ impl Process {
                         aggregate: (*aggregate).to_owned(),
                         stream_version: sv.parse().unwrap(),
                     }),
-                    ["commit", v, outcome] => {
-                        c.lock().unwrap().push((v.parse().unwrap(), *outcome == "ok"))
-                    }
+                    ["commit", v, outcome] => c
+                        .lock()
+                        .unwrap()
+                        .push((v.parse().unwrap(), *outcome == "ok")),
                     ["holding", _] => h.notify_one(),
                     // A projection's transaction, before its commit.
                     ["applying", v] => e.lock().unwrap().push(Seen {
@@ -475,8 +492,15 @@ async fn members_share_twenty_thousand_events_through_a_kill_and_a_join(
         })
         .await;
         let (rows, most) = crate::projection::read_model(target).await;
-        assert_eq!((rows, most), (TOTAL as u64, 1), "rows, most applications of one event");
-        assert!(members[3].handled() > 0, "the member that joined applied its share");
+        assert_eq!(
+            (rows, most),
+            (TOTAL as u64, 1),
+            "rows, most applications of one event"
+        );
+        assert!(
+            members[3].handled() > 0,
+            "the member that joined applied its share"
+        );
         return;
     }
     let distinct = |members: &[Process]| {
@@ -522,10 +546,15 @@ async fn members_share_twenty_thousand_events_through_a_kill_and_a_join(
         twice.len() <= 1 && twice.iter().all(|(_, m)| m.contains(&killed)),
         "handled twice: {twice:?}"
     );
-    assert!(members[3].handled() > 0, "the member that joined handled its share");
-    until("the three live members sharing eight partitions", 60, || async {
-        balanced(&shares(&store, "workers").await, 3, 8)
-    })
+    assert!(
+        members[3].handled() > 0,
+        "the member that joined handled its share"
+    );
+    until(
+        "the three live members sharing eight partitions",
+        60,
+        || async { balanced(&shares(&store, "workers").await, 3, 8) },
+    )
     .await;
 }
 
@@ -535,7 +564,11 @@ async fn members_share_twenty_thousand_events_through_a_kill_and_a_join(
 async fn a_paused_member_cannot_commit_for_partitions_it_lost(target: &str) {
     let store = synckit::open(target).await.unwrap();
     for n in 0..40 {
-        let events = vec![NewEvent::new(format!("z-{}", n % 8), "Tick", json!({ "n": n }))];
+        let events = vec![NewEvent::new(
+            format!("z-{}", n % 8),
+            "Tick",
+            json!({ "n": n }),
+        )];
         store.append(ExpectedVersion::Any, events).await.unwrap();
     }
     let zombie = Process::start(target, 4, 1_000, 20);
@@ -554,12 +587,18 @@ async fn a_paused_member_cannot_commit_for_partitions_it_lost(target: &str) {
         log.lock().unwrap().push((0, event));
         async { Ok::<_, std::convert::Infallible>(()) }
     }));
-    within("the takeover", 60, progress.wait_for(40)).await.unwrap();
-    until("every partition taken and saved at the head", 20, || async {
-        let groups = store.groups().await.unwrap();
-        shares(&store, "workers").await == vec![vec![0, 1, 2, 3]]
-            && groups[0].parts.iter().all(|p| p.position == Some(40))
-    })
+    within("the takeover", 60, progress.wait_for(40))
+        .await
+        .unwrap();
+    until(
+        "every partition taken and saved at the head",
+        20,
+        || async {
+            let groups = store.groups().await.unwrap();
+            shares(&store, "workers").await == vec![vec![0, 1, 2, 3]]
+                && groups[0].parts.iter().all(|p| p.position == Some(40))
+        },
+    )
     .await;
     let before = store.groups().await.unwrap()[0].parts.clone();
 
@@ -582,12 +621,14 @@ async fn a_paused_member_cannot_commit_for_partitions_it_lost(target: &str) {
     // cannot commit.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let after: Vec<(u64, bool)> = zombie.commits.lock().unwrap()[committed_before..].to_vec();
-    assert!(after.iter().all(|(_, ok)| !ok), "committed after losing: {after:?}");
+    assert!(
+        after.iter().all(|(_, ok)| !ok),
+        "committed after losing: {after:?}"
+    );
     // The checkpoints stay. (Back as a live member, it may own partitions
     // again, under new tokens, from those checkpoints.)
-    let positions = |parts: &[synckit::GroupPartition]| {
-        parts.iter().map(|p| p.position).collect::<Vec<_>>()
-    };
+    let positions =
+        |parts: &[synckit::GroupPartition]| parts.iter().map(|p| p.position).collect::<Vec<_>>();
     assert_eq!(
         positions(&store.groups().await.unwrap()[0].parts),
         positions(&before)
@@ -602,8 +643,7 @@ async fn postgres_members_share_twenty_thousand_events_through_a_kill_and_a_join
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_projection_members_apply_twenty_thousand_events_once_through_a_kill_and_a_join()
-{
+async fn postgres_projection_members_apply_twenty_thousand_events_once_through_a_kill_and_a_join() {
     let url = synckit_workspace::database_url().await;
     members_share_twenty_thousand_events_through_a_kill_and_a_join(&url, true).await;
 }

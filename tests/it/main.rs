@@ -12,6 +12,7 @@ mod import;
 mod leases;
 mod memory;
 mod open;
+mod parked;
 mod poison;
 mod pooler;
 mod postgres;

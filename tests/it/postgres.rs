@@ -493,7 +493,7 @@ async fn without_migrations_an_empty_database_is_refused_clearly() {
     let err = PgStore::connect(config).await.unwrap_err();
     assert!(err.to_string().contains("run the migrations"), "{err}");
     let report = migrate(&Config::new(url.clone())).await.unwrap();
-    assert_eq!(report.applied.len(), 6, "{:?}", report.applied);
+    assert_eq!(report.applied.len(), 7, "{:?}", report.applied);
     let again = migrate(&Config::new(url.clone())).await.unwrap();
     assert!(again.applied.is_empty(), "up to date: {:?}", again.applied);
     let mut config = Config::new(url);

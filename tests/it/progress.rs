@@ -203,7 +203,8 @@ pub async fn handler_retries_follow_the_settings_and_the_error_names_the_subscri
         .with_handler_retry(
             HandlerRetry::default()
                 .with_attempts(4)
-                .with_backoff(Duration::from_millis(1), Duration::from_millis(4)),
+                .with_backoff(Duration::from_millis(1), Duration::from_millis(4))
+                .then_stop(),
         );
     let progress = subscription.progress();
     let result = within(
@@ -312,7 +313,8 @@ async fn every_failed_handler_attempt_is_logged_with_the_subscription() {
         .with_handler_retry(
             HandlerRetry::default()
                 .with_attempts(3)
-                .with_backoff(Duration::from_millis(1), Duration::from_millis(1)),
+                .with_backoff(Duration::from_millis(1), Duration::from_millis(1))
+                .then_stop(),
         );
     let result = subscription
         .run(|_: Recorded| async { Err("the ledger is read-only") })

@@ -10,13 +10,14 @@ use std::time::Duration;
 use diesel::sql_types::Text;
 use serde_json::json;
 use synckit::{
-    AnyStore, Cursor, Error, EventStore, ExpectedVersion, Filter, HandlerRetry, NewEvent,
-    Recorded, Start, Subscription, SubscriptionSource,
+    AnyStore, Cursor, Error, EventStore, ExpectedVersion, Filter, HandlerRetry, NewEvent, Recorded,
+    Start, Subscription, SubscriptionSource,
 };
 
 use crate::groups::{Process, until, within};
 
-const CREATE: &str = "CREATE TABLE IF NOT EXISTS read_model (id TEXT PRIMARY KEY, n BIGINT NOT NULL)";
+const CREATE: &str =
+    "CREATE TABLE IF NOT EXISTS read_model (id TEXT PRIMARY KEY, n BIGINT NOT NULL)";
 const COUNT_SQL: &str = "INSERT INTO read_model (id, n) VALUES ($1, 1) \
      ON CONFLICT (id) DO UPDATE SET n = read_model.n + 1";
 
@@ -207,27 +208,35 @@ async fn a_failing_handler_rolls_back_its_writes(target: &str) {
         .unwrap()
         .version();
     assert!((50..60).contains(&checkpoint), "{checkpoint}");
-    assert_eq!(read_model(target).await, (checkpoint, 1), "writes beyond the checkpoint");
+    assert_eq!(
+        read_model(target).await,
+        (checkpoint, 1),
+        "writes beyond the checkpoint"
+    );
 }
 
 /// A projection process (a plain durable subscription, 5 events per
 /// transaction) is killed with SIGKILL six times, at whatever point it has
-/// reached, while a writer appends 2,000 events; a last one finishes.
-/// Every event is in the read model exactly once.
+/// reached, while a writer appends 300 new events in each of its lives; a
+/// last one appends the rest of 2,000 and finishes. Every event is in the
+/// read model exactly once.
 async fn a_projection_killed_again_and_again_applies_each_event_once(target: &str) {
     const TOTAL: u64 = 2_000;
+    const PER_ROUND: usize = 300;
     create_read_model(target).await;
     let store = synckit::open(target).await.unwrap();
-    let writer = tokio::spawn({
-        let store = store.clone();
-        async move { append(&store, TOTAL as usize).await }
-    });
     let env = [
         ("SYNCKIT_GROUP_MODE", "project"),
         ("SYNCKIT_GROUP_PER_TRANSACTION", "5"),
     ];
     let mut kills = 0;
     for round in 0..6u64 {
+        // New events in every round, so that each life has work to be
+        // killed in.
+        let writer = tokio::spawn({
+            let store = store.clone();
+            async move { append(&store, PER_ROUND).await }
+        });
         let mut member = Process::start_with(target, 0, 1_000, 0, &env);
         let seen = member.handled();
         until("the projection applying", 60, || async {
@@ -239,8 +248,9 @@ async fn a_projection_killed_again_and_again_applies_each_event_once(target: &st
         member.signal("-KILL");
         let _ = member.child.wait().await;
         kills += 1;
+        within("the writer", 60, writer).await.unwrap();
     }
-    within("the writer", 60, writer).await.unwrap();
+    append(&store, TOTAL as usize - 6 * PER_ROUND).await;
     let mut last = Process::start_with(target, 0, 1_000, 0, &env);
     until("every event in the read model", 60, || async {
         read_model(target).await.0 >= TOTAL

@@ -269,7 +269,8 @@ async fn durable_subscription_resumes_in_a_new_store_instance() {
     let sub = first
         .subscribe(Filter::all(), Start::checkpoint("billing"))
         .await
-        .unwrap();
+        .unwrap()
+        .with_handler_retry(synckit::HandlerRetry::default().then_stop());
     let result = sub
         .typed::<Account>()
         .run(|e: Recorded<Account>| async move {

@@ -215,7 +215,12 @@ async fn bad_files_are_refused_and_left_untouched() {
     // synckit's own file with an application's table beside its own (a
     // projection's read model) opens.
     let shared = dir.path().join("shared.db");
-    SqliteStore::open(&shared).await.unwrap().close().await.unwrap();
+    SqliteStore::open(&shared)
+        .await
+        .unwrap()
+        .close()
+        .await
+        .unwrap();
     {
         let mut c = diesel::SqliteConnection::establish(shared.to_str().unwrap()).unwrap();
         c.batch_execute("CREATE TABLE balances (account TEXT PRIMARY KEY, amount INTEGER);")

@@ -7,8 +7,9 @@ use diesel_async::RunQueryDsl;
 use super::PgStore;
 use crate::model::cursor::Cursor;
 use crate::model::error::Result;
-use crate::sql::{Number, checkpoint, db, lease};
+use crate::sql::{Number, checkpoint, db, lease, parked};
 use crate::store::lease::{LeaseKey, LiveLease};
+use crate::store::parked::{ParkedEvent, ParkedStatus};
 use std::time::Duration;
 
 impl PgStore {
@@ -103,6 +104,54 @@ impl PgStore {
                 .await
                 .map_err(db("list_checkpoints"))?;
             Ok(lease::checkpoints(rows))
+        })
+        .await
+    }
+
+    /// Parks an event ([`crate::sql::parked::park`]).
+    pub(super) async fn park_event_at(&self, event: &ParkedEvent) -> Result<()> {
+        let query = parked::park::<Pg>(parked::PG_PARK_SQL, event);
+        self.with_conn("park_event", async |conn| {
+            query.execute(&mut *conn).await.map_err(db("park_event"))?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// The parked events of `subscription` (all when `None`).
+    pub(super) async fn parked_at(&self, subscription: Option<&str>) -> Result<Vec<ParkedEvent>> {
+        let query = parked::list::<Pg>(subscription);
+        self.with_conn("parked", async |conn| {
+            let rows: Vec<parked::ParkedRow> =
+                query.load(&mut *conn).await.map_err(db("parked"))?;
+            Ok(parked::rows(rows))
+        })
+        .await
+    }
+
+    /// Sets a parked event's status ([`crate::sql::parked::set`]).
+    pub(super) async fn set_parked_at(
+        &self,
+        subscription: &str,
+        version: u64,
+        status: ParkedStatus,
+        error: Option<(&str, u32)>,
+        only_from: Option<ParkedStatus>,
+    ) -> Result<bool> {
+        let query = parked::set::<Pg>(subscription, version, status, error, only_from);
+        self.with_conn("set_parked", async |conn| {
+            let rows: Vec<Number> = query.load(&mut *conn).await.map_err(db("set_parked"))?;
+            Ok(parked::found(rows))
+        })
+        .await
+    }
+
+    /// Deletes a parked event.
+    pub(super) async fn skip_parked_at(&self, subscription: &str, version: u64) -> Result<bool> {
+        let query = parked::remove::<Pg>(subscription, version);
+        self.with_conn("skip_parked", async |conn| {
+            let rows: Vec<Number> = query.load(&mut *conn).await.map_err(db("skip_parked"))?;
+            Ok(parked::found(rows))
         })
         .await
     }

@@ -102,7 +102,10 @@ struct PgProjection<F> {
 impl<T, F, E> Apply<T> for PgProjection<F>
 where
     T: Payload + Clone + Send + Sync,
-    F: for<'c> FnMut(&'c mut AsyncPgConnection, &'c [Recorded<T>]) -> BoxFuture<'c, std::result::Result<(), E>>
+    F: for<'c> FnMut(
+            &'c mut AsyncPgConnection,
+            &'c [Recorded<T>],
+        ) -> BoxFuture<'c, std::result::Result<(), E>>
         + Send,
     E: Into<BoxError> + 'static,
 {
@@ -148,7 +151,10 @@ async fn apply<T, F, E>(
     saves: &[LeasedSave],
 ) -> Result<Applied>
 where
-    F: for<'c> FnMut(&'c mut AsyncPgConnection, &'c [Recorded<T>]) -> BoxFuture<'c, std::result::Result<(), E>>,
+    F: for<'c> FnMut(
+        &'c mut AsyncPgConnection,
+        &'c [Recorded<T>],
+    ) -> BoxFuture<'c, std::result::Result<(), E>>,
     E: Into<BoxError>,
 {
     if !events.is_empty()

@@ -51,22 +51,6 @@ macro_rules! list_sql {
     };
 }
 
-/// Milliseconds since the Unix epoch by the database's clock: every
-/// consumer judges expiry by the same clock.
-#[cfg(feature = "postgres")]
-macro_rules! pg_now {
-    () => {
-        "(extract(epoch FROM clock_timestamp()) * 1000)::bigint"
-    };
-}
-
-#[cfg(feature = "sqlite")]
-macro_rules! sqlite_now {
-    () => {
-        "CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)"
-    };
-}
-
 #[cfg(feature = "postgres")]
 pub(crate) const PG_ACQUIRE_SQL: &str = acquire_sql!(pg_now!());
 

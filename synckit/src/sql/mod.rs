@@ -3,9 +3,26 @@
 //! integer conversions. Both backends build their SQL from here, so the
 //! same stored row reads the same on either.
 
+/// Milliseconds since the Unix epoch by the database's clock: every
+/// consumer judges expiry by the same clock.
+#[cfg(feature = "postgres")]
+macro_rules! pg_now {
+    () => {
+        "(extract(epoch FROM clock_timestamp()) * 1000)::bigint"
+    };
+}
+
+#[cfg(feature = "sqlite")]
+macro_rules! sqlite_now {
+    () => {
+        "CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)"
+    };
+}
+
 pub(crate) mod checkpoint;
 pub(crate) mod int;
 pub(crate) mod lease;
+pub(crate) mod parked;
 pub(crate) mod query;
 pub(crate) mod replay;
 pub(crate) mod rows;

@@ -43,6 +43,12 @@ where
 impl<'f, DB: Backend> Statement<'f, DB> {
     /// A statement with this text, from synckit's fixed set (a constant is
     /// not copied).
+    /// The same binds with another SQL text (built beside them).
+    pub(crate) fn with_sql(mut self, sql: impl Into<Cow<'static, str>>) -> Self {
+        self.sql = sql.into();
+        self
+    }
+
     pub(crate) fn new(sql: impl Into<Cow<'static, str>>) -> Self {
         Statement {
             sql: sql.into(),

@@ -8,8 +8,9 @@ use super::SqliteStore;
 use super::store::Place;
 use crate::model::cursor::Cursor;
 use crate::model::error::Result;
-use crate::sql::{Number, checkpoint, lease};
+use crate::sql::{Number, checkpoint, lease, parked};
 use crate::store::lease::{LeaseKey, LiveLease};
+use crate::store::parked::{ParkedEvent, ParkedStatus};
 use std::time::Duration;
 
 impl SqliteStore {
@@ -88,6 +89,53 @@ impl SqliteStore {
         self.run("list_checkpoints", Place::Here, move |c| {
             let rows: Vec<lease::CheckpointRow> = query.load(c)?;
             Ok(lease::checkpoints(rows))
+        })
+        .await
+    }
+
+    /// Parks an event ([`crate::sql::parked::park`]).
+    pub(super) async fn park_event_at(&self, event: &ParkedEvent) -> Result<()> {
+        let query = parked::park::<Sqlite>(parked::SQLITE_PARK_SQL, event);
+        self.run("park_event", Place::Here, move |c| {
+            query.execute(c)?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// The parked events of `subscription` (all when `None`).
+    pub(super) async fn parked_at(&self, subscription: Option<&str>) -> Result<Vec<ParkedEvent>> {
+        let query = parked::list::<Sqlite>(subscription);
+        self.run("parked", Place::Here, move |c| {
+            let rows: Vec<parked::ParkedRow> = query.load(c)?;
+            Ok(parked::rows(rows))
+        })
+        .await
+    }
+
+    /// Sets a parked event's status ([`crate::sql::parked::set`]).
+    pub(super) async fn set_parked_at(
+        &self,
+        subscription: &str,
+        version: u64,
+        status: ParkedStatus,
+        error: Option<(&str, u32)>,
+        only_from: Option<ParkedStatus>,
+    ) -> Result<bool> {
+        let query = parked::set::<Sqlite>(subscription, version, status, error, only_from);
+        self.run("set_parked", Place::Here, move |c| {
+            let rows: Vec<Number> = query.load(c)?;
+            Ok(parked::found(rows))
+        })
+        .await
+    }
+
+    /// Deletes a parked event.
+    pub(super) async fn skip_parked_at(&self, subscription: &str, version: u64) -> Result<bool> {
+        let query = parked::remove::<Sqlite>(subscription, version);
+        self.run("skip_parked", Place::Here, move |c| {
+            let rows: Vec<Number> = query.load(c)?;
+            Ok(parked::found(rows))
         })
         .await
     }

@@ -29,10 +29,11 @@ pub(super) fn invalid_file(path: &Path, reason: impl std::fmt::Display) -> Error
 }
 
 /// The tables a synckit file holds (the migrations create them).
-const SYNCKIT_TABLES: [&str; 5] = [
+const SYNCKIT_TABLES: [&str; 6] = [
     "events",
     "synckit_checkpoints",
     "synckit_leases",
+    "synckit_parked",
     "synckit_snapshots",
     "__diesel_schema_migrations",
 ];

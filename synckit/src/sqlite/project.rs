@@ -4,8 +4,8 @@
 
 use std::sync::{Arc, Mutex};
 
-use diesel::sqlite::{Sqlite, SqliteConnection};
 use diesel::RunQueryDsl;
+use diesel::sqlite::{Sqlite, SqliteConnection};
 use futures::FutureExt;
 use futures::future::BoxFuture;
 
@@ -134,9 +134,12 @@ where
                             (*handler)(c, &events).map_err(|e| Rollback::Handler(e.into()))?;
                         }
                         for (i, save) in saves.iter().enumerate() {
-                            let rows: Vec<Number> =
-                                lease::save_checkpoint::<Sqlite>(&save.key, save.token, save.position)
-                                    .load(c)?;
+                            let rows: Vec<Number> = lease::save_checkpoint::<Sqlite>(
+                                &save.key,
+                                save.token,
+                                save.position,
+                            )
+                            .load(c)?;
                             if rows.is_empty() {
                                 return Err(Rollback::LeaseLost(i));
                             }
@@ -154,5 +157,4 @@ where
         }
         .boxed()
     }
-
 }

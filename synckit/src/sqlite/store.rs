@@ -357,6 +357,30 @@ impl SubscriptionSource for SqliteStore {
         self.list_checkpoints_at(prefix).await
     }
 
+    async fn parked(&self, subscription: Option<&str>) -> Result<Vec<crate::ParkedEvent>> {
+        self.parked_at(subscription).await
+    }
+
+    async fn skip_parked(&self, subscription: &str, version: u64) -> Result<bool> {
+        self.skip_parked_at(subscription, version).await
+    }
+
+    async fn park_event(&self, event: crate::ParkedEvent) -> Result<()> {
+        self.park_event_at(&event).await
+    }
+
+    async fn set_parked(
+        &self,
+        subscription: &str,
+        version: u64,
+        status: crate::ParkedStatus,
+        error: Option<(&str, u32)>,
+        only_from: Option<crate::ParkedStatus>,
+    ) -> Result<bool> {
+        self.set_parked_at(subscription, version, status, error, only_from)
+            .await
+    }
+
     fn retry_delay(&self, attempt: u32) -> impl std::future::Future<Output = ()> + Send {
         tokio::time::sleep(Duration::from_millis(20u64 << attempt.min(8)))
     }

@@ -30,6 +30,10 @@
 //! already handled, it reads again from there, and hands out only that
 //! partition's events until it is back where it was.
 
+// Without the runtime (wasm32, derive only) a group cannot run; the
+// names and the shared state stay for the reports.
+#![cfg_attr(not(feature = "runtime"), allow(dead_code))]
+
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -108,10 +112,7 @@ impl Group {
         if !(1..=MAX_PARTITIONS).contains(&self.partitions) {
             return Err(Error::invalid(
                 "group partitions",
-                format!(
-                    "must be 1 to {MAX_PARTITIONS}, not {}",
-                    self.partitions
-                ),
+                format!("must be 1 to {MAX_PARTITIONS}, not {}", self.partitions),
             ));
         }
         Ok(())
@@ -128,8 +129,8 @@ fn partition_of(key: &str, partitions: u32) -> u32 {
         hash ^= u64::from(*byte);
         hash = hash.wrapping_mul(0x0100_0000_01b3);
     }
-    // The remainder is below `partitions`, a u32.
-    (hash % u64::from(partitions.max(1))) as u32
+    // The remainder is below `partitions`, a u32: the fallback is unreachable.
+    u32::try_from(hash % u64::from(partitions.max(1))).unwrap_or_default()
 }
 
 /// The name of partition `part`'s lease and checkpoint.
@@ -207,7 +208,11 @@ impl Partitions {
     /// `position`: of the partitions `only` (every owned one when `None`),
     /// each at `position` or as far as it is known to be covered, when
     /// that is past its saved checkpoint.
-    pub(crate) fn plan(&self, position: Cursor, only: Option<&[u32]>) -> Vec<(u32, Arc<Lease>, u64)> {
+    pub(crate) fn plan(
+        &self,
+        position: Cursor,
+        only: Option<&[u32]>,
+    ) -> Vec<(u32, Arc<Lease>, u64)> {
         let version = position.version();
         let shared = self.lock();
         shared

@@ -20,6 +20,7 @@ use crate::model::validate;
 use crate::store::aggregate::StoredSnapshot;
 use crate::store::hub::Hub;
 use crate::store::lease::{LeaseKey, LiveLease};
+use crate::store::parked::{ParkedEvent, ParkedStatus};
 use crate::store::{
     DEFAULT_BATCH_SIZE, EventStore, SubscriptionSource, TypedPage, idempotent_replay,
 };
@@ -39,6 +40,8 @@ struct State {
     leases: HashMap<(String, u32), MemoryLease>,
     /// Snapshots by aggregate type and id.
     snapshots: HashMap<(String, String), StoredSnapshot>,
+    /// Parked events by subscription and version.
+    parked: std::collections::BTreeMap<(String, u64), ParkedEvent>,
 }
 
 /// Who holds a lease in memory.
@@ -370,6 +373,55 @@ impl SubscriptionSource for MemoryStore {
             state.checkpoints.insert(key.name.clone(), position);
         }
         Ok(holds)
+    }
+
+    async fn parked(&self, subscription: Option<&str>) -> Result<Vec<ParkedEvent>> {
+        Ok(self
+            .open()?
+            .parked
+            .values()
+            .filter(|p| subscription.is_none_or(|s| s == p.subscription))
+            .cloned()
+            .collect())
+    }
+
+    async fn skip_parked(&self, subscription: &str, version: u64) -> Result<bool> {
+        Ok(self
+            .open()?
+            .parked
+            .remove(&(subscription.to_owned(), version))
+            .is_some())
+    }
+
+    async fn park_event(&self, event: ParkedEvent) -> Result<()> {
+        self.open()?
+            .parked
+            .entry((event.subscription.clone(), event.version))
+            .or_insert(event);
+        Ok(())
+    }
+
+    async fn set_parked(
+        &self,
+        subscription: &str,
+        version: u64,
+        status: ParkedStatus,
+        error: Option<(&str, u32)>,
+        only_from: Option<ParkedStatus>,
+    ) -> Result<bool> {
+        let mut state = self.open()?;
+        let Some(parked) = state.parked.get_mut(&(subscription.to_owned(), version)) else {
+            return Ok(false);
+        };
+        if only_from.is_some_and(|from| from != parked.status) {
+            return Ok(false);
+        }
+        parked.status = status;
+        if let Some((message, attempts)) = error {
+            parked.error = message.to_owned();
+            parked.attempts = attempts;
+        }
+        Ok(true)
     }
 
     async fn live_leases(&self, prefix: &str) -> Result<Vec<LiveLease>> {

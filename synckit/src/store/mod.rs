@@ -10,6 +10,7 @@ pub mod hub;
 pub(crate) mod lease;
 pub(crate) mod memory;
 pub(crate) mod page;
+pub(crate) mod parked;
 pub(crate) mod progress;
 #[cfg(any(feature = "postgres", feature = "sqlite"))]
 pub(crate) mod report;
@@ -462,6 +463,73 @@ pub trait SubscriptionSource: EventStore {
     fn groups(&self) -> impl Future<Output = Result<Vec<crate::ConsumerGroup>>> + Send {
         let store = self.clone();
         async move { crate::store::group::list(&store).await }
+    }
+
+    /// The parked events of durable subscription (or group) `subscription`,
+    /// or of every one when `None`, by subscription and version: the
+    /// events a handler kept failing on, and the later events of their
+    /// aggregates waiting behind them (see [`HandlerRetry`](crate::HandlerRetry)). A store that
+    /// keeps none (the default) lists none.
+    fn parked(
+        &self,
+        subscription: Option<&str>,
+    ) -> impl Future<Output = Result<Vec<crate::ParkedEvent>>> + Send {
+        let _ = subscription;
+        std::future::ready(Ok(Vec::new()))
+    }
+
+    /// Asks for the parked event at `version` of `subscription`, which its
+    /// handler failed on, to be handled again: the running subscription
+    /// hands it, then the events of its aggregate waiting behind it, to its
+    /// handler within a second. `false` when no such failed event is
+    /// parked.
+    fn retry_parked(
+        &self,
+        subscription: &str,
+        version: u64,
+    ) -> impl Future<Output = Result<bool>> + Send {
+        self.set_parked(
+            subscription,
+            version,
+            crate::ParkedStatus::Retry,
+            None,
+            Some(crate::ParkedStatus::Failed),
+        )
+    }
+
+    /// Drops the parked event at `version` of `subscription`: it is never
+    /// handled, and the events of its aggregate waiting behind it are
+    /// handed to the handler of the running subscription, in order, within
+    /// a second. `false` when no such event is parked.
+    fn skip_parked(
+        &self,
+        subscription: &str,
+        version: u64,
+    ) -> impl Future<Output = Result<bool>> + Send {
+        let _ = (subscription, version);
+        std::future::ready(Ok(false))
+    }
+
+    /// Parks an event (nothing when it is parked already).
+    #[doc(hidden)]
+    fn park_event(&self, event: crate::ParkedEvent) -> impl Future<Output = Result<()>> + Send {
+        let _ = event;
+        std::future::ready(Err(crate::store::parked::unsupported()))
+    }
+
+    /// Sets a parked event's status (and error and attempts), only when
+    /// its status is `only_from` now if given; `false` when not found.
+    #[doc(hidden)]
+    fn set_parked(
+        &self,
+        subscription: &str,
+        version: u64,
+        status: crate::ParkedStatus,
+        error: Option<(&str, u32)>,
+        only_from: Option<crate::ParkedStatus>,
+    ) -> impl Future<Output = Result<bool>> + Send {
+        let _ = (subscription, version, status, error, only_from);
+        std::future::ready(Ok(false))
     }
 
     /// `Err` when subscriptions can no longer be served (the listener gave

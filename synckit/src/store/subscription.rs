@@ -34,6 +34,7 @@ use crate::store::group::Partitions;
 use crate::store::hub::Registration;
 use crate::store::lease::{self, Held, Lease};
 use crate::store::page::{PageRow, SharedPage};
+use crate::store::parked::{ParkStore, ParkedStatus, Parking};
 use crate::store::progress::Progress;
 
 /// What a subscription yields.
@@ -100,6 +101,7 @@ pub struct HandlerRetry {
     attempts: u32,
     backoff: Duration,
     max_backoff: Duration,
+    park: bool,
 }
 
 impl Default for HandlerRetry {
@@ -108,6 +110,7 @@ impl Default for HandlerRetry {
             attempts: 5,
             backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(5),
+            park: true,
         }
     }
 }
@@ -135,6 +138,29 @@ impl HandlerRetry {
     /// The most calls for one event.
     pub fn attempts(&self) -> u32 {
         self.attempts
+    }
+
+    /// When the last call for an event fails, a durable subscription (or
+    /// group member) parks the event and goes on: the default. See
+    /// [`ParkedEvent`](crate::ParkedEvent).
+    pub fn then_park(mut self) -> Self {
+        self.park = true;
+        self
+    }
+
+    /// When the last call for an event fails, `run` stops with
+    /// [`Error::Handler`], and a durable subscription resumes with that
+    /// event: the policy of subscriptions that are not durable, and of
+    /// projections.
+    pub fn then_stop(mut self) -> Self {
+        self.park = false;
+        self
+    }
+
+    /// Whether a durable subscription parks an event its handler keeps
+    /// failing on ([`HandlerRetry::then_park`]).
+    pub fn parks(&self) -> bool {
+        self.park
     }
 
     /// The wait after failed call number `attempt` (from 1).
@@ -167,6 +193,8 @@ pub struct Subscription<T = Value> {
     group: Option<Partitions>,
     /// The most events a projection applies in one transaction.
     per_transaction: usize,
+    /// Where a durable subscription parks events.
+    parking: Option<Arc<dyn ParkStore>>,
     _payload: PhantomData<fn() -> T>,
 }
 
@@ -201,6 +229,7 @@ impl<T> Subscription<T> {
             lease: self.lease,
             group: self.group,
             per_transaction: self.per_transaction,
+            parking: self.parking,
             _payload: PhantomData,
         }
     }
@@ -236,7 +265,10 @@ impl<T> Subscription<T> {
     /// The partitions this consumer group member owns now, in order
     /// (empty for other subscriptions, and before the first poll).
     pub fn partitions(&self) -> Vec<u32> {
-        self.group.as_ref().map(Partitions::owned).unwrap_or_default()
+        self.group
+            .as_ref()
+            .map(Partitions::owned)
+            .unwrap_or_default()
     }
 
     /// The same subscription with another handler retry policy for
@@ -355,6 +387,8 @@ impl<T: Payload + Clone> Subscription<T> {
             handler_retry,
             progress,
             lease,
+            group,
+            parking,
             ..
         } = self;
         // Waiters learn that the run stopped however it stops.
@@ -364,7 +398,54 @@ impl<T: Payload + Clone> Subscription<T> {
             subscription: description.clone(),
             source: Box::new(error),
         };
-        while let Some(item) = messages.next().await {
+        let mut parking = parking
+            .filter(|_| handler_retry.parks())
+            .map(|store| Parking::new(description.clone(), store));
+        #[cfg(feature = "runtime")]
+        let mut next_release = None::<tokio::time::Instant>;
+        loop {
+            // Parked events released by a retry or a skip: handled first.
+            if let Some(parking) = &mut parking {
+                #[cfg(feature = "runtime")]
+                let due = next_release.is_none_or(|at| tokio::time::Instant::now() >= at);
+                #[cfg(not(feature = "runtime"))]
+                let due = true;
+                if due {
+                    #[cfg(feature = "runtime")]
+                    if tokio::runtime::Handle::try_current().is_ok() {
+                        next_release =
+                            Some(tokio::time::Instant::now() + crate::store::parked::RELEASE_POLL);
+                    }
+                    let released = release(
+                        parking,
+                        group.as_ref(),
+                        &mut handler,
+                        handler_retry,
+                        &description,
+                    )
+                    .await;
+                    match released {
+                        Ok(()) => {}
+                        Err(Error::StoreClosed) => return Ok(()),
+                        Err(error) if error.is_transient() => {}
+                        Err(error) => return Err(stopped(error)),
+                    }
+                }
+            }
+            #[cfg(feature = "runtime")]
+            let item = match (&parking, next_release) {
+                // Wake for the next look at parked events.
+                (Some(parking), Some(at)) if !parking.blocked.is_empty() => {
+                    match tokio::time::timeout_at(at, messages.next()).await {
+                        Ok(item) => item,
+                        Err(_) => continue,
+                    }
+                }
+                _ => messages.next().await,
+            };
+            #[cfg(not(feature = "runtime"))]
+            let item = messages.next().await;
+            let Some(item) = item else { break };
             let item = match item {
                 Ok(Message::Event(raw)) => {
                     let version = raw.version;
@@ -395,25 +476,48 @@ impl<T: Payload + Clone> Subscription<T> {
                 },
             };
             if let Some(event) = event {
-                let mut attempt = 0;
-                loop {
-                    attempt += 1;
-                    // Convert at once: the handler's error type need not be
-                    // Send.
-                    let outcome = handler(event.clone()).await.map_err(Into::into);
-                    let Err(source) = outcome else { break };
-                    let last = attempt >= handler_retry.attempts();
-                    let delay = handler_retry.delay(attempt);
-                    report_handler_failure(&description, &event, attempt, handler_retry, &*source);
-                    if last {
+                let blocked = parking
+                    .as_ref()
+                    .is_some_and(|p| p.blocked.contains(&event.aggregate_id));
+                let (event, outcome) = if blocked {
+                    (event, Err((None, 0)))
+                } else {
+                    let (event, outcome) =
+                        handle(&mut handler, event, handler_retry, &description).await;
+                    (
+                        event,
+                        outcome.map_err(|(source, attempts)| (Some(source), attempts)),
+                    )
+                };
+                if let Err((source, attempts)) = outcome {
+                    let (status, error) = match &source {
+                        Some(source) => (ParkedStatus::Failed, source.to_string()),
+                        None => (
+                            ParkedStatus::Waiting,
+                            "waiting behind an earlier parked event of its aggregate".to_owned(),
+                        ),
+                    };
+                    let parked = match &mut parking {
+                        Some(parking) => loop {
+                            let row = parking.row(&event, status, error.clone(), attempts);
+                            match parking.park(row).await {
+                                Ok(()) => break Ok(()),
+                                Err(Error::StoreClosed) => return Ok(()),
+                                Err(error) if error.is_transient() => {
+                                    retry_delay(1).await;
+                                }
+                                Err(error) => break Err(error),
+                            }
+                        },
+                        None => Err(crate::store::parked::unsupported()),
+                    };
+                    if let Err(park_error) = parked {
                         return Err(Error::Handler {
                             subscription: description,
                             version,
-                            source,
+                            source: source.unwrap_or_else(|| Box::new(park_error)),
                         });
                     }
-                    drop(source);
-                    pause(delay).await;
                 }
             }
             if let Some(save) = &save {
@@ -443,9 +547,136 @@ impl<T: Payload + Clone> Subscription<T> {
     }
 }
 
+/// Calls `handler` for `event` as `retry` says, logging each failure;
+/// the last error and the number of calls when every call failed.
+///
+/// Takes the event and gives it back: held across the handler's awaits, a
+/// reference would need `T: Sync`.
+async fn handle<T: Clone, F, Fut, E>(
+    handler: &mut F,
+    event: Recorded<T>,
+    retry: HandlerRetry,
+    description: &str,
+) -> (
+    Recorded<T>,
+    std::result::Result<(), (crate::model::error::BoxError, u32)>,
+)
+where
+    F: FnMut(Recorded<T>) -> Fut,
+    Fut: Future<Output = std::result::Result<(), E>>,
+    E: Into<crate::model::error::BoxError>,
+{
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        // Convert at once: the handler's error type need not be Send.
+        let outcome = handler(event.clone()).await.map_err(Into::into);
+        let Err(source) = outcome else {
+            return (event, Ok(()));
+        };
+        report_handler_failure(description, &event, attempt, retry, &*source);
+        if attempt >= retry.attempts() {
+            return (event, Err((source, attempt)));
+        }
+        let delay = retry.delay(attempt);
+        drop(source);
+        pause(delay).await;
+    }
+}
+
+/// Hands the parked events released since the last look (the first of
+/// their aggregate retried or skipped) to `handler`, in version order per
+/// aggregate: each handled one leaves the table; one that fails again is
+/// parked as failed again, and its aggregate waits behind it. A group
+/// member looks only at the aggregates of the partitions it owns.
+async fn release<T: Payload + Clone, F, Fut, E>(
+    parking: &mut Parking,
+    group: Option<&Partitions>,
+    handler: &mut F,
+    retry: HandlerRetry,
+    description: &str,
+) -> Result<()>
+where
+    F: FnMut(Recorded<T>) -> Fut,
+    Fut: Future<Output = std::result::Result<(), E>>,
+    E: Into<crate::model::error::BoxError>,
+{
+    let by_aggregate = parking.refresh().await?;
+    let owned = group.map(Partitions::owned);
+    let mut changed = false;
+    for (aggregate, rows) in by_aggregate {
+        if let (Some(parts), Some(owned)) = (group, &owned)
+            && !owned.contains(&parts.partition_of(&aggregate))
+        {
+            continue;
+        }
+        for row in rows {
+            if row.status == ParkedStatus::Failed {
+                break;
+            }
+            changed = true;
+            let stored = match parking.store.get(row.id.clone()).await {
+                Ok(stored) => stored,
+                // Gone (a store that deletes events): nothing to handle.
+                Err(Error::EventNotFound { .. }) => {
+                    parking
+                        .store
+                        .remove(parking.name.clone(), row.version)
+                        .await?;
+                    continue;
+                }
+                Err(error) => return Err(error),
+            };
+            let event = match T::from_recorded(stored) {
+                Ok(event) => event,
+                Err(error) => {
+                    report_poison(description, row.version, &row.id, &error);
+                    parking
+                        .store
+                        .remove(parking.name.clone(), row.version)
+                        .await?;
+                    continue;
+                }
+            };
+            match handle(handler, event, retry, description).await.1 {
+                Ok(()) => {
+                    parking
+                        .store
+                        .remove(parking.name.clone(), row.version)
+                        .await?;
+                    #[cfg(feature = "runtime")]
+                    tracing::info!(
+                        subscription = description,
+                        version = row.version,
+                        id = %row.id,
+                        "handled a parked event"
+                    );
+                }
+                Err((source, attempts)) => {
+                    parking
+                        .store
+                        .set_failed(
+                            parking.name.clone(),
+                            row.version,
+                            source.to_string(),
+                            row.attempts.saturating_add(attempts),
+                        )
+                        .await?;
+                    break;
+                }
+            }
+        }
+    }
+    if changed {
+        parking.refresh().await?;
+    }
+    Ok(())
+}
+
 /// A checkpoint save a projection's transaction makes: the lease it is
 /// made under and the position.
 #[derive(Debug, Clone)]
+#[cfg_attr(not(any(feature = "postgres", feature = "sqlite")), allow(dead_code))]
 pub(crate) struct LeasedSave {
     pub(crate) key: crate::store::lease::LeaseKey,
     pub(crate) token: u64,
@@ -468,7 +699,11 @@ pub(crate) enum Applied {
 /// `saves` in one transaction, or neither.
 #[cfg_attr(not(any(feature = "postgres", feature = "sqlite")), allow(dead_code))]
 pub(crate) trait Apply<T>: Send {
-    fn apply(&mut self, events: Vec<Recorded<T>>, saves: Vec<LeasedSave>) -> BoxFuture<'_, Result<Applied>>;
+    fn apply(
+        &mut self,
+        events: Vec<Recorded<T>>,
+        saves: Vec<LeasedSave>,
+    ) -> BoxFuture<'_, Result<Applied>>;
 }
 
 impl<T: Payload + Clone> Subscription<T> {
@@ -533,9 +768,8 @@ impl<T: Payload + Clone> Subscription<T> {
                         position = None;
                     }
                 }
-                let furthest = |position: Option<Cursor>, at: Cursor| {
-                    Some(position.map_or(at, |p| p.max(at)))
-                };
+                let furthest =
+                    |position: Option<Cursor>, at: Cursor| Some(position.map_or(at, |p| p.max(at)));
                 match item {
                     None => ended = true,
                     Some(Ok(Message::Event(raw))) => {
@@ -662,7 +896,13 @@ impl<T: Payload + Clone> Subscription<T> {
                     Ok(Applied::Failed(source)) => {
                         let first = events.first().expect("only events fail");
                         let last = attempt >= handler_retry.attempts();
-                        report_handler_failure(&description, first, attempt, handler_retry, &*source);
+                        report_handler_failure(
+                            &description,
+                            first,
+                            attempt,
+                            handler_retry,
+                            &*source,
+                        );
                         if last {
                             return Err(Error::Handler {
                                 subscription: description,
@@ -830,7 +1070,9 @@ pub(crate) async fn open<S: SubscriptionSource>(
     let mut checkpoint = None;
     let mut lease = None;
     let mut follower_lease = None;
+    #[cfg_attr(not(feature = "runtime"), allow(unused_mut))]
     let mut partitions = None;
+    let mut parking: Option<Arc<dyn ParkStore>> = None;
     #[cfg(feature = "runtime")]
     let mut member = None;
     let mut description = filter.describe();
@@ -855,6 +1097,7 @@ pub(crate) async fn open<S: SubscriptionSource>(
             });
             description = name.clone();
             checkpoint = Some((name, save));
+            parking = Some(Arc::new(store.clone()));
             follower_lease = Some(held.clone());
             lease = Some(held);
             position
@@ -880,6 +1123,7 @@ pub(crate) async fn open<S: SubscriptionSource>(
             checkpoint = Some((description.clone(), save));
             lease = Some(joined.liveness.clone());
             partitions = Some(joined.partitions.clone());
+            parking = Some(Arc::new(store.clone()));
             member = Some(Box::new(joined));
             // Where it reads from is set when it takes its first partitions.
             Cursor::START
@@ -927,6 +1171,7 @@ pub(crate) async fn open<S: SubscriptionSource>(
         lease,
         group: partitions,
         per_transaction: 1,
+        parking,
         _payload: PhantomData,
     })
 }
