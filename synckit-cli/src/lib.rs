@@ -102,6 +102,32 @@ enum Command {
     /// Consumer groups: members, and each partition's owner, checkpoint
     /// and lag.
     Groups,
+    /// Parked events: the events a subscription's handler kept failing on,
+    /// and the later events of their aggregates waiting behind them.
+    /// Without a subcommand, lists them.
+    Parked {
+        /// Only this durable subscription's (or group's) parked events.
+        #[arg(long, global = true, value_name = "NAME")]
+        subscription: Option<String>,
+        #[command(subcommand)]
+        command: Option<ParkedCommand>,
+    },
+}
+
+#[derive(Subcommand)]
+enum ParkedCommand {
+    /// Hand the failed event at VERSION to its running subscription's
+    /// handler again (then the events waiting behind it).
+    Retry {
+        /// The parked event's version.
+        version: u64,
+    },
+    /// Drop the parked event at VERSION (it is never handled); the events
+    /// waiting behind it go to the handler.
+    Skip {
+        /// The parked event's version.
+        version: u64,
+    },
 }
 
 #[derive(Subcommand)]
@@ -339,6 +365,28 @@ async fn run_command(cli: Cli, types: &EventTypes) -> Result<(), String> {
                 .map_err(|e| e.to_string())?;
             print_groups(&store.groups().await.map_err(|e| e.to_string())?);
         }
+        (
+            Command::Parked {
+                subscription,
+                command,
+            },
+            Database::Postgres(config),
+        ) => {
+            let store = PgStore::connect(config).await.map_err(|e| e.to_string())?;
+            parked(store, subscription, command).await?;
+        }
+        (
+            Command::Parked {
+                subscription,
+                command,
+            },
+            Database::Sqlite(config),
+        ) => {
+            let store = SqliteStore::connect(config)
+                .await
+                .map_err(|e| e.to_string())?;
+            parked(store, subscription, command).await?;
+        }
         (Command::ImportSqlite { file }, Database::Postgres(config)) => {
             let source = SqliteStore::connect(sqlite::Config::new(&file))
                 .await
@@ -537,6 +585,110 @@ fn print_groups(groups: &[synckit::ConsumerGroup]) {
                 p.partition, p.lag
             );
         }
+    }
+}
+
+/// `synckit parked`: lists, retries or skips parked events.
+async fn parked<S: SubscriptionSource>(
+    store: S,
+    subscription: Option<String>,
+    command: Option<ParkedCommand>,
+) -> Result<(), String> {
+    let outcome = parked_on(&store, subscription, command).await;
+    let _ = store.close().await;
+    outcome
+}
+
+async fn parked_on<S: SubscriptionSource>(
+    store: &S,
+    subscription: Option<String>,
+    command: Option<ParkedCommand>,
+) -> Result<(), String> {
+    let listed = store
+        .parked(subscription.as_deref())
+        .await
+        .map_err(|e| e.to_string())?;
+    let (retry, version) = match command {
+        None => {
+            print_parked(&listed);
+            return Ok(());
+        }
+        Some(ParkedCommand::Retry { version }) => (true, version),
+        Some(ParkedCommand::Skip { version }) => (false, version),
+    };
+    // The subscription it is parked in: the one named, or the only one
+    // with an event parked at that version.
+    let mut names: Vec<&str> = listed
+        .iter()
+        .filter(|p| p.version == version)
+        .map(|p| p.subscription.as_str())
+        .collect();
+    names.dedup();
+    let name = match names.as_slice() {
+        [name] => (*name).to_owned(),
+        [] => {
+            return Err(match &subscription {
+                Some(name) => format!("no event is parked at version {version} in {name}"),
+                None => format!("no event is parked at version {version}"),
+            });
+        }
+        several => {
+            return Err(format!(
+                "events at version {version} are parked in {}: pass --subscription NAME",
+                several.join(", ")
+            ));
+        }
+    };
+    if retry {
+        let waiting = listed.iter().any(|p| {
+            p.subscription == name
+                && p.version == version
+                && p.status == synckit::ParkedStatus::Waiting
+        });
+        if !store
+            .retry_parked(&name, version)
+            .await
+            .map_err(|e| e.to_string())?
+        {
+            return Err(if waiting {
+                format!(
+                    "version {version} in {name} waits behind an earlier event of its aggregate: retry or skip that one"
+                )
+            } else {
+                format!("version {version} in {name} is already to be retried")
+            });
+        }
+        println!("version {version} in {name}: to be retried by the running subscription");
+    } else {
+        if !store
+            .skip_parked(&name, version)
+            .await
+            .map_err(|e| e.to_string())?
+        {
+            return Err(format!("no event is parked at version {version} in {name}"));
+        }
+        println!("version {version} in {name}: skipped");
+    }
+    Ok(())
+}
+
+/// One line per parked event.
+fn print_parked(parked: &[synckit::ParkedEvent]) {
+    if parked.is_empty() {
+        println!("no parked events");
+    }
+    for p in parked {
+        println!(
+            "{}  version {}  aggregate {}  id {}  {}  attempts {}  parked {}  {}",
+            p.subscription,
+            p.version,
+            p.aggregate_id,
+            p.id,
+            p.status,
+            p.attempts,
+            p.parked_at.format("%Y-%m-%dT%H:%M:%S%.3fZ"),
+            p.error
+        );
     }
 }
 

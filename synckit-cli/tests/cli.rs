@@ -570,3 +570,151 @@ async fn tail_group_prints_each_event_once_and_groups_lists_the_members_on_postg
     let store = PgStore::connect(Config::new(&url)).await.unwrap();
     tail_group_prints_each_event_once_and_groups_lists_the_members(store, &url).await;
 }
+
+/// `synckit parked` lists what a running subscription parked; `retry` and
+/// `skip` release it (the subscription, in this process, then hands the
+/// aggregate's events to its handler in order); a version parked in two
+/// subscriptions needs `--subscription`.
+async fn parked_lists_retries_and_skips<S: synckit::SubscriptionSource>(store: S, target: &str) {
+    use std::collections::HashSet;
+    use std::sync::{Arc, Mutex};
+    use synckit::{Filter, HandlerRetry, Recorded, Start, SubscriptionSource};
+
+    let none = synckit(target, &["parked"]);
+    assert!(none.status.success(), "{none:?}");
+    assert_eq!(stdout(&none).trim(), "no parked events");
+
+    let poisoned: Arc<Mutex<HashSet<u64>>> = Arc::new(Mutex::new(HashSet::from([1])));
+    let handled: Arc<Mutex<Vec<u64>>> = Arc::default();
+    let quick = || {
+        HandlerRetry::default()
+            .with_attempts(2)
+            .with_backoff(Duration::ZERO, Duration::ZERO)
+    };
+    let subscription = store
+        .subscribe(Filter::all(), Start::checkpoint("mailer"))
+        .await
+        .unwrap()
+        .with_handler_retry(quick());
+    let progress = subscription.progress();
+    let (fails, log) = (poisoned.clone(), handled.clone());
+    let run = tokio::spawn(subscription.run(move |event: Recorded| {
+        let failed = fails.lock().unwrap().contains(&event.version);
+        if !failed {
+            log.lock().unwrap().push(event.version);
+        }
+        async move {
+            if failed {
+                Err(format!("cannot send {}", event.version))
+            } else {
+                Ok(())
+            }
+        }
+    }));
+    let append = async |aggregate: &str| {
+        store
+            .append(
+                ExpectedVersion::Any,
+                vec![NewEvent::new(aggregate, "Sent", json!({}))],
+            )
+            .await
+            .unwrap()[0]
+            .version
+    };
+    let eventually = async |what: &str, check: &dyn Fn() -> bool| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while !check() {
+            assert!(std::time::Instant::now() < deadline, "{what}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    assert_eq!(append("bad").await, 1);
+    assert_eq!(append("good").await, 2);
+    assert_eq!(append("bad").await, 3);
+    progress.wait_for(3).await.unwrap();
+
+    let listed = stdout(&synckit(target, &["parked"]));
+    let lines: Vec<&str> = listed.lines().collect();
+    assert_eq!(lines.len(), 2, "{listed}");
+    assert!(
+        lines[0].starts_with("mailer  version 1  aggregate bad  id ")
+            && lines[0].contains("  failed  attempts 2  parked 20")
+            && lines[0].ends_with("cannot send 1"),
+        "{listed}"
+    );
+    assert!(
+        lines[1].starts_with("mailer  version 3  aggregate bad  id ")
+            && lines[1].contains("  waiting  attempts 0  "),
+        "{listed}"
+    );
+    let refused = |args: &[&str], says: &str| {
+        let out = synckit(target, args);
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(
+            !out.status.success() && err.contains(says),
+            "{args:?}: {err}"
+        );
+    };
+    refused(&["parked", "retry", "3"], "waits behind an earlier event");
+    refused(&["parked", "retry", "9"], "no event is parked at version 9");
+    refused(&["parked", "skip", "x"], "invalid value");
+
+    // Fixed, then retried: 1, then 3, in order.
+    poisoned.lock().unwrap().clear();
+    let retried = synckit(target, &["parked", "retry", "1"]);
+    assert!(retried.status.success(), "{retried:?}");
+    assert!(stdout(&retried).contains("version 1 in mailer: to be retried"));
+    eventually("1 and 3 handled", &|| handled.lock().unwrap().len() == 3).await;
+    assert_eq!(*handled.lock().unwrap(), vec![2, 1, 3]);
+    assert_eq!(
+        stdout(&synckit(target, &["parked"])).trim(),
+        "no parked events"
+    );
+
+    // Version 4 parked by two subscriptions: the name is needed.
+    poisoned.lock().unwrap().insert(4);
+    let auditor = store
+        .subscribe(Filter::all(), Start::checkpoint("auditor"))
+        .await
+        .unwrap()
+        .with_handler_retry(quick());
+    let audited = auditor.progress();
+    let auditing = tokio::spawn(auditor.run(|_: Recorded| async { Err::<(), _>("no audit") }));
+    assert_eq!(append("worse").await, 4);
+    assert_eq!(append("worse").await, 5);
+    progress.wait_for(5).await.unwrap();
+    audited.wait_for(5).await.unwrap();
+    refused(&["parked", "skip", "4"], "pass --subscription NAME");
+    let only = stdout(&synckit(target, &["parked", "--subscription", "mailer"]));
+    assert_eq!(only.lines().count(), 2, "{only}");
+    assert!(only.lines().all(|l| l.starts_with("mailer  ")), "{only}");
+    let skipped = synckit(target, &["parked", "skip", "4", "--subscription", "mailer"]);
+    assert!(skipped.status.success(), "{skipped:?}");
+    assert!(stdout(&skipped).contains("version 4 in mailer: skipped"));
+    eventually("5 handled", &|| handled.lock().unwrap().last() == Some(&5)).await;
+    assert!(!handled.lock().unwrap().contains(&4));
+    // The auditor's are still there.
+    let left = stdout(&synckit(target, &["parked"]));
+    assert!(left.lines().all(|l| l.starts_with("auditor  ")), "{left}");
+    assert!(left.contains("auditor  version 4  "), "{left}");
+    run.abort();
+    auditing.abort();
+    let _ = (run.await, auditing.await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parked_lists_retries_and_skips_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.db");
+    let store = SqliteStore::connect(synckit::sqlite::Config::new(&path))
+        .await
+        .unwrap();
+    parked_lists_retries_and_skips(store, &path.display().to_string()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parked_lists_retries_and_skips_on_postgres() {
+    let url = database_url().await;
+    let store = PgStore::connect(Config::new(&url)).await.unwrap();
+    parked_lists_retries_and_skips(store, &url).await;
+}
