@@ -578,7 +578,7 @@ async fn tail_group_prints_each_event_once_and_groups_lists_the_members_on_postg
 async fn parked_lists_retries_and_skips<S: synckit::SubscriptionSource>(store: S, target: &str) {
     use std::collections::HashSet;
     use std::sync::{Arc, Mutex};
-    use synckit::{Filter, HandlerRetry, Recorded, Start, SubscriptionSource};
+    use synckit::{Filter, HandlerRetry, Recorded, Start};
 
     let none = synckit(target, &["parked"]);
     assert!(none.status.success(), "{none:?}");
