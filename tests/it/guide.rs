@@ -48,3 +48,23 @@ async fn the_guides_move_from_sqlite_copies_every_event() {
         stored.iter().map(|e| (&e.id, &e.data)).collect::<Vec<_>>()
     );
 }
+
+// The example itself: the tests call what its `main` calls.
+#[allow(dead_code)]
+#[path = "../../examples/projection.rs"]
+mod projection_example;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_projection_example_applies_each_deposit_once_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.db").display().to_string();
+    projection_example::project_balances(&path).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_projection_example_applies_each_deposit_once_on_postgres() {
+    let url = database_url().await;
+    projection_example::project_balances(&url).await.unwrap();
+    // Again on the same database: a group and accounts of its own.
+    projection_example::project_balances(&url).await.unwrap();
+}
