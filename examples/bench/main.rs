@@ -10,6 +10,7 @@
 #![allow(clippy::print_stdout)]
 
 mod aggregate;
+mod group;
 mod pg;
 mod report;
 mod sqlite;
@@ -49,8 +50,12 @@ struct Args {
     /// Events of the catch-up rows.
     #[arg(long, default_value_t = 100_000)]
     catch_up_events: u64,
+    /// Events of the consumer group rows.
+    #[arg(long, default_value_t = 20_000)]
+    group_events: u64,
     /// Only the rows whose key contains one of these (keys: batch,
-    /// small-batch, single, load, catch-up, latency, fanout, notify, listen, aggregate, sqlite, upcast).
+    /// small-batch, single, load, catch-up, latency, fanout, notify, listen,
+    /// aggregate, group, rebalance, sqlite, upcast).
     #[arg(long)]
     only: Vec<String>,
     /// Internal: run one load alone and print its peak memory (the memory
@@ -89,6 +94,11 @@ async fn probe(kind: &str, target: &str, events: u64) {
         }
         "sqlite-raw" => {
             sqlite::load_raw(std::path::Path::new(target), events);
+        }
+        "group-member" => {
+            // `events` is the lease time to live in milliseconds here.
+            group::member_process(target, std::time::Duration::from_millis(events)).await;
+            return;
         }
         "fanout" => {
             // `events` stream subscriptions, and 10 global ones beside more
@@ -155,6 +165,16 @@ async fn main() {
     if run("aggregate") {
         table.push(aggregate::decide_on_long_streams(&bench, args.commands).await);
         table.push(aggregate::contention(&bench, args.commands / 4).await);
+    }
+    if run("group") {
+        for row in group::throughput(&bench, args.group_events).await {
+            table.push(row);
+        }
+    }
+    if run("rebalance") {
+        for row in group::rebalance(&bench).await {
+            table.push(row);
+        }
     }
     bench.drop_databases().await;
     if run("sqlite") {

@@ -517,7 +517,7 @@ impl Bench {
     }
 }
 
-fn thousands(n: u64) -> String {
+pub fn thousands(n: u64) -> String {
     report::rate(n as f64).trim_end_matches(" ev/s").to_owned()
 }
 
