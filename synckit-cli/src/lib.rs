@@ -1,6 +1,8 @@
-//! `synckit`: run migrations, tail events live, show statistics, copy a
-//! SQLite store into PostgreSQL, and check that every stored event still
-//! decodes into an application's event types.
+//! `synckit`: run migrations, tail events live (alone or as a consumer
+//! group member), show statistics, durable subscriptions, consumer groups
+//! and parked events (and retry or skip those), copy a SQLite store into
+//! PostgreSQL, and check that every stored event still decodes into an
+//! application's event types.
 //!
 //! The `synckit` binary is [`run`] with no event types. An application
 //! builds its own, with the types it reads, so that `schema check` can

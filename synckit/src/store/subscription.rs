@@ -81,6 +81,12 @@ type RetryDelay = Arc<dyn Fn(u32) -> BoxFuture<'static, ()> + Send + Sync>;
 /// (`tracing`, level warn, then error for the last) with the subscription,
 /// the event and the attempt.
 ///
+/// When the last call fails, a durable subscription (or group member)
+/// parks the event by default ([`HandlerRetry::then_park`]; see
+/// [`ParkedEvent`](crate::ParkedEvent)) and goes on; with
+/// [`HandlerRetry::then_stop`], and always for a subscription that is not
+/// durable, `run` stops with [`Error::Handler`].
+///
 /// The waits need a timer: on a tokio runtime they are tokio's; elsewhere
 /// (the in-memory store driven by another executor, wasm32) the calls
 /// follow one another at once.
@@ -116,7 +122,8 @@ impl Default for HandlerRetry {
 }
 
 impl HandlerRetry {
-    /// One call per event: the first failure stops the subscription.
+    /// One call per event: the first failure parks the event (or stops the
+    /// run, as [`HandlerRetry::then_stop`] says).
     pub fn once() -> Self {
         HandlerRetry::default().with_attempts(1)
     }
@@ -356,9 +363,18 @@ impl<T: Payload + Clone> Subscription<T> {
     ///
     /// - A handler error is retried as [`Subscription::with_handler_retry`]
     ///   says ([`HandlerRetry::default`]: 5 calls for the same event), each
-    ///   failure logged; then `run` returns [`Error::Handler`] naming the
-    ///   subscription and the event, and the subscription stops there (a
-    ///   durable one resumes with that event).
+    ///   failure logged. Then a durable subscription parks the event (a
+    ///   [`ParkedEvent`](crate::ParkedEvent), in the store) and goes on:
+    ///   the later events of the same aggregate are parked behind it, in
+    ///   order, while other aggregates' events are handled, and a
+    ///   [retry](crate::SubscriptionSource::retry_parked) or a
+    ///   [skip](crate::SubscriptionSource::skip_parked) hands them to the
+    ///   handler again (checked every second). Parked events count as
+    ///   handled for the checkpoint and [`Progress`](crate::Progress). With
+    ///   [`HandlerRetry::then_stop`], or for a subscription that is not
+    ///   durable, `run` returns [`Error::Handler`] naming the subscription
+    ///   and the event instead, and the subscription stops there (a durable
+    ///   one resumes with that event).
     /// - A poison event, a stored event that cannot be decoded
     ///   ([`Error::UnreadableEvent`], or [`Error::Decode`] and
     ///   [`Error::UnknownEventType`] for the subscription's type), stops no
