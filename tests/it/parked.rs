@@ -152,3 +152,90 @@ pub async fn a_poison_event_is_parked_its_aggregate_waits_and_retry_or_skip_rele
     );
     assert!(store.parked(Some("strict")).await.unwrap().is_empty());
 }
+
+/// Rows of `synckit_parked` that `run` did not write: a retry of an event
+/// that is not in the store, a waiting row with nothing failed before it,
+/// and (SQLite, where a column holds any type) text where numbers belong.
+/// The subscription goes on, drops the row whose event is gone, hands the
+/// waiting row's event to its handler, and lists the odd row.
+async fn rows_written_by_hand_stop_no_subscription(target: &str) {
+    let store = synckit::open(target).await.unwrap();
+    let first = append(&store, "real").await;
+    let id = store.load(synckit::Cursor::START).await.unwrap()[0]
+        .id
+        .clone();
+    let mut rows = vec![
+        format!("('mailer', 1000, 'no-such-id', 'ghost', 'retry', 'by hand', 0, 0)"),
+        format!("('mailer', {first}, '{id}', 'real', 'waiting', 'by hand', 0, 0)"),
+    ];
+    let sqlite = target.ends_with(".db");
+    if sqlite {
+        rows.push("('mailer', 1001, 'other-id', 'odd', 'failed', 'x', 'many', 'yesterday')".into());
+    }
+    let insert = format!(
+        "INSERT INTO synckit_parked (subscription, version, event_id, aggregate_id, status, error, attempts, parked_at) VALUES {}",
+        rows.join(", ")
+    );
+    if sqlite {
+        rusqlite::Connection::open(target)
+            .unwrap()
+            .execute_batch(&insert)
+            .unwrap();
+    } else {
+        synckit_workspace::raw_client(target)
+            .await
+            .batch_execute(&insert)
+            .await
+            .unwrap();
+    }
+
+    let handled: Arc<Mutex<Vec<u64>>> = Arc::default();
+    let subscription = store
+        .subscribe(Filter::all(), Start::checkpoint("mailer"))
+        .await
+        .unwrap();
+    let progress = subscription.progress();
+    let log = handled.clone();
+    let run = tokio::spawn(subscription.run(move |event: Recorded| {
+        log.lock().unwrap().push(event.version);
+        async { Ok::<_, std::convert::Infallible>(()) }
+    }));
+    let next = append(&store, "real").await;
+    progress.wait_for(next).await.unwrap();
+    eventually("the rows released", async || {
+        let parked = store.parked(Some("mailer")).await.unwrap();
+        parked.iter().all(|p| p.version > 1000)
+    })
+    .await;
+    assert!(!run.is_finished(), "run goes on");
+    // The waiting row's event handed over again (at least once), the
+    // others once.
+    let seen = handled.lock().unwrap().clone();
+    assert_eq!(seen.iter().filter(|v| **v == first).count(), 2, "{seen:?}");
+    assert!(seen.contains(&next), "{seen:?}");
+    let left = store.parked(None).await.unwrap();
+    if sqlite {
+        assert_eq!(left.len(), 1, "{left:?}");
+        assert_eq!(
+            (left[0].version, left[0].status, left[0].attempts),
+            (1001, ParkedStatus::Failed, 0)
+        );
+    } else {
+        assert!(left.is_empty(), "{left:?}");
+    }
+    run.abort();
+    let _ = run.await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_rows_written_by_hand_stop_no_subscription() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.db").display().to_string();
+    rows_written_by_hand_stop_no_subscription(&path).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_rows_written_by_hand_stop_no_subscription() {
+    let url = synckit_workspace::database_url().await;
+    rows_written_by_hand_stop_no_subscription(&url).await;
+}

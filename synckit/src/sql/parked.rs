@@ -26,8 +26,11 @@ pub(crate) const PG_PARK_SQL: &str = park_sql!(pg_now!());
 #[cfg(feature = "sqlite")]
 pub(crate) const SQLITE_PARK_SQL: &str = park_sql!(sqlite_now!());
 
-const COLUMNS: &str = "SELECT subscription, version, event_id, aggregate_id, status, error, \
-     attempts, parked_at FROM synckit_parked";
+/// The numbers cast: a SQLite column holds whatever a hand-written row put
+/// in it (text becomes 0), and a listing must not fail on it.
+const COLUMNS: &str = "SELECT subscription, CAST(version AS BIGINT) AS version, event_id, \
+     aggregate_id, status, error, CAST(attempts AS BIGINT) AS attempts, \
+     CAST(parked_at AS BIGINT) AS parked_at FROM synckit_parked";
 
 /// One parked row.
 #[derive(diesel::QueryableByName)]
