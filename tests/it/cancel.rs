@@ -201,6 +201,51 @@ fn operations<S: Holdings>() -> Vec<(&'static str, Operation<S>)> {
                 .run(|_event: Recorded| async { Ok::<_, std::convert::Infallible>(()) })
                 .await;
         }),
+        op("group member: next and commit", |s: S| async move {
+            let Ok(mut sub) = s
+                .subscribe(Filter::all(), Start::group("sweepers", 2))
+                .await
+            else {
+                return;
+            };
+            let _ = sub.next().await;
+            let _ = sub.commit().await;
+        }),
+        op("run a group member", |s: S| async move {
+            let Ok(sub) = s.subscribe(Filter::all(), Start::group("runners", 3)).await else {
+                return;
+            };
+            let _ = sub
+                .run(|_event: Recorded| async { Ok::<_, std::convert::Infallible>(()) })
+                .await;
+        }),
+        op("run a handler that fails: parks", |s: S| async move {
+            let Ok(sub) = s
+                .subscribe(Filter::all(), Start::Checkpoint("parker".into()))
+                .await
+            else {
+                return;
+            };
+            let _ = sub
+                .with_handler_retry(synckit::HandlerRetry::once())
+                .run(|event: Recorded| async move {
+                    if event.aggregate_id == "a" {
+                        Err("refused")
+                    } else {
+                        Ok(())
+                    }
+                })
+                .await;
+        }),
+        op(
+            "groups, parked, retry_parked and skip_parked",
+            |s: S| async move {
+                let _ = s.groups().await;
+                let _ = s.parked(None).await;
+                let _ = s.retry_parked("parker", 1).await;
+                let _ = s.skip_parked("parker", 4).await;
+            },
+        ),
         op("get", |s: S| async move {
             let _ = s.get("the-same-id").await;
         }),
@@ -514,4 +559,67 @@ async fn an_import_dropped_at_every_poll_resumes_and_leaves_nothing_behind() {
         .unwrap();
     assert_eq!(report.copied_now, 0, "every event was copied already");
     assert_eq!((report.source_count, report.target_count), (40, 40));
+}
+
+/// An exactly-once projection (`project`, 3 events per transaction)
+/// dropped at every poll: the store answers, holds no connection, and the
+/// read model holds each event up to the checkpoint once and none after.
+async fn project_sweep<S: Holdings>(store: S, target: &str, any: synckit::AnyStore) {
+    crate::projection::create_read_model(target).await;
+    let seed: Vec<_> = (0..20)
+        .map(|n| NewEvent::new(["a", "b"][n % 2], "Counted", json!({ "n": n })))
+        .collect();
+    store.append(ExpectedVersion::Any, seed).await.unwrap();
+    fn quiet(_: String) {}
+    for k in 1.. {
+        let (store_in, any) = (store.clone(), any.clone());
+        let mut future = async move {
+            let Ok(sub) = store_in
+                .subscribe(Filter::all(), Start::Checkpoint("projector".into()))
+                .await
+            else {
+                return;
+            };
+            crate::projection::project_into_read_model(
+                any,
+                sub.with_events_per_transaction(3),
+                quiet,
+            )
+            .await;
+        }
+        .boxed();
+        let outcome = poll_times(&mut future, k).await;
+        drop(future);
+        assert_answers(&store, "project", k).await;
+        let checkpoint = store
+            .load_checkpoint("projector")
+            .await
+            .unwrap()
+            .map_or(0, |c| c.version());
+        let (rows, most) = crate::projection::read_model(target).await;
+        assert!(
+            rows == checkpoint && most <= 1,
+            "after dropping `project` at poll {k}: {rows} rows (each at most {most} times) against checkpoint {checkpoint}"
+        );
+        if outcome != Outcome::Pending {
+            break;
+        }
+        assert!(k < 10_000, "`project` never completes");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_a_projection_dropped_at_every_poll_applies_nothing_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.db").display().to_string();
+    let store = SqliteStore::open(&path).await.unwrap();
+    project_sweep(store.clone(), &path, synckit::AnyStore::Sqlite(store)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_projection_dropped_at_every_poll_applies_nothing_twice() {
+    let _alone = crate::SATURATING.lock().await;
+    let url = synckit_workspace::database_url().await;
+    let store = pg_store_with(Config::new(url.clone())).await;
+    project_sweep(store.clone(), &url, synckit::AnyStore::Postgres(store)).await;
 }
