@@ -67,6 +67,7 @@
 //! | `postgres` | PostgreSQL store and LISTEN/NOTIFY subscriptions ([`postgres`]) | yes |
 //! | `schema`   | JSON Schema of every event type ([`Event::event_schemas`]) | yes |
 //! | `tls`      | TLS for PostgreSQL connections (rustls) | no |
+//! | `server`   | HTTP and Server-Sent Events face (axum, [`server`]) | no |
 //!
 //! With `default-features = false, features = ["derive"]` the crate builds
 //! for `wasm32-unknown-unknown`: events, envelopes, cursors, filters,
@@ -103,6 +104,10 @@ pub mod evolution;
 #[cfg(feature = "postgres")]
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
 pub mod postgres;
+pub mod protocol;
+#[cfg(feature = "server")]
+#[cfg_attr(docsrs, doc(cfg(feature = "server")))]
+pub mod server;
 #[cfg(feature = "sqlite")]
 #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
 pub mod sqlite;

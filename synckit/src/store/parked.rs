@@ -72,6 +72,7 @@ impl ParkedStatus {
         }
     }
 
+    #[cfg(any(feature = "postgres", feature = "sqlite"))]
     pub(crate) fn parse(stored: &str) -> Self {
         match stored {
             "waiting" => ParkedStatus::Waiting,

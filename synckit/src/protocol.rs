@@ -1,0 +1,261 @@
+//! The JSON bodies of synckit's HTTP protocol, shared by the server
+//! (feature `server`) and any Rust client; they build everywhere the typed
+//! core does, `wasm32-unknown-unknown` included.
+//!
+//! Events travel in their stored form: a [`Recorded`] serializes as
+//! `{"version", "stream_version", "id", "aggregate_id", "event_type",
+//! "data", "metadata", "created_at"}`.
+//!
+//! ```
+//! use synckit::ExpectedVersion;
+//! use synckit::protocol::AppendRequest;
+//!
+//! let body: AppendRequest = serde_json::from_str(
+//!     r#"{"expected_version": "no_stream",
+//!         "events": [{"type": "User.Registered", "data": {"name": "Ada"}}]}"#,
+//! )?;
+//! assert_eq!(body.expected_version, ExpectedVersion::NoStream);
+//! assert_eq!(body.events[0].event_type, "User.Registered");
+//! # Ok::<(), serde_json::Error>(())
+//! ```
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::model::cursor::ExpectedVersion;
+use crate::model::recorded::{NewEvent, Recorded};
+
+/// One page of events in global order (`GET /events`) or in stream order
+/// (`GET /streams/{aggregate_id}`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct Page {
+    /// The events, in order.
+    pub events: Vec<Recorded>,
+    /// Where the next page starts: pass it as `after`. It can be past the
+    /// last event of `events` when the page read events the filter or the
+    /// caller's access left out.
+    pub next: u64,
+    /// The last position readers could see when the page was read (global
+    /// version, or the stream's version for a stream).
+    pub head: u64,
+}
+
+impl Page {
+    /// A page.
+    pub fn new(events: Vec<Recorded>, next: u64, head: u64) -> Self {
+        Page { events, next, head }
+    }
+}
+
+/// The body of `POST /streams/{aggregate_id}/events`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct AppendRequest {
+    /// `"any"` (the default), `"no_stream"`, `"stream_exists"` or the
+    /// stream's exact version as a number.
+    #[serde(default = "any", with = "expected_version")]
+    pub expected_version: ExpectedVersion,
+    /// The events, all of the stream in the path.
+    pub events: Vec<AppendEvent>,
+}
+
+fn any() -> ExpectedVersion {
+    ExpectedVersion::Any
+}
+
+impl AppendRequest {
+    /// A request from events built for one stream.
+    pub fn new(expected_version: ExpectedVersion, events: &[NewEvent]) -> Self {
+        AppendRequest {
+            expected_version,
+            events: events
+                .iter()
+                .map(|e| AppendEvent {
+                    id: Some(e.id().to_owned()),
+                    event_type: e.event_type().to_owned(),
+                    data: e.data().clone(),
+                    metadata: Some(e.metadata().clone()),
+                })
+                .collect(),
+        }
+    }
+
+    /// The events to append to `aggregate_id`; an event without an id gets
+    /// a new one.
+    pub fn into_events(self, aggregate_id: &str) -> Vec<NewEvent> {
+        self.events
+            .into_iter()
+            .map(|e| {
+                let mut new = NewEvent::new(aggregate_id, e.event_type, e.data)
+                    .with_metadata_map(e.metadata.unwrap_or_default());
+                if let Some(id) = e.id {
+                    new = new.with_id(id);
+                }
+                new
+            })
+            .collect()
+    }
+}
+
+/// One event of an [`AppendRequest`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct AppendEvent {
+    /// The event id; give one to make retries idempotent (a new UUIDv7
+    /// when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// The event type (`type`, or `event_type` as in stored events).
+    #[serde(rename = "type", alias = "event_type")]
+    pub event_type: String,
+    /// The event's JSON.
+    pub data: Value,
+    /// A JSON object of metadata.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<Map<String, Value>>,
+}
+
+/// The answer to an append: the recorded events, in order (the stored ones
+/// when the append repeated earlier events).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct Appended {
+    /// The events as recorded.
+    pub events: Vec<Recorded>,
+}
+
+/// Every error answer: a stable `error` code, a human `message`, and the
+/// code's own fields (a conflict's `aggregate_id`, `expected` and
+/// `actual`; an invalid input's `field`).
+///
+/// | status | `error` |
+/// |---|---|
+/// | 400 | `bad_request` (malformed JSON or query), `bad_cursor` |
+/// | 401 | `unauthorized` (no or unknown credentials) |
+/// | 403 | `forbidden` (the caller may not read or append to that stream or type) |
+/// | 404 | `not_found` (route, or event id) |
+/// | 405 | `method_not_allowed` |
+/// | 409 | `conflict` (expected version), `duplicate_event` (an id stored with other content) |
+/// | 413 | `too_large` (the body is over the server's limit) |
+/// | 422 | `invalid_input` (an event the store refuses before writing) |
+/// | 503 | `unavailable` (store closed, a transient failure, too many live connections: retry) |
+/// | 500 | `internal` (see the server's log) |
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct ErrorBody {
+    /// The stable code.
+    pub error: String,
+    /// What went wrong, for people.
+    pub message: String,
+    /// The code's own fields.
+    #[serde(flatten)]
+    pub details: Map<String, Value>,
+}
+
+impl ErrorBody {
+    /// An error body without details.
+    pub fn new(error: impl Into<String>, message: impl Into<String>) -> Self {
+        ErrorBody {
+            error: error.into(),
+            message: message.into(),
+            details: Map::new(),
+        }
+    }
+
+    /// Adds one detail field.
+    pub fn with(mut self, key: &str, value: impl Into<Value>) -> Self {
+        self.details.insert(key.to_owned(), value.into());
+        self
+    }
+}
+
+/// The `data:` of the SSE event `progress`: everything up to `version` has
+/// been read (the events after the last one sent did not pass the filter),
+/// so a client resumes from here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct Progress {
+    /// The position read up to.
+    pub version: u64,
+}
+
+/// `ExpectedVersion` on the wire: `"any"`, `"no_stream"`,
+/// `"stream_exists"` or a number (use with `#[serde(with = ...)]`).
+pub mod expected_version {
+    use serde::de::{self, Deserializer, Visitor};
+    use serde::ser::Serializer;
+    use std::fmt;
+
+    use crate::model::cursor::ExpectedVersion;
+
+    /// Writes the wire form.
+    pub fn serialize<S: Serializer>(value: &ExpectedVersion, s: S) -> Result<S::Ok, S::Error> {
+        match value {
+            ExpectedVersion::Any => s.serialize_str("any"),
+            ExpectedVersion::NoStream => s.serialize_str("no_stream"),
+            ExpectedVersion::StreamExists => s.serialize_str("stream_exists"),
+            ExpectedVersion::Exact(n) => s.serialize_u64(*n),
+        }
+    }
+
+    /// Reads the wire form.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<ExpectedVersion, D::Error> {
+        struct Expected;
+        impl Visitor<'_> for Expected {
+            type Value = ExpectedVersion;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(r#""any", "no_stream", "stream_exists" or a stream version"#)
+            }
+            fn visit_u64<E: de::Error>(self, n: u64) -> Result<ExpectedVersion, E> {
+                Ok(ExpectedVersion::Exact(n))
+            }
+            fn visit_i64<E: de::Error>(self, n: i64) -> Result<ExpectedVersion, E> {
+                u64::try_from(n)
+                    .map(ExpectedVersion::Exact)
+                    .map_err(|_| E::invalid_value(de::Unexpected::Signed(n), &self))
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<ExpectedVersion, E> {
+                match s {
+                    "any" => Ok(ExpectedVersion::Any),
+                    "no_stream" => Ok(ExpectedVersion::NoStream),
+                    "stream_exists" => Ok(ExpectedVersion::StreamExists),
+                    _ => Err(E::invalid_value(de::Unexpected::Str(s), &self)),
+                }
+            }
+        }
+        d.deserialize_any(Expected)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expected_versions_round_trip_and_bad_ones_are_refused() {
+        for (text, expected) in [
+            (r#""any""#, ExpectedVersion::Any),
+            (r#""no_stream""#, ExpectedVersion::NoStream),
+            (r#""stream_exists""#, ExpectedVersion::StreamExists),
+            ("7", ExpectedVersion::Exact(7)),
+        ] {
+            let body = format!(r#"{{"expected_version": {text}, "events": []}}"#);
+            let parsed: AppendRequest = serde_json::from_str(&body).unwrap();
+            assert_eq!(parsed.expected_version, expected);
+            let back = serde_json::to_string(&parsed).unwrap();
+            assert!(back.contains(text), "{back}");
+        }
+        for bad in [r#""sometimes""#, "-1", "1.5", "null"] {
+            let body = format!(r#"{{"expected_version": {bad}, "events": []}}"#);
+            assert!(
+                serde_json::from_str::<AppendRequest>(&body).is_err(),
+                "{bad}"
+            );
+        }
+        let unknown = r#"{"events": [], "expected": 1}"#;
+        assert!(serde_json::from_str::<AppendRequest>(unknown).is_err());
+    }
+}
