@@ -1,6 +1,7 @@
 //! `synckit`: run migrations, tail events live (alone or as a consumer
 //! group member), show statistics, durable subscriptions, consumer groups
-//! and parked events (and retry or skip those), copy a SQLite store into
+//! and parked events (and retry or skip those), serve the store over HTTP
+//! and Server-Sent Events (`synckit serve`), copy a SQLite store into
 //! PostgreSQL, and check that every stored event still decodes into an
 //! application's event types.
 //!
@@ -62,6 +63,20 @@ struct Cli {
 enum Command {
     /// Run the embedded migrations (idempotent); print what was applied.
     Migrate,
+    /// Serve the store over HTTP and Server-Sent Events (the routes of
+    /// `synckit::server`) until Ctrl-C or SIGTERM.
+    Serve {
+        /// The address to listen on.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: String,
+        /// Bearer tokens, one per line: `TOKEN PATTERN...`, a pattern being
+        /// an aggregate id, a prefix ending in `*`, or `*` (every stream).
+        #[arg(long, required_unless_present = "allow_anonymous")]
+        token_file: Option<std::path::PathBuf>,
+        /// Serve every stream to anyone, unauthenticated.
+        #[arg(long, conflicts_with = "token_file")]
+        allow_anonymous: bool,
+    },
     /// Print events as they are committed, until Ctrl-C.
     Tail {
         /// Only this aggregate's events.
@@ -250,6 +265,58 @@ async fn follow(
     }
 }
 
+/// Serves `store` on `listen` until Ctrl-C or SIGTERM; then closes the
+/// store (ending the live feeds) and lets the server finish.
+async fn serve<S: SubscriptionSource>(
+    store: S,
+    listen: &str,
+    token_file: Option<std::path::PathBuf>,
+) -> Result<(), String> {
+    let builder = synckit::server::router(store.clone());
+    let builder = match token_file {
+        Some(path) => builder
+            .policy(synckit::server::TokenPolicy::from_file(&path).map_err(|e| e.to_string())?),
+        None => builder.allow_anonymous(),
+    };
+    let app = builder.build().map_err(|e| e.to_string())?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+    let address = listener.local_addr().map_err(|e| e.to_string())?;
+    println!("listening on http://{address}");
+    let _ = std::io::stdout().flush();
+    let closing = store.clone();
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            stopped().await;
+            // Ends the live feeds, which would hold the shutdown forever.
+            let _ = closing.close().await;
+        })
+        .await
+        .map_err(|e| format!("the server failed: {e}"))?;
+    store.close().await.map_err(|e| e.to_string())
+}
+
+/// Ctrl-C, or SIGTERM where there is one.
+async fn stopped() {
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(_) => return std::future::pending().await,
+            };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
 async fn run_command(cli: Cli, types: &EventTypes) -> Result<(), String> {
     if let Command::Schema {
         command: SchemaCommand::Check { json },
@@ -271,6 +338,23 @@ async fn run_command(cli: Cli, types: &EventTypes) -> Result<(), String> {
                 .map_err(|e| e.to_string())?;
             print_applied(&report.applied);
         }
+        (
+            Command::Serve {
+                listen, token_file, ..
+            },
+            db,
+        ) => match db {
+            Database::Postgres(config) => {
+                let store = PgStore::connect(config).await.map_err(|e| e.to_string())?;
+                serve(store, &listen, token_file).await?;
+            }
+            Database::Sqlite(config) => {
+                let store = SqliteStore::connect(config)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                serve(store, &listen, token_file).await?;
+            }
+        },
         (
             Command::Tail {
                 stream,

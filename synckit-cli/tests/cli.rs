@@ -718,3 +718,78 @@ async fn parked_lists_retries_and_skips_on_postgres() {
     let store = PgStore::connect(Config::new(&url)).await.unwrap();
     parked_lists_retries_and_skips(store, &url).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_answers_with_the_token_files_policy_and_stops_on_a_signal() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("served.db");
+    let tokens = dir.path().join("tokens");
+    std::fs::write(&tokens, "# who may do what\nsecret user-*\n").unwrap();
+    let database = db.to_str().unwrap();
+    assert!(synckit(database, &["migrate"]).status.success());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_synckit"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--token-file"])
+        .arg(&tokens)
+        .env("DATABASE_URL", database)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = lines.next().expect("a first line").unwrap();
+    let base = first
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("{first}"))
+        .to_owned();
+    let http = reqwest::Client::new();
+    let body = json!({"expected_version": "no_stream",
+                      "events": [{"type": "User.Registered", "data": {"name": "Ada"}}]});
+    let post = |stream: &str, token: &str| {
+        http.post(format!("{base}/streams/{stream}/events"))
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+    };
+    assert_eq!(post("user-1", "wrong").await.unwrap().status(), 401);
+    assert_eq!(post("order-1", "secret").await.unwrap().status(), 403);
+    assert_eq!(post("user-1", "secret").await.unwrap().status(), 201);
+    let page: serde_json::Value = http
+        .get(format!("{base}/events"))
+        .bearer_auth("secret")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(page["events"][0]["aggregate_id"], "user-1");
+    // An open live feed does not hold the shutdown.
+    let live = http
+        .get(format!("{base}/events/live?access_token=secret"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(live.status(), 200);
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait());
+    });
+    let status = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("serve stops within 30 s of SIGTERM")
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+    drop(live);
+    // What was appended is in the file.
+    let store = SqliteStore::open(&db).await.unwrap();
+    assert_eq!(store.stream_version("user-1").await.unwrap(), Some(1));
+
+    let refused = synckit(database, &["serve"]);
+    assert!(!refused.status.success());
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(said.contains("--token-file"), "{said}");
+}
