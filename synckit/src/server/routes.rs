@@ -197,9 +197,13 @@ impl Query {
         let mut query = Query::default();
         for (key, value) in pairs {
             if key != "access_token" && !allowed.contains(&key.as_str()) {
-                return Err(ApiError::bad_request(format!(
-                    "unknown query parameter {key:?}; this route takes {}",
+                let takes = if allowed.is_empty() {
+                    "no query parameter".to_owned()
+                } else {
                     allowed.join(", ")
+                };
+                return Err(ApiError::bad_request(format!(
+                    "unknown query parameter {key:?}; this route takes {takes}"
                 )));
             }
             match key.as_str() {
@@ -265,8 +269,31 @@ fn check_streams(who: &Principal, streams: &[String]) -> Result<(), ApiError> {
     }
 }
 
-/// A page's answer, with its caching headers.
-fn page_response(page: Page, full: bool, private: bool) -> Response {
+/// Where a page read started, how many events it asked for, and the head
+/// it saw.
+struct Read {
+    after: u64,
+    limit: usize,
+    head: u64,
+}
+
+/// A page's answer, with its caching headers: the events `who` may read,
+/// and `next` past every event read (`position` is the global or the
+/// stream version).
+fn page_response(
+    who: &Principal,
+    events: Vec<crate::model::recorded::Recorded>,
+    read: Read,
+    position: fn(&crate::model::recorded::Recorded) -> u64,
+    private: bool,
+) -> Response {
+    let full = read.limit > 0 && events.len() == read.limit;
+    let next = events.last().map_or(read.after, position);
+    let events = events
+        .into_iter()
+        .filter(|e| who.may(Access::Read, &e.aggregate_id, &e.event_type))
+        .collect();
+    let page = Page::new(events, next, read.head.max(next));
     let mut response = axum::Json(page).into_response();
     let headers = response.headers_mut();
     // A full page is `limit` events below the fence: no later commit can
@@ -300,15 +327,12 @@ async fn page<S: SubscriptionSource>(
         state.store.read(&filter, Cursor::new(after), limit).await?
     };
     let head = state.store.latest_version().await?.version();
-    let full = limit > 0 && events.len() == limit;
-    let next = events.last().map_or(after, |e| e.version);
-    let events = events
-        .into_iter()
-        .filter(|e| who.may(Access::Read, &e.aggregate_id, &e.event_type))
-        .collect();
+    let read = Read { after, limit, head };
     Ok(page_response(
-        Page::new(events, next, head.max(next)),
-        full,
+        &who,
+        events,
+        read,
+        |e| e.version,
         state.policy.is_some(),
     ))
 }
@@ -341,15 +365,12 @@ async fn stream<S: SubscriptionSource>(
         .stream_version(&aggregate_id)
         .await?
         .unwrap_or(0);
-    let full = limit > 0 && events.len() == limit;
-    let next = events.last().map_or(after, |e| e.stream_version);
-    let events = events
-        .into_iter()
-        .filter(|e| who.may(Access::Read, &e.aggregate_id, &e.event_type))
-        .collect();
+    let read = Read { after, limit, head };
     Ok(page_response(
-        Page::new(events, next, head.max(next)),
-        full,
+        &who,
+        events,
+        read,
+        |e| e.stream_version,
         state.policy.is_some(),
     ))
 }
