@@ -100,6 +100,9 @@ mod store;
 #[cfg(any(feature = "postgres", feature = "sqlite"))]
 mod sql;
 
+#[cfg(feature = "client")]
+#[cfg_attr(docsrs, doc(cfg(feature = "client")))]
+pub mod client;
 pub mod evolution;
 #[cfg(feature = "postgres")]
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]

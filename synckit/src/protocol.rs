@@ -19,11 +19,85 @@
 //! # Ok::<(), serde_json::Error>(())
 //! ```
 
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::model::cursor::ExpectedVersion;
+use crate::model::error::{Error, Result};
 use crate::model::recorded::{NewEvent, Recorded};
+use crate::model::validate::MAX_JSON_DEPTH;
+
+/// How many levels the bodies wrap around an event's data
+/// (`{"events": [{"data": ...}]}`), with one to spare.
+const ENVELOPE_DEPTH: usize = 4;
+
+/// Parses a protocol body (what [`Page`], [`AppendRequest`] and
+/// [`Appended`] serialize to).
+///
+/// An event's data may nest [`MAX_JSON_DEPTH`] levels, and the bodies wrap
+/// it in a few more: past `serde_json`'s default limit of 128. This counts
+/// the nesting first, without recursion, refuses a body deeper than any
+/// event could make it, and parses the rest without that limit.
+///
+/// ```
+/// use synckit::protocol::{Appended, nesting_depth};
+///
+/// let deep = (0..127).fold(serde_json::json!(1), |inner, _| serde_json::json!([inner]));
+/// let body = serde_json::json!({"events": [{
+///     "version": 1, "stream_version": 1, "id": "e1", "aggregate_id": "a",
+///     "event_type": "Deep", "data": deep, "metadata": {},
+///     "created_at": "2026-01-01T00:00:00Z",
+/// }]});
+/// let text = serde_json::to_vec(&body)?;
+/// assert_eq!(nesting_depth(&text), 130);
+/// let appended: Appended = synckit::protocol::from_slice(&text)?;
+/// assert_eq!(appended.events[0].data, deep);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn from_slice<T: DeserializeOwned>(body: &[u8]) -> serde_json::Result<T> {
+    let depth = nesting_depth(body);
+    if depth > MAX_JSON_DEPTH + ENVELOPE_DEPTH {
+        return Err(serde::de::Error::custom(format!(
+            "the body nests {depth} levels of arrays and objects; an event's data may nest \
+             at most {MAX_JSON_DEPTH}"
+        )));
+    }
+    let mut deserializer = serde_json::Deserializer::from_slice(body);
+    deserializer.disable_recursion_limit();
+    let value = T::deserialize(&mut deserializer)?;
+    deserializer.end()?;
+    Ok(value)
+}
+
+/// The deepest nesting of arrays and objects in JSON text (outside its
+/// strings), counted without recursion; malformed text gets a count too,
+/// and fails when parsed.
+pub fn nesting_depth(json: &[u8]) -> usize {
+    let (mut depth, mut deepest) = (0usize, 0usize);
+    let (mut in_string, mut escaped) = (false, false);
+    for &byte in json {
+        if in_string {
+            match byte {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match byte {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    deepest
+}
 
 /// One page of events in global order (`GET /events`) or in stream order
 /// (`GET /streams/{aggregate_id}`).
@@ -48,7 +122,9 @@ impl Page {
     }
 }
 
-/// The body of `POST /streams/{aggregate_id}/events`.
+/// The body of `POST /streams/{aggregate_id}/events` (one stream) and of
+/// `POST /events` (an atomic batch over several streams, each event naming
+/// its `aggregate_id`; the expected version must then be `"any"`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 #[non_exhaustive]
@@ -74,6 +150,7 @@ impl AppendRequest {
                 .iter()
                 .map(|e| AppendEvent {
                     id: Some(e.id().to_owned()),
+                    aggregate_id: Some(e.aggregate_id().to_owned()),
                     event_type: e.event_type().to_owned(),
                     data: e.data().clone(),
                     metadata: Some(e.metadata().clone()),
@@ -82,18 +159,40 @@ impl AppendRequest {
         }
     }
 
-    /// The events to append to `aggregate_id`; an event without an id gets
-    /// a new one.
-    pub fn into_events(self, aggregate_id: &str) -> Vec<NewEvent> {
+    /// The events to append, each to its own `aggregate_id` or, without
+    /// one, to `stream` (the stream in the path of
+    /// `POST /streams/{aggregate_id}/events`); an event without an id gets
+    /// a new one. [`Error::InvalidInput`] when an event names no stream,
+    /// or another stream than `stream`.
+    pub fn into_events(self, stream: Option<&str>) -> Result<Vec<NewEvent>> {
         self.events
             .into_iter()
             .map(|e| {
+                let aggregate_id = match (e.aggregate_id, stream) {
+                    (Some(own), Some(path)) if own != path => {
+                        return Err(Error::InvalidInput {
+                            field: "aggregate id",
+                            reason: format!(
+                                "an event of stream {own:?} in an append to stream {path:?}"
+                            ),
+                        });
+                    }
+                    (Some(own), _) => own,
+                    (None, Some(path)) => path.to_owned(),
+                    (None, None) => {
+                        return Err(Error::InvalidInput {
+                            field: "aggregate id",
+                            reason: "every event of `POST /events` names its `aggregate_id`"
+                                .to_owned(),
+                        });
+                    }
+                };
                 let mut new = NewEvent::new(aggregate_id, e.event_type, e.data)
                     .with_metadata_map(e.metadata.unwrap_or_default());
                 if let Some(id) = e.id {
                     new = new.with_id(id);
                 }
-                new
+                Ok(new)
             })
             .collect()
     }
@@ -108,6 +207,10 @@ pub struct AppendEvent {
     /// when absent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
+    /// The event's stream: required by `POST /events`; optional in
+    /// `POST /streams/{aggregate_id}/events`, where it must be the path's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aggregate_id: Option<String>,
     /// The event type (`type`, or `event_type` as in stored events).
     #[serde(rename = "type", alias = "event_type")]
     pub event_type: String,

@@ -19,6 +19,7 @@ mod postgres;
 mod progress;
 mod projection;
 mod realtime;
+mod remote;
 mod server;
 mod sqlite;
 mod tls;

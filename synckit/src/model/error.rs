@@ -165,6 +165,27 @@ pub enum Error {
         source: BoxError,
     },
 
+    /// A call of a [`RemoteStore`](crate::client::RemoteStore) over the
+    /// HTTP protocol failed for a reason no other variant names: the
+    /// server could not be reached (`status` is `None`, `code` is
+    /// `"unreachable"`), refused the caller (401 `unauthorized`, 403
+    /// `forbidden`), or failed (`unavailable`, `internal`). `code` is the
+    /// server's error code ([`ErrorBody::error`](crate::protocol::ErrorBody)).
+    ///
+    /// Transient when the server was out of reach or answered 429, 502,
+    /// 503 or 504.
+    #[error("{operation} over HTTP failed{}: {message} ({code})", DisplayStatus(*status))]
+    Remote {
+        /// The store operation (`append`, `read`, ...).
+        operation: &'static str,
+        /// The HTTP status of the answer, `None` without one.
+        status: Option<u16>,
+        /// The server's error code, or `unreachable` without an answer.
+        code: String,
+        /// What went wrong, as the server or the HTTP client said.
+        message: String,
+    },
+
     /// The store's notification listener gave up reconnecting; the
     /// subscriptions it served end with this error.
     #[error("the notification listener gave up after {attempts} failed attempts: {reason}")]
@@ -281,6 +302,9 @@ impl Error {
                 crate::model::transient::is_transient(source.as_ref())
             }
             Error::Subscription { source, .. } => source.is_transient(),
+            Error::Remote { status, .. } => {
+                matches!(status, None | Some(429 | 502 | 503 | 504))
+            }
             _ => false,
         }
     }
@@ -365,6 +389,17 @@ impl Error {
             version,
             id: id.to_owned(),
             reason: reason.to_string(),
+        }
+    }
+}
+
+struct DisplayStatus(Option<u16>);
+
+impl fmt::Display for DisplayStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(status) => write!(f, " with status {status}"),
+            None => f.write_str(" without an answer"),
         }
     }
 }

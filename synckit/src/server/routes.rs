@@ -47,8 +47,9 @@ impl<S: Clone> Clone for State<S> {
 
 pub(super) fn router<S: SubscriptionSource>(state: State<S>) -> Router {
     Router::new()
-        .route("/events", get(page::<S>))
+        .route("/events", get(page::<S>).post(append_batch::<S>))
         .route("/events/live", get(live::<S>))
+        .route("/events/by-id/{id}", get(by_id::<S>))
         .route("/streams/{aggregate_id}", get(stream::<S>))
         .route(
             "/streams/{aggregate_id}/events",
@@ -270,7 +271,7 @@ fn check_streams(who: &Principal, streams: &[String]) -> Result<(), ApiError> {
 }
 
 /// Where a page read started, how many events it asked for, and the head
-/// it saw.
+/// it saw before it read (so a short page holds every event up to it).
 struct Read {
     after: u64,
     limit: usize,
@@ -288,7 +289,14 @@ fn page_response(
     private: bool,
 ) -> Response {
     let full = read.limit > 0 && events.len() == read.limit;
-    let next = events.last().map_or(read.after, position);
+    let last = events.last().map_or(read.after, position);
+    // A short page read everything up to the head it started under, what
+    // the filter left out included: the next page starts there.
+    let next = if full || read.limit == 0 {
+        last
+    } else {
+        last.max(read.head)
+    };
     let events = events
         .into_iter()
         .filter(|e| who.may(Access::Read, &e.aggregate_id, &e.event_type))
@@ -321,12 +329,12 @@ async fn page<S: SubscriptionSource>(
     let filter = query.filter()?;
     let after = query.after.unwrap_or(0);
     let limit = query.limit(&state.limits);
+    let head = state.store.latest_version().await?.version();
     let events = if limit == 0 {
         Vec::new()
     } else {
         state.store.read(&filter, Cursor::new(after), limit).await?
     };
-    let head = state.store.latest_version().await?.version();
     let read = Read { after, limit, head };
     Ok(page_response(
         &who,
@@ -335,6 +343,39 @@ async fn page<S: SubscriptionSource>(
         |e| e.version,
         state.policy.is_some(),
     ))
+}
+
+/// One event by id; 404 as well when the caller may not read it, so that
+/// ids of other principals' events cannot be probed.
+async fn by_id<S: SubscriptionSource>(
+    Extract(state): Extract<State<S>>,
+    headers: HeaderMap,
+    path: Result<Path<String>, axum::extract::rejection::PathRejection>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    let Path(id) = path.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let query = Query::parse(raw.as_deref(), &[])?;
+    let who = authorize(&state, &headers, &query)?;
+    let event = state.store.get(&id).await?;
+    if !who.may(Access::Read, &event.aggregate_id, &event.event_type) {
+        return Err(Error::EventNotFound { id }.into());
+    }
+    let mut response = axum::Json(event).into_response();
+    // An event never changes once stored.
+    let cache = if state.policy.is_some() {
+        "private, max-age=31536000, immutable"
+    } else {
+        "public, max-age=31536000, immutable"
+    };
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static(cache));
+    if state.policy.is_some() {
+        response
+            .headers_mut()
+            .insert(header::VARY, HeaderValue::from_static("authorization"));
+    }
+    Ok(response)
 }
 
 async fn stream<S: SubscriptionSource>(
@@ -352,6 +393,11 @@ async fn stream<S: SubscriptionSource>(
     }
     let after = query.after.unwrap_or(0);
     let limit = query.limit(&state.limits);
+    let head = state
+        .store
+        .stream_version(&aggregate_id)
+        .await?
+        .unwrap_or(0);
     let events = if limit == 0 {
         Vec::new()
     } else {
@@ -360,11 +406,6 @@ async fn stream<S: SubscriptionSource>(
             .read_aggregate(&aggregate_id, after, limit)
             .await?
     };
-    let head = state
-        .store
-        .stream_version(&aggregate_id)
-        .await?
-        .unwrap_or(0);
     let read = Read { after, limit, head };
     Ok(page_response(
         &who,
@@ -389,6 +430,32 @@ async fn append<S: SubscriptionSource>(
     if !who.may_stream(Access::Append, &aggregate_id) {
         return Err(ApiError::forbidden(Access::Append, &aggregate_id));
     }
+    append_body(&state, &who, &headers, body, Some(&aggregate_id)).await
+}
+
+/// `POST /events`: one atomic append over several streams, each event
+/// naming its own.
+async fn append_batch<S: SubscriptionSource>(
+    Extract(state): Extract<State<S>>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let query = Query::parse(raw.as_deref(), &[])?;
+    let who = authorize(&state, &headers, &query)?;
+    append_body(&state, &who, &headers, body, None).await
+}
+
+/// Reads an append's body (within the size limit), checks every event
+/// against `who`'s access, and appends: nothing is written unless all of
+/// it may be.
+async fn append_body<S: SubscriptionSource>(
+    state: &State<S>,
+    who: &Principal,
+    headers: &HeaderMap,
+    body: Body,
+    stream: Option<&str>,
+) -> Result<Response, ApiError> {
     let limit = state.limits.body_bytes;
     let too_large = || {
         ApiError::new(
@@ -408,15 +475,15 @@ async fn append<S: SubscriptionSource>(
     let bytes = axum::body::to_bytes(body, limit)
         .await
         .map_err(|_| too_large())?;
-    let request: AppendRequest = serde_json::from_slice(&bytes)
+    let request: AppendRequest = crate::protocol::from_slice(&bytes)
         .map_err(|e| ApiError::bad_request(format!("malformed append body: {e}")))?;
     let expected = request.expected_version;
-    let events = request.into_events(&aggregate_id);
+    let events = request.into_events(stream)?;
     if let Some(refused) = events
         .iter()
-        .find(|e| !who.may(Access::Append, &aggregate_id, e.event_type()))
+        .find(|e| !who.may(Access::Append, e.aggregate_id(), e.event_type()))
     {
-        return Err(ApiError::forbidden(Access::Append, &aggregate_id)
+        return Err(ApiError::forbidden(Access::Append, refused.aggregate_id())
             .with("event_type", refused.event_type()));
     }
     let recorded = state.store.append(expected, events).await?;
