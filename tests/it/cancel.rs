@@ -78,6 +78,7 @@ trait Holdings: SubscriptionSource {
 
 impl Holdings for MemoryStore {}
 impl Holdings for SqliteStore {}
+impl Holdings for synckit::client::RemoteStore {}
 impl Holdings for PgStore {
     fn connections_in_use(&self) -> u32 {
         self.stats().map_or(0, |s| s.in_use)
@@ -364,6 +365,13 @@ async fn memory_futures_dropped_at_every_poll_leave_nothing_behind() {
 #[tokio::test(flavor = "current_thread")]
 async fn sqlite_futures_dropped_at_every_poll_leave_nothing_behind_current_thread() {
     sweep(crate::sqlite::fresh_store(7).await).await;
+}
+
+/// Through the HTTP face: a client's request dropped at any poll leaves
+/// the client, the server and its store answering.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remote_futures_dropped_at_every_poll_leave_nothing_behind() {
+    sweep(crate::remote::remote(crate::sqlite::fresh_store(7).await).await).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
