@@ -20,6 +20,8 @@ mod progress;
 mod projection;
 mod realtime;
 mod remote;
+#[path = "../support/restartable.rs"]
+mod restartable;
 mod server;
 mod sqlite;
 mod tls;

@@ -31,68 +31,9 @@ mod on_postgres {
     crate::behaviour_suite!(async { super::remote(crate::postgres::store_with(7).await.0).await });
 }
 
-/// A server in a runtime of its own, so that stopping it cuts every
-/// connection it holds (its live feeds included), as a crash would.
-struct Server {
-    runtime: Option<tokio::runtime::Runtime>,
-    port: u16,
-}
-
-impl Server {
-    /// Serves the SQLite file at `path` on `port` (0: a free one), with
-    /// `policy` or to anyone.
-    async fn start(path: std::path::PathBuf, port: u16, policy: Option<&'static str>) -> Server {
-        tokio::task::spawn_blocking(move || {
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(1)
-                .enable_all()
-                .build()
-                .unwrap();
-            let port = runtime.block_on(async move {
-                let store = synckit::sqlite::SqliteStore::open(path).await.unwrap();
-                let router = server::router(store);
-                let router = match policy {
-                    Some(tokens) => router.policy(server::TokenPolicy::parse(tokens).unwrap()),
-                    None => router.allow_anonymous(),
-                };
-                let limits = Limits::default().with_heartbeat(Duration::from_millis(500));
-                let app = router.limits(limits).build().unwrap();
-                let socket = tokio::net::TcpSocket::new_v4().unwrap();
-                socket.set_reuseaddr(true).unwrap();
-                socket.bind(([127, 0, 0, 1], port).into()).unwrap();
-                let listener = socket.listen(1024).unwrap();
-                let port = listener.local_addr().unwrap().port();
-                tokio::spawn(async move { axum::serve(listener, app).await });
-                port
-            });
-            Server {
-                runtime: Some(runtime),
-                port,
-            }
-        })
-        .await
-        .unwrap()
-    }
-
-    fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-
-    /// Stops it at once: every task and connection of its runtime goes.
-    fn stop(&mut self) {
-        if let Some(runtime) = self.runtime.take() {
-            runtime.shutdown_background();
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
 use std::collections::HashSet;
+
+use crate::restartable::Server;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -135,7 +76,7 @@ async fn a_server_restart_under_writers_and_a_live_subscription_loses_nothing_an
 {
     const PER_WRITER: usize = 150;
     let path = backing_file();
-    let mut server = Server::start(path.clone(), 0, None).await;
+    let mut server = Server::start(path.clone(), 0, anyone).await;
     let port = server.port;
     let config = Config::new(server.url()).with_max_backoff(Duration::from_millis(200));
     let client = RemoteStore::connect(config).await.unwrap();
@@ -191,7 +132,7 @@ async fn a_server_restart_under_writers_and_a_live_subscription_loses_nothing_an
     }
     server.stop();
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let server = Server::start(path, port, None).await;
+    let server = Server::start(path, port, anyone).await;
 
     let mut failed = 0;
     for writer in writers {
@@ -238,12 +179,26 @@ async fn a_server_restart_under_writers_and_a_live_subscription_loses_nothing_an
 
 const TOKENS: &str = "ada user-ada*\nbob user-bob*\n";
 
+fn with_tokens(store: synckit::sqlite::SqliteStore) -> axum::Router {
+    let policy = server::TokenPolicy::parse(TOKENS).unwrap();
+    server::router(store).policy(policy).build().unwrap()
+}
+
+fn anyone(store: synckit::sqlite::SqliteStore) -> axum::Router {
+    let limits = Limits::default().with_heartbeat(Duration::from_millis(500));
+    server::router(store)
+        .allow_anonymous()
+        .limits(limits)
+        .build()
+        .unwrap()
+}
+
 /// What a principal may not do comes back as a 401 or 403
 /// [`Error::Remote`], writes nothing, and leaves others' events out of its
 /// reads and subscriptions while its position moves past them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn access_control_as_a_client_sees_it() {
-    let server = Server::start(backing_file(), 0, Some(TOKENS)).await;
+    let server = Server::start(backing_file(), 0, with_tokens).await;
     let as_who = |token: &str| Config::new(server.url()).with_token(token);
 
     let refused = RemoteStore::connect(as_who("nobody")).await.unwrap_err();
