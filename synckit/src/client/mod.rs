@@ -7,12 +7,12 @@
 //! typed helpers included:
 //!
 //! ```no_run
-//! # #[derive(serde::Serialize, serde::Deserialize, synckit::Event)]
+//! # #[derive(Debug, serde::Serialize, serde::Deserialize, synckit::Event)]
 //! # enum UserEvent { Registered { #[event(aggregate_id)] id: String, name: String } }
 //! # async fn demo() -> synckit::Result<()> {
 //! use futures::StreamExt;
 //! use synckit::client::{Config, RemoteStore};
-//! use synckit::{Event, ExpectedVersion, Message};
+//! use synckit::{EventStore, ExpectedVersion};
 //!
 //! let remote = RemoteStore::connect(
 //!     Config::new("http://127.0.0.1:8080").with_token("s3cret"),
@@ -22,10 +22,9 @@
 //! remote.append_event(ExpectedVersion::NoStream, &registered).await?;
 //!
 //! let mut user = UserEvent::subscribe_stream(&remote, "user-1").await?;
-//! while let Some(message) = user.next().await {
-//!     if let Message::Event(event) = message? {
-//!         println!("{}: {:?}", event.version, event.data);
-//!     }
+//! while let Some(event) = user.next().await {
+//!     let event = event?;
+//!     println!("{}: {:?}", event.version, event.data);
 //! }
 //! # Ok(()) }
 //! ```
@@ -54,7 +53,7 @@
 //! - Checkpoints, leases, parked events and snapshots live in this
 //!   process's memory: durable subscriptions and consumer groups resume
 //!   exactly once while the process lives, and start from their
-//!   [`Start`](crate::Start) again in a new one. Snapshots are a cache,
+//!   [`Start`] again in a new one. Snapshots are a cache,
 //!   so keeping them locally changes no result.
 //! - After [`EventStore::close`] every call fails with
 //!   [`Error::StoreClosed`] and subscriptions end; dropping every handle
