@@ -47,7 +47,8 @@
 //! `sqlite`) is the embedded default and `postgres::PgStore` (feature
 //! `postgres`) the production backend. `synckit::open(target)` opens
 //! whichever a target string (an application's `DATABASE_URL`) names: see
-//! `StoreConfig::parse`.
+//! `StoreConfig::parse`. `client::RemoteStore` (feature `client`) is a
+//! store on a synckit server over HTTP, natively and in the browser.
 //!
 //! ## Schema evolution
 //!
@@ -68,10 +69,12 @@
 //! | `schema`   | JSON Schema of every event type ([`Event::event_schemas`]) | yes |
 //! | `tls`      | TLS for PostgreSQL connections (rustls) | no |
 //! | `server`   | HTTP and Server-Sent Events face (axum, [`server`]) | no |
+//! | `client`   | `RemoteStore` over that face, native and wasm32 ([`client`]) | no |
 //!
 //! With `default-features = false, features = ["derive"]` the crate builds
 //! for `wasm32-unknown-unknown`: events, envelopes, cursors, filters,
-//! upcasting, notification payloads, the error type and [`MemoryStore`].
+//! upcasting, notification payloads, the error type and [`MemoryStore`];
+//! with `"client"` too, [`client::RemoteStore`] in the browser.
 #![doc = include_str!("docs/guarantees.md")]
 #![doc = include_str!("docs/subscriptions.md")]
 #![doc = include_str!("docs/aggregates.md")]
