@@ -11,6 +11,7 @@
 
 mod aggregate;
 mod group;
+mod http;
 mod pg;
 mod report;
 mod sqlite;
@@ -53,9 +54,12 @@ struct Args {
     /// Events of the consumer group rows.
     #[arg(long, default_value_t = 20_000)]
     group_events: u64,
+    /// Concurrent Server-Sent Events clients of the HTTP fan-out row.
+    #[arg(long, default_value_t = 1000)]
+    sse_clients: usize,
     /// Only the rows whose key contains one of these (keys: batch,
     /// small-batch, single, load, catch-up, latency, fanout, notify, listen,
-    /// aggregate, group, rebalance, sqlite, upcast).
+    /// aggregate, group, rebalance, http, sqlite, upcast).
     #[arg(long)]
     only: Vec<String>,
     /// Internal: run one load alone and print its peak memory (the memory
@@ -175,6 +179,11 @@ async fn main() {
         for row in group::rebalance(&bench).await {
             table.push(row);
         }
+    }
+    if run("http") {
+        table.push(http::append_throughput(&bench, args.singles).await);
+        table.push(http::append_to_client(&bench, args.samples).await);
+        table.push(http::many_sse_clients(&bench, args.sse_clients, args.samples / 5).await);
     }
     bench.drop_databases().await;
     if run("sqlite") {
