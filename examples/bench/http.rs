@@ -45,7 +45,8 @@ async fn appends<S: EventStore>(store: &S, writers: u64, total: u64) -> f64 {
             let store = store.clone();
             tokio::spawn(async move {
                 for i in 0..total / writers {
-                    let event = NewEvent::new(format!("h-{w}-{}", i % 50), "Tick", json!({ "i": i }));
+                    let event =
+                        NewEvent::new(format!("h-{w}-{}", i % 50), "Tick", json!({ "i": i }));
                     store
                         .append(ExpectedVersion::Any, vec![event])
                         .await
@@ -85,7 +86,10 @@ pub async fn append_throughput(bench: &Bench, total: u64) -> Row {
     Row {
         measurement: format!("single appends over HTTP (RemoteStore), {WRITERS} clients"),
         synckit: report::rate(r),
-        baseline: format!("{} (the same appends on the store in process)", report::rate(d)),
+        baseline: format!(
+            "{} (the same appends on the store in process)",
+            report::rate(d)
+        ),
         ratio: r / d,
         goal: Goal::Reported,
         figures: json!({ "http_per_s": r, "direct_per_s": d }),
@@ -138,10 +142,17 @@ pub async fn append_to_client(bench: &Bench, samples: usize) -> Row {
     }
     remote.close().await.expect("close");
     direct.close().await.expect("close");
-    let (f50, f99) = (workload::percentile(&mut f, 50), workload::percentile(&mut f, 99));
-    let (n50, n99) = (workload::percentile(&mut n, 50), workload::percentile(&mut n, 99));
+    let (f50, f99) = (
+        workload::percentile(&mut f, 50),
+        workload::percentile(&mut f, 99),
+    );
+    let (n50, n99) = (
+        workload::percentile(&mut n, 50),
+        workload::percentile(&mut n, 99),
+    );
     Row {
-        measurement: "append → typed subscriber through RemoteStore (SSE wake-up, page read)".into(),
+        measurement: "append → typed subscriber through RemoteStore (SSE wake-up, page read)"
+            .into(),
         synckit: format!("p50 {}, p99 {}", report::ms(f50), report::ms(f99)),
         baseline: format!(
             "p50 {}, p99 {} (the same subscription in process)",
@@ -161,7 +172,10 @@ async fn open_feeds(
     url: &str,
     after: u64,
     clients: usize,
-) -> (Vec<tokio::task::JoinHandle<()>>, tokio::sync::mpsc::UnboundedReceiver<Instant>) {
+) -> (
+    Vec<tokio::task::JoinHandle<()>>,
+    tokio::sync::mpsc::UnboundedReceiver<Instant>,
+) {
     let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
     let http = reqwest::Client::new();
     let opened = Arc::new(tokio::sync::Barrier::new(clients + 1));
@@ -171,7 +185,11 @@ async fn open_feeds(
         let url = format!("{url}/events/live?after={after}");
         tasks.push(tokio::spawn(async move {
             let response = http.get(url).send().await.expect("live feed");
-            assert!(response.status().is_success(), "live feed: {}", response.status());
+            assert!(
+                response.status().is_success(),
+                "live feed: {}",
+                response.status()
+            );
             let mut events = response.bytes_stream().eventsource();
             opened.wait().await;
             while let Some(Ok(event)) = events.next().await {
@@ -187,7 +205,12 @@ async fn open_feeds(
 }
 
 /// Append → the last of `clients` SSE clients, per append: p50 and p99.
-async fn fan_out(url: &str, direct: &PgStore, clients: usize, samples: usize) -> (Duration, Duration) {
+async fn fan_out(
+    url: &str,
+    direct: &PgStore,
+    clients: usize,
+    samples: usize,
+) -> (Duration, Duration) {
     let head = direct.latest_version().await.expect("head").version();
     let (tasks, mut arrivals) = open_feeds(url, head, clients).await;
     let mut last = Vec::with_capacity(samples);
@@ -227,9 +250,21 @@ pub async fn many_sse_clients(bench: &Bench, clients: usize, samples: usize) -> 
     let (o50, o99) = fan_out(&base, &direct, 1, samples).await;
     direct.close().await.expect("close");
     Row {
-        measurement: format!("{} concurrent SSE clients on one server, append → last client", thousands(clients as u64)),
-        synckit: format!("p50 {}, p99 {} (RSS +{} with the clients)", report::ms(m50), report::ms(m99), report::mib(grown)),
-        baseline: format!("p50 {}, p99 {} (one client)", report::ms(o50), report::ms(o99)),
+        measurement: format!(
+            "{} concurrent SSE clients on one server, append → last client",
+            thousands(clients as u64)
+        ),
+        synckit: format!(
+            "p50 {}, p99 {} (RSS +{} with the clients)",
+            report::ms(m50),
+            report::ms(m99),
+            report::mib(grown)
+        ),
+        baseline: format!(
+            "p50 {}, p99 {} (one client)",
+            report::ms(o50),
+            report::ms(o99)
+        ),
         ratio: m99.as_secs_f64() / o99.as_secs_f64(),
         goal: Goal::Reported,
         figures: json!({"clients": clients, "many_p50_ms": m50.as_secs_f64() * 1e3, "many_p99_ms": m99.as_secs_f64() * 1e3,
