@@ -113,12 +113,54 @@ pub struct Page {
     /// The last position readers could see when the page was read (global
     /// version, or the stream's version for a stream).
     pub head: u64,
+    /// Stored rows among the page's that cannot be read back (a row another
+    /// writer stored: text that is not JSON, a time that is not one), by
+    /// version: each stands in its place between `events`, and readers go
+    /// on past it. Absent when there is none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unreadable: Vec<Unreadable>,
 }
 
 impl Page {
     /// A page.
     pub fn new(events: Vec<Recorded>, next: u64, head: u64) -> Self {
-        Page { events, next, head }
+        Page {
+            events,
+            next,
+            head,
+            unreadable: Vec::new(),
+        }
+    }
+
+    /// The page with the rows it could not read.
+    #[must_use]
+    pub fn with_unreadable(mut self, unreadable: Vec<Unreadable>) -> Self {
+        self.unreadable = unreadable;
+        self
+    }
+}
+
+/// A stored row a page could not read back
+/// ([`Error::UnreadableEvent`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct Unreadable {
+    /// Its global version.
+    pub version: u64,
+    /// Its event id.
+    pub id: String,
+    /// What is wrong with it.
+    pub reason: String,
+}
+
+impl Unreadable {
+    /// The row's error, as a local store reports it.
+    pub fn into_error(self) -> Error {
+        Error::UnreadableEvent {
+            version: self.version,
+            id: self.id,
+            reason: self.reason,
+        }
     }
 }
 

@@ -383,3 +383,19 @@ async fn sqlite_reads_stored_rows_by_the_shared_rules() {
     })
     .await;
 }
+
+/// Through the HTTP face: a row the server cannot read back is one error
+/// item in its place for every reader of a `RemoteStore` too, and whole
+/// pages fail with its name, as on the store itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remote_poison_rows_are_one_error_item_each() {
+    for (what, raw_poison, values) in SQLITE_POISONS {
+        let backing = crate::sqlite::fresh_store(7).await;
+        let remote = crate::remote::remote(backing.clone()).await;
+        eprintln!("poison: {what}");
+        every_reader_steps_over(remote, *raw_poison, async || {
+            sqlite_inject(&backing, values).await
+        })
+        .await;
+    }
+}

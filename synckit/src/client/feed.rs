@@ -174,8 +174,11 @@ mod native {
                     }
                 }
                 tokio::select! {
-                    followed = self.follow(&mut last) => match followed {
-                        Ok(()) => failures = 0,
+                    followed = self.follow(&mut last, &mut failures) => match followed {
+                        // The server ended the feed (its store closed, it
+                        // shuts down): back off a little all the same, so
+                        // a feed that ends at once is not a busy loop.
+                        Ok(()) => failures = failures.max(1),
                         Err(error) => {
                             failures += 1;
                             tracing::debug!(%error, failures, "the live feed of a remote store failed; it reconnects");
@@ -189,8 +192,8 @@ mod native {
         }
 
         /// One connection: from the last id seen (or the head), until the
-        /// feed ends or should end.
-        async fn follow(&self, last: &mut Option<u64>) -> crate::Result<()> {
+        /// feed ends or should end. The first message resets `failures`.
+        async fn follow(&self, last: &mut Option<u64>, failures: &mut u32) -> crate::Result<()> {
             let after = match *last {
                 Some(id) => id,
                 None => {
@@ -210,6 +213,7 @@ mod native {
                 tokio::select! {
                     message = messages.next() => match message {
                         Some(Ok(m)) => {
+                            *failures = 0;
                             if let Some(id) = self.deliver(&m.event, &m.id, &m.data) {
                                 *last = Some(id);
                             }

@@ -79,7 +79,7 @@ use crate::model::cursor::{Cursor, ExpectedVersion};
 use crate::model::error::{Error, Result};
 use crate::model::filter::{Filter, Start};
 use crate::model::recorded::{NewEvent, Recorded};
-use crate::protocol::{AppendRequest, Appended, Page};
+use crate::protocol::{AppendRequest, Appended, Page, Unreadable};
 use crate::store::aggregate::StoredSnapshot;
 use crate::store::hub::Hub;
 use crate::store::lease::{LeaseKey, LiveLease};
@@ -278,29 +278,29 @@ impl RemoteStore {
         mut query: Vec<(&'static str, String)>,
         after: u64,
         limit: usize,
-    ) -> BoxFuture<'static, Result<(Vec<Recorded>, Cursor)>> {
+    ) -> BoxFuture<'static, Result<(Vec<Row>, Cursor)>> {
         let api = self.open().cloned();
         async move {
             let api = api?;
             let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
-            let mut events = Vec::new();
+            let mut rows = Vec::new();
             let mut cursor = after;
             query.push(("after", String::new()));
             query.push(("limit", String::new()));
             let at = query.len() - 2;
-            while events.len() < limit {
+            while rows.len() < limit {
                 query[at].1 = cursor.to_string();
-                query[at + 1].1 = (limit - events.len()).to_string();
+                query[at + 1].1 = (limit - rows.len()).to_string();
                 let page: Page = api.get(operation, api.url(&segments, &query)).await?;
                 let moved = page.next > cursor;
                 cursor = page.next;
-                events.extend(page.events);
+                rows.extend(merged(page.events, page.unreadable));
                 if !moved || cursor >= page.head {
                     break;
                 }
             }
-            events.truncate(limit);
-            Ok((events, Cursor::new(cursor)))
+            rows.truncate(limit);
+            Ok((rows, Cursor::new(cursor)))
         }
         .boxed()
     }
@@ -336,6 +336,31 @@ impl RemoteStore {
             Arc::downgrade(&self.inner.feed),
         ));
     }
+}
+
+/// One row of a page: an event, or a stored row the server could not read
+/// back.
+type Row = std::result::Result<Recorded, Unreadable>;
+
+fn row_cursor(row: &Row) -> Cursor {
+    Cursor::new(match row {
+        Ok(event) => event.version,
+        Err(unreadable) => unreadable.version,
+    })
+}
+
+/// A page's events and unreadable rows, in version order.
+fn merged(events: Vec<Recorded>, unreadable: Vec<Unreadable>) -> Vec<Row> {
+    if unreadable.is_empty() {
+        return events.into_iter().map(Ok).collect();
+    }
+    let mut rows: Vec<Row> = events
+        .into_iter()
+        .map(Ok)
+        .chain(unreadable.into_iter().map(Err))
+        .collect();
+    rows.sort_by_key(row_cursor);
+    rows
 }
 
 /// The query of a filter: repeated `stream` and `type`.
@@ -395,7 +420,14 @@ impl EventStore for RemoteStore {
         );
         async move {
             checked?;
-            Ok(pages.await?.0)
+            // A whole page fails with its first unreadable row, as a local
+            // store's does.
+            pages
+                .await?
+                .0
+                .into_iter()
+                .map(|row| row.map_err(Unreadable::into_error))
+                .collect()
         }
     }
 
@@ -417,11 +449,19 @@ impl EventStore for RemoteStore {
         );
         async move {
             checked?;
-            let (events, scanned) = pages.await?;
+            let (rows, scanned) = pages.await?;
             // Everything up to where the server read is in the page, so a
             // filtered subscription moves its position past what it left
-            // out.
-            let page = TypedPage::from_rows(events, Recorded::cursor, |_| 0, P::from_recorded);
+            // out. An unreadable row is an error in its place.
+            let page = TypedPage::from_rows(
+                rows,
+                row_cursor,
+                |_| 0,
+                |row| match row {
+                    Ok(event) => P::from_recorded(event),
+                    Err(unreadable) => Err(unreadable.into_error()),
+                },
+            );
             Ok(page.with_scanned(scanned))
         }
     }
@@ -477,7 +517,12 @@ impl EventStore for RemoteStore {
         let pages = self.pages("read_aggregate", segments, Vec::new(), after, limit);
         async move {
             checked?;
-            Ok(pages.await?.0)
+            pages
+                .await?
+                .0
+                .into_iter()
+                .map(|row| row.map_err(Unreadable::into_error))
+                .collect()
         }
     }
 

@@ -278,18 +278,36 @@ struct Read {
     head: u64,
 }
 
-/// A page's answer, with its caching headers: the events `who` may read,
-/// and `next` past every event read (`position` is the global or the
-/// stream version).
-fn page_response(
-    who: &Principal,
+/// What a page read: its events, the rows it could not read back, how
+/// many rows that is in all, and the position of the last.
+struct Rows {
     events: Vec<crate::model::recorded::Recorded>,
-    read: Read,
-    position: fn(&crate::model::recorded::Recorded) -> u64,
-    private: bool,
-) -> Response {
-    let full = read.limit > 0 && events.len() == read.limit;
-    let last = events.last().map_or(read.after, position);
+    unreadable: Vec<crate::protocol::Unreadable>,
+    count: usize,
+    last: Option<u64>,
+}
+
+impl Rows {
+    /// The rows of a read that fails whole on a row it cannot read (one
+    /// stream), each at `position`.
+    fn whole(
+        events: Vec<crate::model::recorded::Recorded>,
+        position: fn(&crate::model::recorded::Recorded) -> u64,
+    ) -> Self {
+        Rows {
+            count: events.len(),
+            last: events.last().map(position),
+            events,
+            unreadable: Vec::new(),
+        }
+    }
+}
+
+/// A page's answer, with its caching headers: the events `who` may read,
+/// and `next` past every row read.
+fn page_response(who: &Principal, rows: Rows, read: Read, private: bool) -> Response {
+    let full = read.limit > 0 && rows.count == read.limit;
+    let last = rows.last.unwrap_or(read.after);
     // A short page read everything up to the head it started under, what
     // the filter left out included: the next page starts there.
     let next = if full || read.limit == 0 {
@@ -297,11 +315,12 @@ fn page_response(
     } else {
         last.max(read.head)
     };
-    let events = events
+    let events = rows
+        .events
         .into_iter()
         .filter(|e| who.may(Access::Read, &e.aggregate_id, &e.event_type))
         .collect();
-    let page = Page::new(events, next, read.head.max(next));
+    let page = Page::new(events, next, read.head.max(next)).with_unreadable(rows.unreadable);
     let mut response = axum::Json(page).into_response();
     let headers = response.headers_mut();
     // A full page is `limit` events below the fence: no later commit can
@@ -330,19 +349,32 @@ async fn page<S: SubscriptionSource>(
     let after = query.after.unwrap_or(0);
     let limit = query.limit(&state.limits);
     let head = state.store.latest_version().await?.version();
-    let events = if limit == 0 {
-        Vec::new()
-    } else {
-        state.store.read(&filter, Cursor::new(after), limit).await?
-    };
+    let mut rows = Rows::whole(Vec::new(), |e| e.version);
+    if limit > 0 {
+        // Row by row, as subscriptions read: a row that cannot be read
+        // back stands in its place instead of failing the page.
+        let start = Cursor::new(after);
+        let page = state.store.read_page(&filter, start, limit).await?;
+        for row in page.into_shared(start).rows {
+            rows.count += 1;
+            match row {
+                Ok(event) => {
+                    rows.last = Some(event.version);
+                    rows.events.push(event);
+                }
+                Err(unreadable) => {
+                    rows.last = Some(unreadable.version);
+                    rows.unreadable.push(crate::protocol::Unreadable {
+                        version: unreadable.version,
+                        id: unreadable.id,
+                        reason: unreadable.reason,
+                    });
+                }
+            }
+        }
+    }
     let read = Read { after, limit, head };
-    Ok(page_response(
-        &who,
-        events,
-        read,
-        |e| e.version,
-        state.policy.is_some(),
-    ))
+    Ok(page_response(&who, rows, read, state.policy.is_some()))
 }
 
 /// One event by id; 404 as well when the caller may not read it, so that
@@ -407,13 +439,8 @@ async fn stream<S: SubscriptionSource>(
             .await?
     };
     let read = Read { after, limit, head };
-    Ok(page_response(
-        &who,
-        events,
-        read,
-        |e| e.stream_version,
-        state.policy.is_some(),
-    ))
+    let rows = Rows::whole(events, |e| e.stream_version);
+    Ok(page_response(&who, rows, read, state.policy.is_some()))
 }
 
 async fn append<S: SubscriptionSource>(
