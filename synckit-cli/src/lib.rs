@@ -76,6 +76,10 @@ enum Command {
         /// Serve every stream to anyone, unauthenticated.
         #[arg(long, conflicts_with = "token_file")]
         allow_anonymous: bool,
+        /// An origin whose pages may call the API from a browser (CORS),
+        /// as `https://app.example.com`; repeatable; `*` for any.
+        #[arg(long = "allow-origin", value_name = "ORIGIN")]
+        allow_origins: Vec<String>,
     },
     /// Print events as they are committed, until Ctrl-C.
     Tail {
@@ -271,8 +275,12 @@ async fn serve<S: SubscriptionSource>(
     store: S,
     listen: &str,
     token_file: Option<std::path::PathBuf>,
+    cors: Option<tower_http::cors::CorsLayer>,
 ) -> Result<(), String> {
-    let builder = synckit::server::router(store.clone());
+    let mut builder = synckit::server::router(store.clone());
+    if let Some(cors) = cors {
+        builder = builder.cors(cors);
+    }
     let builder = match token_file {
         Some(path) => builder
             .policy(synckit::server::TokenPolicy::from_file(&path).map_err(|e| e.to_string())?),
@@ -295,6 +303,44 @@ async fn serve<S: SubscriptionSource>(
         .await
         .map_err(|e| format!("the server failed: {e}"))?;
     store.close().await.map_err(|e| e.to_string())
+}
+
+/// The CORS layer of `--allow-origin`: what a browser page needs to read,
+/// follow and append (the methods, `Authorization`, `Content-Type` and
+/// `Last-Event-ID`); `None` without origins.
+fn cors(origins: &[String]) -> Result<Option<tower_http::cors::CorsLayer>, String> {
+    use axum::http::{HeaderName, HeaderValue, Method, header};
+    use tower_http::cors::{AllowOrigin, CorsLayer};
+    if origins.is_empty() {
+        return Ok(None);
+    }
+    let allow = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        let parsed = origins
+            .iter()
+            .map(|origin| {
+                let valid = origin.starts_with("http://") || origin.starts_with("https://");
+                match HeaderValue::from_str(origin.trim_end_matches('/')) {
+                    Ok(value) if valid => Ok(value),
+                    _ => Err(format!(
+                        "--allow-origin {origin:?} is not an origin (scheme://host[:port]) or *"
+                    )),
+                }
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        AllowOrigin::list(parsed)
+    };
+    Ok(Some(
+        CorsLayer::new()
+            .allow_origin(allow)
+            .allow_methods([Method::GET, Method::POST])
+            .allow_headers([
+                header::AUTHORIZATION,
+                header::CONTENT_TYPE,
+                HeaderName::from_static("last-event-id"),
+            ]),
+    ))
 }
 
 /// Ctrl-C, or SIGTERM where there is one.
@@ -340,21 +386,27 @@ async fn run_command(cli: Cli, types: &EventTypes) -> Result<(), String> {
         }
         (
             Command::Serve {
-                listen, token_file, ..
+                listen,
+                token_file,
+                allow_origins,
+                ..
             },
             db,
-        ) => match db {
-            Database::Postgres(config) => {
-                let store = PgStore::connect(config).await.map_err(|e| e.to_string())?;
-                serve(store, &listen, token_file).await?;
+        ) => {
+            let cors = cors(&allow_origins)?;
+            match db {
+                Database::Postgres(config) => {
+                    let store = PgStore::connect(config).await.map_err(|e| e.to_string())?;
+                    serve(store, &listen, token_file, cors).await?;
+                }
+                Database::Sqlite(config) => {
+                    let store = SqliteStore::connect(config)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    serve(store, &listen, token_file, cors).await?;
+                }
             }
-            Database::Sqlite(config) => {
-                let store = SqliteStore::connect(config)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                serve(store, &listen, token_file).await?;
-            }
-        },
+        }
         (
             Command::Tail {
                 stream,

@@ -730,6 +730,7 @@ async fn serve_answers_with_the_token_files_policy_and_stops_on_a_signal() {
     let mut child = Command::new(env!("CARGO_BIN_EXE_synckit"))
         .args(["serve", "--listen", "127.0.0.1:0", "--token-file"])
         .arg(&tokens)
+        .args(["--allow-origin", "https://app.example.com"])
         .env("DATABASE_URL", database)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -763,6 +764,31 @@ async fn serve_answers_with_the_token_files_policy_and_stops_on_a_signal() {
         .await
         .unwrap();
     assert_eq!(page["events"][0]["aggregate_id"], "user-1");
+    // A page of the allowed origin may append (the preflight says so);
+    // another origin is not told it may.
+    let preflight = |origin: &str| {
+        http.request(
+            reqwest::Method::OPTIONS,
+            format!("{base}/streams/user-2/events"),
+        )
+        .header("origin", origin)
+        .header("access-control-request-method", "POST")
+        .header(
+            "access-control-request-headers",
+            "authorization, content-type",
+        )
+        .send()
+    };
+    let allowed = preflight("https://app.example.com").await.unwrap();
+    assert_eq!(
+        allowed
+            .headers()
+            .get("access-control-allow-origin")
+            .unwrap(),
+        "https://app.example.com"
+    );
+    let other = preflight("https://elsewhere.example.com").await.unwrap();
+    assert!(other.headers().get("access-control-allow-origin").is_none());
     // An open live feed does not hold the shutdown.
     let live = http
         .get(format!("{base}/events/live?access_token=secret"))
@@ -792,4 +818,16 @@ async fn serve_answers_with_the_token_files_policy_and_stops_on_a_signal() {
     assert!(!refused.status.success());
     let said = String::from_utf8_lossy(&refused.stderr);
     assert!(said.contains("--token-file"), "{said}");
+    let bad_origin = synckit(
+        database,
+        &[
+            "serve",
+            "--allow-anonymous",
+            "--allow-origin",
+            "app.example.com",
+        ],
+    );
+    assert!(!bad_origin.status.success());
+    let said = String::from_utf8_lossy(&bad_origin.stderr);
+    assert!(said.contains("is not an origin"), "{said}");
 }

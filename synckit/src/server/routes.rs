@@ -521,6 +521,9 @@ async fn append_body<S: SubscriptionSource>(
         .into_response())
 }
 
+/// What a live feed tells `EventSource` to wait before reconnecting.
+const RECONNECT: Duration = Duration::from_secs(1);
+
 /// Holds a live feed's place among [`Limits::with_live_connections`].
 struct LiveSlot {
     _permit: OwnedSemaphorePermit,
@@ -598,6 +601,10 @@ async fn live<S: SubscriptionSource>(
         let event = receiver.recv().await?;
         Some((Ok::<_, Infallible>(event), (receiver, slot)))
     });
+    // First, how long a browser's `EventSource` waits before it reconnects
+    // after a cut (its own default is about 3 s).
+    let reconnect = SseEvent::default().retry(RECONNECT);
+    let body = futures::stream::once(async move { Ok(reconnect) }).chain(body);
     let mut response = Sse::new(body)
         .keep_alive(KeepAlive::new().interval(state.limits.heartbeat))
         .into_response();
