@@ -11,7 +11,7 @@ use crate::model::error::{Error, Result};
 use crate::protocol::ErrorBody;
 
 /// One server: its base address, the caller's token and the HTTP client.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub(super) struct Api {
     pub(super) base: Url,
     pub(super) token: Option<String>,

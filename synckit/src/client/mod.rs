@@ -101,8 +101,10 @@ use http::Api;
 ///     .with_batch_size(500)
 ///     .with_max_backoff(Duration::from_secs(10));
 /// assert_eq!(config.batch_size, 500);
+/// // Its token stays out of logs.
+/// assert!(!format!("{config:?}").contains("s3cret"));
 /// ```
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 #[non_exhaustive]
 pub struct Config {
     /// The base address the router is mounted at (`http://host:port` or
@@ -118,6 +120,18 @@ pub struct Config {
     /// feed (backoff doubles from 50 ms up to it, with jitter). 5 s by
     /// default.
     pub max_backoff: Duration,
+}
+
+/// The token is left out: configurations end up in logs.
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("url", &self.url)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("batch_size", &self.batch_size)
+            .field("max_backoff", &self.max_backoff)
+            .finish()
+    }
 }
 
 impl Config {
