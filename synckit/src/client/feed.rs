@@ -281,6 +281,9 @@ mod browser {
                     if feed.should_end() {
                         return;
                     }
+                    // While it is away, subscriptions look for themselves
+                    // at each attempt.
+                    feed.hub.notify_all();
                 }
                 let after = match last.get() {
                     Some(id) => id,

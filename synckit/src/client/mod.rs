@@ -319,6 +319,28 @@ impl RemoteStore {
         .boxed()
     }
 
+    /// [`RemoteStore::pages`] of `GET /events` for `filter`.
+    fn global_pages(
+        &self,
+        filter: &Filter,
+        after: Cursor,
+        limit: usize,
+    ) -> impl Future<Output = Result<(Vec<Row>, Cursor)>> + Send + use<> {
+        let checked = crate::model::validate::check_filter(filter);
+        let segments = vec!["events".to_owned()];
+        let pages = self.pages(
+            "read",
+            segments,
+            filter_query(filter),
+            after.version(),
+            limit,
+        );
+        async move {
+            checked?;
+            pages.await
+        }
+    }
+
     /// The head (`GET /events?limit=0`) or a stream's version
     /// (`GET /streams/{id}?limit=0`).
     fn head(
@@ -355,6 +377,14 @@ impl RemoteStore {
 /// One row of a page: an event, or a stored row the server could not read
 /// back.
 type Row = std::result::Result<Recorded, Unreadable>;
+
+/// The events of rows read as a whole page: it fails with its first
+/// unreadable row, as a local store's does.
+fn whole(rows: Vec<Row>) -> Result<Vec<Recorded>> {
+    rows.into_iter()
+        .map(|row| row.map_err(Unreadable::into_error))
+        .collect()
+}
 
 fn row_cursor(row: &Row) -> Cursor {
     Cursor::new(match row {
@@ -424,25 +454,8 @@ impl EventStore for RemoteStore {
         after: Cursor,
         limit: usize,
     ) -> impl Future<Output = Result<Vec<Recorded>>> + Send {
-        let checked = crate::model::validate::check_filter(filter);
-        let pages = self.pages(
-            "read",
-            vec!["events".to_owned()],
-            filter_query(filter),
-            after.version(),
-            limit,
-        );
-        async move {
-            checked?;
-            // A whole page fails with its first unreadable row, as a local
-            // store's does.
-            pages
-                .await?
-                .0
-                .into_iter()
-                .map(|row| row.map_err(Unreadable::into_error))
-                .collect()
-        }
+        let pages = self.global_pages(filter, after, limit);
+        async move { whole(pages.await?.0) }
     }
 
     fn read_page_as<P: crate::Payload>(
@@ -453,16 +466,8 @@ impl EventStore for RemoteStore {
         upto: Option<Cursor>,
     ) -> impl Future<Output = Result<TypedPage<P>>> + Send {
         let _ = upto;
-        let checked = crate::model::validate::check_filter(filter);
-        let pages = self.pages(
-            "read",
-            vec!["events".to_owned()],
-            filter_query(filter),
-            after.version(),
-            limit,
-        );
+        let pages = self.global_pages(filter, after, limit);
         async move {
-            checked?;
             let (rows, scanned) = pages.await?;
             // Everything up to where the server read is in the page, so a
             // filtered subscription moves its position past what it left
@@ -531,12 +536,7 @@ impl EventStore for RemoteStore {
         let pages = self.pages("read_aggregate", segments, Vec::new(), after, limit);
         async move {
             checked?;
-            pages
-                .await?
-                .0
-                .into_iter()
-                .map(|row| row.map_err(Unreadable::into_error))
-                .collect()
+            whole(pages.await?.0)
         }
     }
 
