@@ -205,7 +205,7 @@ mod native {
             let url = self
                 .api
                 .url(&["events", "live"], &[("after", after.to_string())]);
-            let response = self.api.live(url, None).await?;
+            let response = self.api.live(url).await?;
             self.hub.notify_all();
             let mut messages = response.bytes_stream().eventsource();
             let mut idle = tokio::time::interval(super::IDLE_CHECK);

@@ -65,13 +65,10 @@ impl Api {
     /// `GET url` as a Server-Sent Events feed (native only: the browser
     /// has `EventSource`).
     #[cfg(not(target_arch = "wasm32"))]
-    pub(super) async fn live(&self, url: Url, last_id: Option<u64>) -> Result<reqwest::Response> {
-        let mut request = self
+    pub(super) async fn live(&self, url: Url) -> Result<reqwest::Response> {
+        let request = self
             .authorized(self.http.get(url))
             .header(reqwest::header::ACCEPT, "text/event-stream");
-        if let Some(id) = last_id {
-            request = request.header("last-event-id", id.to_string());
-        }
         let response = request.send().await.map_err(|e| unreachable("live", &e))?;
         if response.status().is_success() {
             Ok(response)
