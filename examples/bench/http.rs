@@ -142,14 +142,8 @@ pub async fn append_to_client(bench: &Bench, samples: usize) -> Row {
     }
     remote.close().await.expect("close");
     direct.close().await.expect("close");
-    let (f50, f99) = (
-        workload::percentile(&mut f, 50),
-        workload::percentile(&mut f, 99),
-    );
-    let (n50, n99) = (
-        workload::percentile(&mut n, 50),
-        workload::percentile(&mut n, 99),
-    );
+    let (f50, f99) = workload::p50_p99(&mut f);
+    let (n50, n99) = workload::p50_p99(&mut n);
     Row {
         measurement: "append → typed subscriber through RemoteStore (SSE wake-up, page read)"
             .into(),
@@ -232,10 +226,7 @@ async fn fan_out(
     for task in tasks {
         task.abort();
     }
-    (
-        workload::percentile(&mut last, 50),
-        workload::percentile(&mut last, 99),
-    )
+    workload::p50_p99(&mut last)
 }
 
 /// One server feeding `clients` Server-Sent Events clients, against the

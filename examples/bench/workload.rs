@@ -84,6 +84,11 @@ pub fn percentile(samples: &mut [std::time::Duration], p: usize) -> std::time::D
     samples[(samples.len() * p / 100).min(samples.len().saturating_sub(1))]
 }
 
+/// The median and the 99th percentile of `samples`.
+pub fn p50_p99(samples: &mut [std::time::Duration]) -> (std::time::Duration, std::time::Duration) {
+    (percentile(samples, 50), percentile(samples, 99))
+}
+
 /// What the raw programs decode each row into (synckit's `Recorded`).
 #[allow(dead_code)]
 pub struct RawEvent {
